@@ -1,0 +1,86 @@
+"""circuitcheck: mechanistic-interpretability claims about transformers as pytest tests.
+
+    import circuitcheck as cc
+
+    def test_heads(model):
+        cc.assert_previous_token_head(0, 2, min_score=0.8)
+        cc.assert_induction_head(1, 3, min_score=0.7)
+
+This module stays light (no torch, pandas or transformer_lens at import): the
+pytest plugin imports it at start-up. Heavy parts load on first attribute use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from .errors import CircuitAssertionError, CircuitCheckError, ComponentError, ModelSpecError
+from .registry import hookimpl, load_model, register, unregister
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first use)
+_LAZY = {
+    "Component": "components",
+    "Edge": "components",
+    "parse_components": "components",
+    "Circuit": "circuit",
+    "CheckResult": "result",
+    "head_scores": "heads",
+    "HEAD_KINDS": "heads",
+    "check_head": "checks.heads",
+    "assert_previous_token_head": "checks.heads",
+    "assert_duplicate_token_head": "checks.heads",
+    "assert_induction_head": "checks.heads",
+    "assert_bos_head": "checks.heads",
+    "assert_head_matches_pattern": "checks.heads",
+    "zoo": None,
+    "inputs": None,
+    "heads": None,
+    "stats": None,
+}
+
+__all__ = [
+    "CircuitAssertionError",
+    "CircuitCheckError",
+    "ComponentError",
+    "ModelSpecError",
+    "hookimpl",
+    "load_model",
+    "register",
+    "unregister",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'circuitcheck' has no attribute {name!r}")
+    module_name = _LAZY[name]
+    if module_name is None:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import heads, inputs, stats, zoo
+    from .checks.heads import (
+        assert_bos_head,
+        assert_duplicate_token_head,
+        assert_head_matches_pattern,
+        assert_induction_head,
+        assert_previous_token_head,
+        check_head,
+    )
+    from .circuit import Circuit
+    from .components import Component, Edge, parse_components
+    from .heads import HEAD_KINDS, head_scores
+    from .result import CheckResult

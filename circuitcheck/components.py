@@ -1,0 +1,213 @@
+"""Components: the nodes of a model that claims talk about.
+
+Syntax (DESIGN.md "Words")::
+
+    L1H3            output of head 3 in layer 1 (its ``hook_z`` slice)
+    L1H3.q          the head's query input (also .k, .v)
+    L2.attn         layer 2's attention output
+    L2.mlp          layer 2's MLP output
+    embed           token embedding
+    pos_embed       positional embedding
+    L1H3@-1         narrowed to one position (negative counts from the end)
+    L0.mlp@3:7      narrowed to positions 3..6 (Python slice, either end optional)
+
+Parsing needs no model; :meth:`Component.validate` checks a parsed component
+against a model's config and names the valid range when it does not fit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Union
+
+from .errors import ComponentError
+
+HEAD_INPUTS = ("q", "k", "v")
+
+_HEAD = re.compile(r"^L(?P<layer>\d+)H(?P<head>\d+)(?:\.(?P<port>[a-z_]+))?$")
+_LAYER = re.compile(r"^L(?P<layer>\d+)\.(?P<part>[a-z_]+)$")
+_POSITIONS = re.compile(r"^(?P<start>-?\d+)?(?P<colon>:)?(?P<stop>-?\d+)?$")
+
+SYNTAX_HELP = (
+    "valid forms: L{layer}H{head}, L{layer}H{head}.q/.k/.v, L{layer}.attn, L{layer}.mlp, "
+    "embed, pos_embed, each optionally narrowed with @pos or @start:stop"
+)
+
+
+@dataclass(frozen=True)
+class Positions:
+    """A position or half-open range of positions; ``stop=None`` means to the end."""
+
+    start: int | None
+    stop: int | None
+    single: bool = False
+
+    @classmethod
+    def parse(cls, text: str, whole: str) -> "Positions":
+        match = _POSITIONS.match(text)
+        if not text or not match or (match["start"] is None and match["stop"] is None and not match["colon"]):
+            raise ComponentError(f"bad position {text!r} in component {whole!r}: use @pos (e.g. @-1) or @start:stop (e.g. @3:7)")
+        start = int(match["start"]) if match["start"] is not None else None
+        stop = int(match["stop"]) if match["stop"] is not None else None
+        if not match["colon"]:
+            return cls(start, None, single=True)
+        return cls(start, stop)
+
+    def indices(self, seq_len: int) -> list[int]:
+        """The positions selected in a sequence of ``seq_len`` tokens; an error if none is."""
+        if self.single:
+            pos = self.start + seq_len if self.start < 0 else self.start
+            if not 0 <= pos < seq_len:
+                raise ComponentError(f"position {self.start} does not exist: the input has positions 0-{seq_len - 1}")
+            return [pos]
+        selected = list(range(seq_len))[slice(self.start, self.stop)]
+        if not selected:
+            raise ComponentError(f"positions {self} select nothing in an input of {seq_len} tokens (positions 0-{seq_len - 1})")
+        return selected
+
+    def __str__(self) -> str:
+        if self.single:
+            return str(self.start)
+        return f"{'' if self.start is None else self.start}:{'' if self.stop is None else self.stop}"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One node of the model.
+
+    ``kind`` is one of ``head``, ``attn``, ``mlp``, ``embed``, ``pos_embed``;
+    ``port`` is ``q``/``k``/``v`` for a head's input, None for an output.
+    """
+
+    kind: str
+    layer: int | None = None
+    head: int | None = None
+    port: str | None = None
+    positions: Positions | None = None
+
+    @classmethod
+    def parse(cls, text: Union[str, "Component"]) -> "Component":
+        if isinstance(text, Component):
+            return text
+        if not isinstance(text, str):
+            raise ComponentError(f"a component is a string such as 'L1H3', got {text!r} ({type(text).__name__})")
+        whole = text.strip()
+        body, _, pos_text = whole.partition("@")
+        positions = Positions.parse(pos_text, whole) if "@" in whole else None
+        if body in ("embed", "pos_embed"):
+            return cls(body, positions=positions)
+        match = _HEAD.match(body)
+        if match:
+            port = match["port"]
+            if port is not None and port not in HEAD_INPUTS:
+                raise ComponentError(f"bad head input {port!r} in {whole!r}: a head's inputs are .q, .k and .v")
+            return cls("head", int(match["layer"]), int(match["head"]), port, positions)
+        match = _LAYER.match(body)
+        if match:
+            if match["part"] not in ("attn", "mlp"):
+                raise ComponentError(f"bad layer part {match['part']!r} in {whole!r}: use L{{layer}}.attn or L{{layer}}.mlp")
+            return cls(match["part"], int(match["layer"]), positions=positions)
+        raise ComponentError(f"cannot parse component {whole!r}: {SYNTAX_HELP}")
+
+    # The hook whose activation this component is -------------------------------
+
+    @property
+    def hook_name(self) -> str:
+        """The TransformerLens hook holding this component's activation."""
+        if self.kind == "embed":
+            return "hook_embed"
+        if self.kind == "pos_embed":
+            return "hook_pos_embed"
+        if self.kind == "attn":
+            return f"blocks.{self.layer}.hook_attn_out"
+        if self.kind == "mlp":
+            return f"blocks.{self.layer}.hook_mlp_out"
+        return f"blocks.{self.layer}.attn.hook_{self.port or 'z'}"
+
+    @property
+    def is_head(self) -> bool:
+        return self.kind == "head"
+
+    def without_positions(self) -> "Component":
+        return Component(self.kind, self.layer, self.head, self.port)
+
+    def validate(self, model, model_name: str | None = None) -> "Component":
+        """Check the component exists in ``model``; returns it, or raises :class:`ComponentError`."""
+        cfg = model.cfg
+        name = model_name or model_label(model)
+        if self.layer is not None and not 0 <= self.layer < cfg.n_layers:
+            raise ComponentError(f"layer {self.layer} does not exist in {self}: model {name} has layers 0-{cfg.n_layers - 1}")
+        if self.head is not None and not 0 <= self.head < cfg.n_heads:
+            raise ComponentError(f"head {self.head} does not exist in {self}: model {name} has heads 0-{cfg.n_heads - 1} in each layer")
+        if self.kind == "mlp" and getattr(cfg, "attn_only", False):
+            raise ComponentError(f"{self} does not exist: model {name} is attention-only and has no MLPs")
+        if self.kind == "pos_embed" and getattr(cfg, "positional_embedding_type", "standard") != "standard":
+            raise ComponentError(
+                f"{self} does not exist: model {name} uses {cfg.positional_embedding_type} positions, not a learned positional embedding"
+            )
+        return self
+
+    def sort_key(self) -> tuple:
+        order = {"embed": 0, "pos_embed": 1, "head": 2, "attn": 3, "mlp": 4}
+        layer = -1 if self.layer is None else self.layer
+        return (layer, order[self.kind], -1 if self.head is None else self.head, self.port or "", str(self.positions or ""))
+
+    def __str__(self) -> str:
+        if self.kind in ("embed", "pos_embed"):
+            text = self.kind
+        elif self.kind == "head":
+            text = f"L{self.layer}H{self.head}" + (f".{self.port}" if self.port else "")
+        else:
+            text = f"L{self.layer}.{self.kind}"
+        return text if self.positions is None else f"{text}@{self.positions}"
+
+
+def model_label(model) -> str:
+    """How messages name a model: its spec when loaded by circuitcheck, else its config name."""
+    return getattr(model, "circuitcheck_spec", None) or getattr(model.cfg, "model_name", None) or type(model).__name__
+
+
+def parse_components(components: Union[str, Component, Iterable[Union[str, Component]]]) -> list[Component]:
+    """Parse a space/comma separated string, a component, or an iterable of either."""
+    if isinstance(components, Component):
+        return [components]
+    if isinstance(components, str):
+        items: list = [c for c in re.split(r"[\s,]+", components.strip()) if c]
+    else:
+        items = list(components)
+    return [Component.parse(item) for item in items]
+
+
+@dataclass(frozen=True)
+class Edge:
+    """``sender -> receiver``: the part of the receiver's input written by the sender."""
+
+    sender: Component
+    receiver: Component
+
+    @classmethod
+    def parse(cls, text: Union[str, "Edge"]) -> "Edge":
+        if isinstance(text, Edge):
+            return text
+        sender_text, arrow, receiver_text = str(text).partition("->")
+        if not arrow:
+            raise ComponentError(f"cannot parse edge {text!r}: write 'SENDER -> RECEIVER', e.g. 'L0H2 -> L1H3.k'")
+        sender, receiver = Component.parse(sender_text), Component.parse(receiver_text)
+        if sender.port is not None:
+            raise ComponentError(f"edge {text!r}: the sender must be an output (e.g. L0H2), not the input {sender}")
+        sender_layer = -1 if sender.layer is None else sender.layer
+        receiver_layer = -1 if receiver.layer is None else receiver.layer
+        if receiver.kind in ("embed", "pos_embed") or receiver_layer < sender_layer or (
+            receiver_layer == sender_layer and not (sender.kind in ("head", "attn") and receiver.kind == "mlp")
+        ):
+            raise ComponentError(f"edge {text!r}: the receiver must read the residual stream after the sender writes it")
+        return cls(sender, receiver)
+
+    def validate(self, model) -> "Edge":
+        self.sender.validate(model)
+        self.receiver.validate(model)
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.sender} -> {self.receiver}"

@@ -1,0 +1,77 @@
+"""The running test's context: where assertions find their model, seed and recorder.
+
+Assertions take ``model=``, ``seed=`` ... explicitly; when left out they come
+from the context of the running pytest test (set by the plugin around each
+test call). Outside pytest there is no context and the arguments are required.
+This module knows nothing about pytest: the plugin installs an object with the
+:class:`TestContext` methods.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterator, Protocol
+
+from .errors import CircuitCheckError
+
+
+class TestContext(Protocol):
+    __test__ = False  # not a pytest test class
+
+    def get_model(self) -> Any: ...
+
+    def default_seed(self) -> int: ...
+
+    def record(self, result) -> None: ...
+
+
+_current: ContextVar[TestContext | None] = ContextVar("circuitcheck_test_context", default=None)
+
+
+@contextmanager
+def active(context: TestContext) -> Iterator[None]:
+    token = _current.set(context)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def current() -> TestContext | None:
+    return _current.get()
+
+
+def resolve_model(model=None):
+    """``model`` if given, else the running test's ``model`` fixture; eval mode is required."""
+    if model is None:
+        context = current()
+        if context is None:
+            raise CircuitCheckError(
+                "no model: pass model=... (outside pytest), or call the assertion inside a test run by pytest with circuitcheck"
+            )
+        model = context.get_model()
+    require_eval(model)
+    return model
+
+
+def resolve_seed(seed: int | None) -> int:
+    if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"seed={seed!r} is not valid: it must be an integer")
+        return seed
+    context = current()
+    return context.default_seed() if context is not None else 0
+
+
+def record(result) -> None:
+    context = current()
+    if context is not None:
+        context.record(result)
+
+
+def require_eval(model) -> None:
+    if getattr(model, "training", False):
+        raise CircuitCheckError(
+            "the model is in training mode, so dropout would make every measurement random: call model.eval() first"
+        )

@@ -1,0 +1,51 @@
+"""Hook specifications: how plugins extend circuitcheck.
+
+Plugins implement these hooks with functions of the same name, marked with
+``circuitcheck.hookimpl`` (plain functions named ``circuitcheck_*`` in a
+``conftest.py`` are accepted too). They are found in three places:
+
+- installed distributions that declare an entry point in the ``circuitcheck``
+  group (this is how the first-party plugins in ``plugins/`` are registered);
+- ``conftest.py`` files of a pytest run;
+- objects passed to :func:`circuitcheck.register` (notebooks, scripts).
+
+This module imports nothing heavy: it is loaded when pytest starts.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("circuitcheck")
+
+
+@hookspec(firstresult=True)
+def circuitcheck_load_model(spec: str, device: str):
+    """Load the model named by ``spec`` on ``device``, or return None if ``spec`` is not yours.
+
+    Called when a test needs a model (the ``model`` fixture) or when
+    :func:`circuitcheck.load_model` is called. Sources are asked in turn,
+    the most recently registered first; the first that returns a model wins
+    (``firstresult``), so a conftest.py source can take over a spec.
+
+    :param spec: a model spec such as ``"zoo:induction-2l@step800"``, a local
+        directory or a hub name, exactly as the user wrote it.
+    :param device: a torch device string such as ``"cpu"`` or ``"cuda"``
+        (``"auto"`` has already been resolved).
+    :return: a model with the TransformerLens interface (``cfg``,
+        ``run_with_cache``, ``run_with_hooks``, canonical hook names), or None.
+        A source that recognises the spec but cannot load it (a missing
+        checkpoint, say) raises :class:`circuitcheck.ModelSpecError` naming
+        what exists, rather than returning None.
+    """
+
+
+@hookspec
+def circuitcheck_model_sources() -> list[str]:
+    """Describe the model specs this plugin can load, one line each.
+
+    Called to build the error message for a spec that no source recognises,
+    and by ``python -m circuitcheck models``. Every plugin contributes.
+
+    :return: lines such as ``"zoo:NAME[@CHECKPOINT]: bundled toy models (induction-2l, induction-1l)"``.
+    """

@@ -1,0 +1,100 @@
+"""The plugin manager and model loading through the model-source hooks."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+
+import pluggy
+
+from . import hookspecs
+from .errors import ModelSpecError
+
+hookimpl = pluggy.HookimplMarker("circuitcheck")
+
+_lock = threading.Lock()
+_manager: "CircuitCheckPluginManager | None" = None
+
+
+class CircuitCheckPluginManager(pluggy.PluginManager):
+    """Accepts marked hookimpls and, like pytest, plain functions named ``circuitcheck_*``."""
+
+    def parse_hookimpl_opts(self, plugin, name):
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith("circuitcheck_"):
+            method = getattr(plugin, name, None)
+            if inspect.isroutine(method):
+                return {}
+        return opts
+
+
+def plugin_manager() -> CircuitCheckPluginManager:
+    """The process-wide plugin manager, with installed entry-point plugins loaded once."""
+    global _manager
+    with _lock:
+        if _manager is None:
+            manager = CircuitCheckPluginManager("circuitcheck")
+            manager.add_hookspecs(hookspecs)
+            manager.load_setuptools_entrypoints("circuitcheck")
+            _manager = manager
+        return _manager
+
+
+def register(plugin, name: str | None = None) -> None:
+    """Register a plugin object (a module or class with ``circuitcheck_*`` hooks)."""
+    manager = plugin_manager()
+    if not manager.is_registered(plugin):
+        manager.register(plugin, name=name)
+
+
+def unregister(plugin) -> None:
+    manager = plugin_manager()
+    if manager.is_registered(plugin):
+        manager.unregister(plugin)
+
+
+def has_hooks(plugin) -> bool:
+    return any(name.startswith("circuitcheck_") and inspect.isroutine(getattr(plugin, name, None)) for name in dir(plugin))
+
+
+def model_sources() -> list[str]:
+    lines: list[str] = []
+    for contributed in plugin_manager().hook.circuitcheck_model_sources():
+        lines.extend(contributed or [])
+    return lines
+
+
+def resolve_device(device: str | None) -> str:
+    """``"auto"``/None -> ``"cuda"`` when available, else ``"cpu"``; other values are checked by torch."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {device!r} is not valid: use auto, cpu, cuda, cuda:N or mps ({error})") from None
+    return device
+
+
+def load_model(spec: str, device: str | None = "auto"):
+    """Load a model by spec through the model-source plugins, in eval mode without gradients.
+
+    >>> model = load_model("zoo:induction-2l")        # doctest: +SKIP
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError(f"model spec {spec!r} is not valid: give a string such as 'zoo:induction-2l'")
+    spec = spec.strip()
+    device = resolve_device(device)
+    model = plugin_manager().hook.circuitcheck_load_model(spec=spec, device=device)
+    if model is None:
+        sources = "\n".join(f"  - {line}" for line in model_sources()) or "  (no model sources are installed)"
+        raise ModelSpecError(f"no model source recognises the spec {spec!r}. Known sources:\n{sources}")
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    try:
+        model.circuitcheck_spec = spec
+    except (AttributeError, TypeError):  # pragma: no cover - exotic model classes
+        pass
+    return model

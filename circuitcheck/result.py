@@ -1,0 +1,153 @@
+"""CheckResult: one measured claim, as data.
+
+A result knows how to become a one-row pandas DataFrame, a JSON-safe dict for
+the report (tensors never travel), and the lab-note message of a failure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class CheckResult:
+    """One measured claim.
+
+    Attributes:
+        kind: the assertion, e.g. ``"induction_head"``, ``"necessary"``.
+        claim: the claim in words, e.g. ``"L1H3 is an induction head"``.
+        value: the measured value the decision is about.
+        passed: whether the claim held.
+        n: number of examples (prompts) measured.
+        min_value / max_value: the thresholds (either or both).
+        ci_low / ci_high / confidence: the bootstrap interval of ``value``.
+        decided_on: which statistic was compared with the threshold
+            (``"mean"``, ``"lower bound"``, ``"upper bound"``).
+        metric: what ``value`` is, e.g. ``"induction score"``.
+        model: the model spec (or name) the claim was measured on.
+        parameters: JSON-safe inputs of the measurement (layer, head, seed...).
+        evidence: named DataFrames for the report.
+        notes: extra lines for the lab note (e.g. the best-scoring heads).
+    """
+
+    kind: str
+    claim: str
+    value: float
+    passed: bool
+    n: int
+    metric: str
+    min_value: float | None = None
+    max_value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    confidence: float | None = None
+    decided_on: str = "mean"
+    model: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    evidence: dict[str, pd.DataFrame] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def threshold_text(self) -> str:
+        if self.min_value is not None and self.max_value is not None:
+            return f"between {self.min_value:.3g} and {self.max_value:.3g}"
+        if self.min_value is not None:
+            return f">= {self.min_value:.3g}"
+        if self.max_value is not None:
+            return f"<= {self.max_value:.3g}"
+        return "(no threshold)"
+
+    @property
+    def verdict(self) -> str:
+        return "passed" if self.passed else "failed"
+
+    def interval_text(self) -> str:
+        if self.ci_low is None or self.ci_high is None:
+            return f"n={self.n}"
+        return f"{self.confidence:.0%} CI {self.ci_low:.3f} to {self.ci_high:.3f}, n={self.n}"
+
+    def message(self) -> str:
+        """The lab note: claim, measured value with interval, threshold, inputs, alternatives."""
+        where = f" (model {self.model})" if self.model else ""
+        lines = [
+            f"claim {'held' if self.passed else 'failed'}: {self.claim}{where}",
+            f"  measured: {self.metric} {self.value:.3f} ({self.interval_text()})",
+            f"  required: {self.metric} {self.threshold_text}, decided on the {self.decided_on}",
+        ]
+        lines += [f"  {note}" for note in self.notes]
+        return "\n".join(lines)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row: the claim, its value, interval, thresholds and verdict."""
+        row = {k: v for k, v in self.to_dict().items() if k not in ("evidence", "parameters", "notes", "schema")}
+        row.update({f"param_{k}": v for k, v in self.parameters.items()})
+        return pd.DataFrame([row])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (numbers, strings, lists): what travels to the report."""
+        return {
+            "schema": SCHEMA_VERSION,
+            "kind": self.kind,
+            "claim": self.claim,
+            "metric": self.metric,
+            "value": _json_number(self.value),
+            "passed": bool(self.passed),
+            "n": int(self.n),
+            "min_value": _json_number(self.min_value),
+            "max_value": _json_number(self.max_value),
+            "ci_low": _json_number(self.ci_low),
+            "ci_high": _json_number(self.ci_high),
+            "confidence": _json_number(self.confidence),
+            "decided_on": self.decided_on,
+            "model": self.model,
+            "parameters": _json_safe(self.parameters),
+            "notes": list(self.notes),
+            "evidence": {name: frame_to_json(frame) for name, frame in self.evidence.items()},
+        }
+
+
+def frame_to_json(frame: pd.DataFrame) -> dict[str, Any]:
+    """A DataFrame as ``{"index", "columns", "data", "index_name", "columns_name"}`` (JSON-safe)."""
+    return {
+        "index": _json_safe(list(frame.index)),
+        "columns": _json_safe(list(frame.columns)),
+        "index_name": frame.index.name,
+        "columns_name": frame.columns.name,
+        "data": _json_safe(frame.to_numpy().tolist()),
+    }
+
+
+def frame_from_json(data: dict[str, Any]) -> pd.DataFrame:
+    frame = pd.DataFrame(data["data"], index=data["index"], columns=data["columns"])
+    frame.index.name = data.get("index_name")
+    frame.columns.name = data.get("columns_name")
+    return frame
+
+
+def _json_number(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return _json_number(value)
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalars
+        return _json_safe(value.item())
+    return str(value)
