@@ -27,11 +27,16 @@ def circuitcheck_load_model(spec: str, device: str):
     text = spec[3:] if spec.startswith("hf:") else spec
     path = Path(text).expanduser()
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelSpecError(
+                f"local directory {text!r} holds no config.json, so it is not a saved Hugging Face model "
+                f"(save one with model.save_pretrained(dir) and tokenizer.save_pretrained(dir))"
+            )
         return _boot(str(path), device, revision=None, spec=spec)
     if _looks_like_path(text):
         if path.exists():
             raise ModelSpecError(f"{spec!r} is a file, not a directory: give the directory holding config.json and the weights")
-        raise ModelSpecError(f"local model directory {str(path)!r} does not exist (from spec {spec!r})")
+        raise ModelSpecError(f"local model directory {text!r} does not exist (resolved to {str(path.resolve())!r})")
     name, _, revision = text.partition("@")
     if not _HUB_NAME.match(name) or (not spec.startswith("hf:") and ":" in spec):
         return None
@@ -51,6 +56,6 @@ def _boot(name: str, device: str, revision: str | None, spec: str):
 
     try:
         return TransformerBridge.boot_transformers(name, device=device, revision=revision)
-    except OSError as error:
+    except (OSError, ValueError) as error:
         where = "in that directory" if Path(name).is_dir() else "locally or on the hub (no network, or no such model?)"
         raise ModelSpecError(f"could not load model {spec!r}: no usable Hugging Face model was found {where}: {error}") from error

@@ -1,0 +1,69 @@
+"""Shared fixtures: small models built locally (no network)."""
+
+from __future__ import annotations
+
+import pytest
+
+# pytester's in-process runs drop modules first imported inside them from
+# sys.modules afterwards; torch's C extensions crash when imported a second
+# time, so the heavy stack is imported once here, before any inner run.
+import torch  # noqa: F401,E402
+import transformer_lens.model_bridge.sources.native  # noqa: F401,E402
+import transformers  # noqa: F401,E402
+import pandas  # noqa: F401,E402
+
+
+def build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=29, n_ctx=64, attn_only=False, seed=0, tokenizer_dir=None):
+    """A randomly initialised TransformerLens-native model, in eval mode."""
+    import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
+    cfg = TransformerBridgeConfig(
+        d_model=d_model,
+        d_head=d_model // n_heads,
+        n_heads=n_heads,
+        n_layers=n_layers,
+        n_ctx=n_ctx,
+        d_vocab=d_vocab,
+        d_mlp=None if attn_only else 4 * d_model,
+        attn_only=attn_only,
+        act_fn="gelu",
+        seed=seed,
+    )
+    tokenizer = None
+    if tokenizer_dir is not None:
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir))
+    model = TransformerBridge.boot_native(cfg, tokenizer=tokenizer)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+@pytest.fixture(scope="session")
+def zoo_tokenizer_dir():
+    from circuitcheck import zoo
+
+    return zoo.model_dir("induction-2l")
+
+
+@pytest.fixture(scope="session")
+def random_model(zoo_tokenizer_dir):
+    """2 layers with MLPs, random weights, the zoo's 64-word tokenizer."""
+    return build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=64, attn_only=False, tokenizer_dir=zoo_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def induction_2l():
+    import circuitcheck
+
+    return circuitcheck.load_model("zoo:induction-2l", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def induction_1l():
+    import circuitcheck
+
+    return circuitcheck.load_model("zoo:induction-1l", device="cpu")

@@ -1,0 +1,278 @@
+"""The pytest plugin end to end, through pytester."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+TINY_SOURCE = textwrap.dedent(
+    '''
+    import circuitcheck
+
+    LOADS = {}
+
+
+    def build(seed=0):
+        import transformer_lens.model_bridge.sources.native  # noqa: F401
+        from transformer_lens.config import TransformerBridgeConfig
+        from transformer_lens.model_bridge import TransformerBridge
+
+        cfg = TransformerBridgeConfig(d_model=16, d_head=4, n_heads=4, n_layers=2, n_ctx=48, d_vocab=20, attn_only=True, seed=seed)
+        return TransformerBridge.boot_native(cfg)
+
+
+    @circuitcheck.hookimpl
+    def circuitcheck_load_model(spec, device):
+        if spec.startswith("tiny:"):
+            LOADS[spec] = LOADS.get(spec, 0) + 1
+            return build()
+
+
+    def pytest_sessionfinish(session):
+        print("LOADS", sorted(LOADS.items()))
+    '''
+)
+
+
+@pytest.fixture
+def tiny(pytester):
+    pytester.makeconftest(TINY_SOURCE)
+    return pytester
+
+
+def test_model_fixture_defaults_to_the_zoo_induction_model(pytester):
+    pytester.makepyfile(
+        """
+        def test_default(model):
+            assert model.circuitcheck_spec == "zoo:induction-2l"
+            assert not model.training
+            assert not any(p.requires_grad for p in model.parameters())
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_spec_resolution_order_is_marker_then_cli_then_ini(tiny):
+    tiny.makeini("[pytest]\ncircuitcheck_model = tiny:from-ini\n")
+    tiny.makepyfile(
+        """
+        import pytest
+
+        def test_option(model, request):
+            assert model.circuitcheck_spec == request.config.getoption("expected")
+
+        @pytest.mark.circuitcheck_model("tiny:from-marker")
+        def test_marker(model):
+            assert model.circuitcheck_spec == "tiny:from-marker"
+        """
+    )
+    tiny.makeconftest(TINY_SOURCE + "\n\ndef pytest_addoption(parser):\n    parser.addoption('--expected')\n")
+    tiny.runpytest("--expected=tiny:from-ini").assert_outcomes(passed=2)
+    tiny.runpytest("--expected=tiny:from-cli", "--circuitcheck-model=tiny:from-cli").assert_outcomes(passed=2)
+
+
+def test_each_model_is_loaded_once_per_session(tiny):
+    tiny.makepyfile(
+        """
+        import pytest
+
+        def test_one(model): pass
+        def test_two(model): pass
+
+        @pytest.mark.circuitcheck_model("tiny:other")
+        def test_three(model): pass
+
+        @pytest.mark.circuitcheck_model("tiny:other")
+        def test_four(model): pass
+        """
+    )
+    result = tiny.runpytest("-s", "--circuitcheck-model=tiny:main")
+    result.assert_outcomes(passed=4)
+    result.stdout.re_match_lines([r".*LOADS \[\('tiny:main', 1\), \('tiny:other', 1\)\]"])
+
+
+def test_a_plain_conftest_function_is_a_model_source(pytester):
+    pytester.makeconftest(TINY_SOURCE.replace("@circuitcheck.hookimpl\n", ""))
+    pytester.makepyfile("def test_plain(model):\n    assert model.circuitcheck_spec == 'tiny:plain'\n")
+    pytester.runpytest("--circuitcheck-model=tiny:plain").assert_outcomes(passed=1)
+
+
+def test_assertions_find_the_model_without_requesting_the_fixture(tiny):
+    tiny.makepyfile(
+        """
+        import circuitcheck as cc
+
+        def test_no_fixture_argument():
+            result = cc.assert_previous_token_head(0, 0, min_score=0.0)
+            assert result.model == "tiny:x"
+        """
+    )
+    tiny.runpytest("--circuitcheck-model=tiny:x").assert_outcomes(passed=1)
+
+
+def test_a_failed_claim_reads_like_a_lab_note_and_points_at_the_users_line(tiny):
+    tiny.makepyfile(
+        """
+        import circuitcheck as cc
+
+        def test_claim(model):
+            cc.assert_induction_head(1, 2, min_score=0.9)
+        """
+    )
+    result = tiny.runpytest("--circuitcheck-model=tiny:x")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            ">*cc.assert_induction_head(1, 2, min_score=0.9)",
+            "E*CircuitAssertionError: claim failed: L1H2 is an induction head (model tiny:x)",
+            "E*measured: induction score 0.* (95% CI * to *, n=16)",
+            "E*required: induction score >= 0.9, decided on the mean",
+            "E*best heads of this kind instead: L*H* 0.*",
+        ]
+    )
+    assert "circuitcheck/checks" not in result.stdout.str()
+
+
+def test_an_unknown_spec_lists_the_known_sources(pytester):
+    pytester.makepyfile("def test_x(model): pass\n")
+    result = pytester.runpytest("--circuitcheck-model=nosuch:thing")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*no model source recognises the spec 'nosuch:thing'*", "*zoo:NAME?@CHECKPOINT?: bundled toy models*"])
+
+
+def test_an_unknown_zoo_model_lists_the_zoo(pytester):
+    pytester.makepyfile("def test_x(model): pass\n")
+    result = pytester.runpytest("--circuitcheck-model=zoo:induction-9l")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*no zoo model named 'induction-9l': available zoo models are induction-1l, induction-2l*"])
+
+
+def test_a_missing_local_directory_is_named(pytester):
+    pytester.makepyfile("def test_x(model): pass\n")
+    result = pytester.runpytest("--circuitcheck-model=./no/such/dir")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*local model directory './no/such/dir' does not exist*"])
+
+
+def test_cache_fixture_is_computed_once_per_model_and_prompt(tiny):
+    tiny.makepyfile(
+        """
+        import pytest
+
+        SEEN = []
+
+        @pytest.mark.circuitcheck_prompt("unused")
+        def test_needs_a_tokenizer(cache):
+            pass
+
+        def test_first(cache):
+            SEEN.append(cache)
+            assert cache["blocks.0.attn.hook_pattern"].shape[0] == 16
+
+        def test_second(cache):
+            assert cache is SEEN[0]
+        """
+    )
+    result = tiny.runpytest("--circuitcheck-model=tiny:x")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*has no tokenizer, so string prompts cannot be used*"])
+
+
+def test_cache_fixture_runs_the_prompt_marker(pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.circuitcheck_prompt("a b c d a b c")
+        def test_prompt(cache, model):
+            assert cache["blocks.1.attn.hook_pattern"].shape == (1, model.cfg.n_heads, 8, 8)
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_seed_option_reaches_the_assertions(tiny):
+    tiny.makepyfile(
+        """
+        import circuitcheck as cc
+
+        def test_seed(model):
+            assert cc.assert_previous_token_head(0, 0, min_score=0.0).parameters["seed"] == 7
+        """
+    )
+    tiny.runpytest("--circuitcheck-model=tiny:x", "--circuitcheck-seed=7").assert_outcomes(passed=1)
+    result = tiny.runpytest("--circuitcheck-model=tiny:x", "--circuitcheck-seed=seven")
+    assert "--circuitcheck-seed='seven' is not valid: it must be an integer" in result.stdout.str() + result.stderr.str()
+
+
+def test_claims_are_written_to_json_and_html(tiny):
+    tiny.makepyfile(
+        """
+        import circuitcheck as cc
+
+        def test_holds(model):
+            cc.assert_previous_token_head(0, 0, max_score=1.0)
+
+        def test_fails(model):
+            cc.assert_induction_head(1, 1, min_score=0.99)
+
+        def test_plain():
+            pass
+        """
+    )
+    result = tiny.runpytest("--circuitcheck-model=tiny:x", "--circuitcheck-json=out/results.json", "--circuitcheck-report=out/report.html")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*circuitcheck claims*", "L0H0 is not a previous-token head*held", "L1H1 is an induction head*FAILED"])
+    document = json.loads((tiny.path / "out/results.json").read_text())
+    assert document["complete"] is True
+    outcomes = {t["nodeid"].split("::")[-1]: (t["outcome"], len(t["claims"])) for t in document["tests"]}
+    assert outcomes == {"test_holds": ("passed", 1), "test_fails": ("failed", 1), "test_plain": ("passed", 0)}
+    html = (tiny.path / "out/report.html").read_text()
+    assert "L1H1 is an induction head" in html and 'id="summary"' in html
+
+
+def test_report_text_is_escaped(tiny):
+    tiny.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("text", ["<script>alert(1)</script>"])
+        def test_escape(text):
+            pass
+        """
+    )
+    tiny.runpytest("--circuitcheck-report=report.html").assert_outcomes(passed=1)
+    html = (tiny.path / "report.html").read_text()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_a_foreign_file_is_never_overwritten(tiny):
+    tiny.makepyfile("def test_x():\n    pass\n")
+    (tiny.path / "notes.html").write_text("<p>my own notes</p>")
+    result = tiny.runpytest("--circuitcheck-report=notes.html")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["*refusing to overwrite 'notes.html': it exists and is not a circuitcheck html report*"])
+    assert (tiny.path / "notes.html").read_text() == "<p>my own notes</p>"
+
+
+def test_importing_the_plugin_imports_nothing_heavy():
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import circuitcheck.plugin"], capture_output=True, text=True, check=True)
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    heavy = {name for name in imported if name.split(".")[0] in ("torch", "transformer_lens", "transformers", "pandas", "numpy")}
+    assert heavy == set()
+
+
+def test_a_project_not_using_circuitcheck_pays_no_torch_import(pytester):
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_plain():
+            assert "torch" not in sys.modules
+            assert "transformer_lens" not in sys.modules
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
