@@ -49,3 +49,17 @@ def circuitcheck_model_sources() -> list[str]:
 
     :return: lines such as ``"zoo:NAME[@CHECKPOINT]: bundled toy models (induction-2l, induction-1l)"``.
     """
+
+
+@hookspec(firstresult=True)
+def circuitcheck_make_ablation(spec: str):
+    """Build the ablation named by ``spec``, or return None if it is not yours.
+
+    Called when an assertion or the patcher gets an ablation string that is
+    not built in (``resample``, ``mean``, ``zero``, ``noise(STD)``). The first
+    plugin that returns an :class:`circuitcheck.ablation.Ablation` wins.
+
+    :param spec: the string as the user wrote it, e.g. ``"median"`` or ``"scaled(0.5)"``.
+    :return: an ``Ablation(name, value, needs)`` whose ``value(hook_name, runs)``
+        returns the replacement activation, or None.
+    """

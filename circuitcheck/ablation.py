@@ -1,0 +1,107 @@
+"""Ablations: what replaces a removed component.
+
+- ``resample`` (default): the component's activation on the corrupted input
+  (the same example index), from the cached corrupted run.
+- ``mean``: the mean activation over a reference set of inputs, per position
+  (default reference: the task's clean inputs).
+- ``zero``: zeros.
+- ``noise(std)``: the clean activation plus seeded Gaussian noise of ``std``.
+
+Ablations are given as strings (``"noise(0.1)"``) or :class:`Ablation`
+objects; plugins add kinds through the ``circuitcheck_make_ablation`` hook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .errors import CircuitCheckError
+
+BUILTIN = ("resample", "mean", "zero", "noise(STD)")
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """What a removed activation becomes.
+
+    ``needs`` names the runs its :meth:`value` reads: any of ``"clean"``,
+    ``"corrupt"``, ``"reference"``. ``value(hook_name, runs)`` returns the
+    replacement, ``[batch, ...]`` like the clean activation (or broadcastable).
+    """
+
+    name: str
+    value: Callable[[str, "AblationInputs"], torch.Tensor]
+    needs: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass
+class AblationInputs:
+    """What an ablation can read: cached activations of the task's runs, by hook name."""
+
+    clean: Callable[[str], torch.Tensor]
+    corrupt: Callable[[str], torch.Tensor]
+    reference: Callable[[str], torch.Tensor]
+    seed: int
+
+
+def resample() -> Ablation:
+    return Ablation("resample", lambda hook, runs: runs.corrupt(hook), needs=("corrupt",))
+
+
+def mean() -> Ablation:
+    return Ablation("mean", lambda hook, runs: runs.reference(hook).mean(0, keepdim=True), needs=("reference",))
+
+
+def zero() -> Ablation:
+    return Ablation("zero", lambda hook, runs: torch.zeros_like(runs.clean(hook)), needs=("clean",))
+
+
+def noise(std: float) -> Ablation:
+    if not isinstance(std, (int, float)) or isinstance(std, bool) or not std > 0:
+        raise CircuitCheckError(f"noise std {std!r} is not valid: it must be a positive number")
+
+    def value(hook: str, runs: AblationInputs) -> torch.Tensor:
+        clean = runs.clean(hook)
+        # One generator per (seed, hook): the same noise wherever the hook is ablated.
+        seed = int.from_bytes(hashlib.sha1(f"{runs.seed}:{hook}".encode()).digest()[:8], "little") & (2**63 - 1)
+        generator = torch.Generator().manual_seed(seed)
+        sample = torch.randn(clean.shape, generator=generator, dtype=torch.float32)
+        return clean + std * sample.to(device=clean.device, dtype=clean.dtype)
+
+    return Ablation(f"noise({std:g})", value, needs=("clean",))
+
+
+_NOISE = re.compile(r"^noise\(\s*(?P<std>[0-9.eE+-]+)\s*\)$")
+
+
+def parse(ablation: "str | Ablation | None") -> Ablation:
+    """An :class:`Ablation` from a string, an Ablation, or None (``resample``)."""
+    if ablation is None:
+        return resample()
+    if isinstance(ablation, Ablation):
+        return ablation
+    if not isinstance(ablation, str):
+        raise CircuitCheckError(f"ablation must be a string such as 'resample' or an Ablation, got {ablation!r}")
+    text = ablation.strip()
+    if text in ("resample", "mean", "zero"):
+        return {"resample": resample, "mean": mean, "zero": zero}[text]()
+    match = _NOISE.match(text)
+    if match:
+        try:
+            return noise(float(match["std"]))
+        except ValueError:
+            pass
+    from .registry import plugin_manager
+
+    made = plugin_manager().hook.circuitcheck_make_ablation(spec=text)
+    if made is not None:
+        return made
+    raise CircuitCheckError(f"unknown ablation {ablation!r}: valid ablations are {', '.join(BUILTIN)}, or one a plugin provides")

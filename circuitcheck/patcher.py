@@ -1,0 +1,471 @@
+"""The batched intervention engine.
+
+Many interventions ("variants") run in one forward pass: the base input is
+repeated once per variant along the batch dimension, and one hook per hook
+point writes each variant's slice. Variants are chunked so that no forward
+holds more than ``max_batch`` rows, and a chunk that runs out of memory is
+halved and retried.
+
+An intervention is a list of :class:`Patch` es. A patch replaces part of one
+activation (some positions, some heads) with the same part of a source:
+
+- ``"clean"`` / ``"corrupt"``: the task's cached clean / corrupted run;
+- ``"ablated"``: the ablation's replacement (resample, mean, zero, noise...);
+- an explicit tensor ``[batch, ...]`` (path patching computes these).
+
+Clean and corrupted runs are cached per task. Every batched result equals the
+one-forward-per-patch result (tested against ``transformer_lens.patching``).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import ablation as _ablation
+from .components import Component, model_label
+from .context import require_eval
+from .errors import CircuitCheckError, ComponentError
+from .tasks import Task
+
+DEFAULT_MAX_BATCH = 256
+
+_HEAD_HOOKS = ("hook_z", "hook_q", "hook_k", "hook_v", "hook_result")
+_PATTERN_HOOKS = ("hook_pattern", "hook_attn_scores")
+
+
+def index_dims(hook: str) -> str:
+    """How a hook's activation is indexed past the batch: ``"ph"`` (pos, head), ``"hqk"`` or ``"p"``."""
+    last = hook.rsplit(".", 1)[-1]
+    if last in _HEAD_HOOKS:
+        return "ph"
+    if last in _PATTERN_HOOKS:
+        return "hqk"
+    return "p"
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Replace ``hook``'s activation at ``index`` with ``source``'s.
+
+    ``index`` maps each index dimension (``"p"`` position, ``"h"`` head, ``"q"``/``"k"``
+    query/key position) to a list of indices; a missing dimension means all.
+    ``source`` is ``"clean"``, ``"corrupt"``, ``"ablated"``, or a tensor
+    ``[batch, ...]`` shaped like the activation.
+    """
+
+    hook: str
+    index: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    source: object = "ablated"
+
+    @classmethod
+    def at(cls, hook: str, source="ablated", **index: Sequence[int] | int | None) -> "Patch":
+        items = []
+        for dim, value in index.items():
+            if value is None:
+                continue
+            values = (int(value),) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
+            items.append((dim, values))
+        return cls(hook, tuple(sorted(items)), source)
+
+
+Variant = Sequence[Patch]
+
+
+@dataclass
+class _RunCache:
+    """Activations of one input batch, cached by hook name, computed on demand."""
+
+    model: object
+    tokens: torch.Tensor
+    logits: torch.Tensor | None = None
+    acts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def ensure(self, hooks: Iterable[str]) -> None:
+        missing = sorted(set(hooks) - set(self.acts))
+        if not missing and self.logits is not None:
+            return
+        wanted = set(missing)
+        with torch.no_grad():
+            logits, cache = self.model.run_with_cache(self.tokens, names_filter=lambda name: name in wanted)
+        self.logits = logits.detach()
+        for name in missing:
+            if name not in cache:
+                raise CircuitCheckError(f"hook {name!r} did not fire: this model has no such activation")
+            self.acts[name] = cache[name].detach()
+
+    def __getitem__(self, hook: str) -> torch.Tensor:
+        self.ensure([hook])
+        return self.acts[hook]
+
+
+@dataclass
+class TaskRuns:
+    """The cached clean, corrupted and reference runs of one task on one model."""
+
+    task: Task
+    clean: _RunCache
+    corrupt: _RunCache
+    reference: _RunCache
+    clean_metric: torch.Tensor
+    corrupt_metric: torch.Tensor
+    ablated: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+
+
+class Patcher:
+    """Batched interventions on one model.
+
+    >>> patcher = Patcher(model)                                   # doctest: +SKIP
+    >>> values = patcher.run(task, [[Patch.at("blocks.1.attn.hook_z", h=[3])]])   # [variants, batch]
+    """
+
+    def __init__(self, model, max_batch: int | None = None, progress: bool | None = None):
+        require_eval(model)
+        self.model = model
+        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+            raise ValueError(f"max_batch={max_batch!r} is not valid: it must be a positive number of rows")
+        self.max_batch = max_batch or DEFAULT_MAX_BATCH
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.device = getattr(model.cfg, "device", None) or "cpu"
+        self._runs: dict[str, TaskRuns] = {}
+        self.forward_passes = 0
+
+    # Cached runs --------------------------------------------------------------
+
+    def runs(self, task: Task) -> TaskRuns:
+        """Clean/corrupted runs of ``task``, computed once per (patcher, task)."""
+        require_eval(self.model)
+        key = task.digest
+        if key not in self._runs:
+            task.validate(self.model)
+            clean = _RunCache(self.model, task.clean.to(self.device))
+            corrupt = _RunCache(self.model, task.corrupt.to(self.device))
+            reference = clean if task.reference is None else _RunCache(self.model, task.reference.to(self.device))
+            clean.ensure([])
+            corrupt.ensure([])
+            clean_metric = self._metric(clean.logits, task, clean.logits)
+            corrupt_metric = self._metric(corrupt.logits, task, clean.logits)
+            self._runs[key] = TaskRuns(task, clean, corrupt, reference, clean_metric, corrupt_metric)
+        return self._runs[key]
+
+    def _metric(self, logits: torch.Tensor, task: Task, clean_logits: torch.Tensor) -> torch.Tensor:
+        values = task.metric(logits, task, clean_logits).detach().float().cpu()
+        bad = torch.nonzero(~torch.isfinite(values)).flatten()
+        if len(bad):
+            raise CircuitCheckError(
+                f"metric {task.metric.name!r} gave NaN or infinite values for {len(bad)} of {len(values)} examples "
+                f"(first: example {int(bad[0])}, value {float(values[bad[0]])})"
+            )
+        return values
+
+    def ablated_value(self, task: Task, ablation: _ablation.Ablation, hook: str, seed: int = 0) -> torch.Tensor:
+        runs = self.runs(task)
+        key = (f"{ablation.name}#{seed}", hook)
+        if key not in runs.ablated:
+            inputs = _ablation.AblationInputs(
+                clean=lambda h: runs.clean[h], corrupt=lambda h: runs.corrupt[h], reference=lambda h: runs.reference[h], seed=seed
+            )
+            runs.ablated[key] = ablation.value(hook, inputs).detach()
+        return runs.ablated[key]
+
+    # The engine ---------------------------------------------------------------
+
+    def run(
+        self,
+        task: Task,
+        variants: Sequence[Variant],
+        *,
+        base: str = "clean",
+        ablation: "str | _ablation.Ablation | None" = None,
+        seed: int = 0,
+        desc: str = "patching",
+    ) -> torch.Tensor:
+        """Run each variant on the ``base`` input (``"clean"`` or ``"corrupt"``); per-example metric ``[variants, batch]``."""
+        if base not in ("clean", "corrupt"):
+            raise ValueError(f"base={base!r} is not valid: use 'clean' or 'corrupt'")
+        runs = self.runs(task)
+        abl = _ablation.parse(ablation)
+        n_variants, batch = len(variants), task.n_examples
+        out = torch.empty(n_variants, batch)
+        if n_variants == 0:
+            return out
+        self._prefetch(runs, variants, abl)
+        per_chunk = max(1, self.max_batch // batch)
+        start = 0
+        shown = self._progress_start(desc, n_variants)
+        while start < n_variants:
+            stop = min(n_variants, start + per_chunk)
+            try:
+                out[start:stop] = self._run_chunk(runs, variants[start:stop], base, abl, seed)
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                if not _is_oom(error) or stop - start == 1:
+                    raise
+                per_chunk = max(1, (stop - start) // 2)
+                _free_memory()
+                continue
+            start = stop
+            self._progress_update(shown, desc, start, n_variants)
+        self._progress_end(shown)
+        return out
+
+    def _prefetch(self, runs: TaskRuns, variants: Sequence[Variant], abl: _ablation.Ablation) -> None:
+        by_source: dict[str, set[str]] = {"clean": set(), "corrupt": set(), "ablated": set()}
+        for variant in variants:
+            for patch in variant:
+                if isinstance(patch.source, str):
+                    if patch.source not in by_source:
+                        raise ValueError(f"patch source {patch.source!r} is not valid: use 'clean', 'corrupt', 'ablated' or a tensor")
+                    by_source[patch.source].add(patch.hook)
+        if by_source["ablated"]:
+            for need in abl.needs:
+                getattr(runs, need).ensure(by_source["ablated"])
+        runs.clean.ensure(by_source["clean"])
+        runs.corrupt.ensure(by_source["corrupt"])
+
+    def _run_chunk(self, runs: TaskRuns, variants: Sequence[Variant], base: str, abl, seed: int) -> torch.Tensor:
+        task = runs.task
+        n, batch = len(variants), task.n_examples
+        base_tokens = (runs.clean if base == "clean" else runs.corrupt).tokens
+        tokens = base_tokens.repeat(n, 1)
+
+        # Per hook: a boolean mask [n, *index] per named source, and explicit-tensor patches.
+        plans: dict[str, _HookPlan] = {}
+        for v, variant in enumerate(variants):
+            for patch in variant:
+                plan = plans.setdefault(patch.hook, _HookPlan(patch.hook, n))
+                plan.add(v, patch)
+
+        sources = {
+            "clean": lambda hook: runs.clean[hook],
+            "corrupt": lambda hook: runs.corrupt[hook],
+            "ablated": lambda hook: self.ablated_value(task, abl, hook, seed),
+        }
+        hooks = [(hook, plan.hook_fn(batch, sources)) for hook, plan in plans.items()]
+        with torch.no_grad():
+            logits = self.model.run_with_hooks(tokens, fwd_hooks=hooks)
+        self.forward_passes += 1
+        for hook, plan in plans.items():
+            if not plan.fired:
+                raise CircuitCheckError(f"hook {hook!r} never fired: model {model_label(self.model)} has no such activation")
+        logits = logits.view(n, batch, *logits.shape[1:])
+        return torch.stack([self._metric(logits[v], task, runs.clean.logits) for v in range(n)])
+
+    # Progress on a terminal only ------------------------------------------------
+
+    def _progress_start(self, desc: str, total: int) -> bool:
+        return self.progress and total * self.max_batch > 0 and total > max(1, self.max_batch) // 4
+
+    def _progress_update(self, shown: bool, desc: str, done: int, total: int) -> None:
+        if shown:
+            width = 30
+            filled = int(width * done / total)
+            sys.stderr.write(f"\r{desc} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} variants")
+            sys.stderr.flush()
+
+    def _progress_end(self, shown: bool) -> None:
+        if shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    # Sweeps ---------------------------------------------------------------------
+
+    def sweep(self, task: Task, what: str, *, direction: str = "denoise") -> "Sweep":
+        """Activation patching of one kind of activation at every index.
+
+        ``what``: ``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_out``, ``mlp_out``
+        (layer x position); ``head_out`` (layer x head, all positions);
+        ``head_out_by_pos`` (layer x position x head); ``head_q``, ``head_k``, ``head_v``
+        (layer x head); ``pattern`` (layer x head).
+
+        ``direction="denoise"`` (default, as TransformerLens's ``get_act_patch_*``):
+        run the corrupted input and patch in each clean activation.
+        ``"noise"``: run the clean input and patch in each corrupted activation.
+        Values are the mean metric; ``normalized`` rescales them so that the
+        corrupted run is 0 and the clean run 1.
+        """
+        if direction not in ("denoise", "noise"):
+            raise ValueError(f"direction={direction!r} is not valid: use 'denoise' or 'noise'")
+        base, source = ("corrupt", "clean") if direction == "denoise" else ("clean", "corrupt")
+        cfg = self.model.cfg
+        layers, heads, positions = range(cfg.n_layers), range(cfg.n_heads), range(task.seq_len)
+        layer_pos = {"resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid", "resid_post": "hook_resid_post",
+                     "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out"}
+        layer_head = {"head_out": "attn.hook_z", "head_q": "attn.hook_q", "head_k": "attn.hook_k", "head_v": "attn.hook_v",
+                      "pattern": "attn.hook_pattern"}
+        if what in layer_pos:
+            if what in ("mlp_out", "resid_mid") and getattr(cfg, "attn_only", False):
+                raise ComponentError(f"model {model_label(self.model)} is attention-only: it has no {what}")
+            axes = ("layer", "pos")
+            index = [(layer, pos) for layer in layers for pos in positions]
+            if what == "resid_mid":
+                variants = self._resid_mid_variants(task, index, base, source)
+            else:
+                variants = [[Patch.at(f"blocks.{layer}.{layer_pos[what]}", source, p=[pos])] for layer, pos in index]
+        elif what in layer_head:
+            axes = ("layer", "head")
+            index = [(layer, head) for layer in layers for head in heads]
+            variants = [[Patch.at(f"blocks.{layer}.{layer_head[what]}", source, h=[head])] for layer, head in index]
+        elif what == "head_out_by_pos":
+            axes = ("layer", "pos", "head")
+            index = [(layer, pos, head) for layer in layers for pos in positions for head in heads]
+            variants = [[Patch.at(f"blocks.{layer}.attn.hook_z", source, p=[pos], h=[head])] for layer, pos, head in index]
+        else:
+            raise ValueError(
+                f"unknown sweep {what!r}: valid sweeps are {', '.join([*layer_pos, *layer_head, 'head_out_by_pos'])}"
+            )
+        values = self.run(task, variants, base=base, desc=f"sweep {what}")
+        runs = self.runs(task)
+        return Sweep(what, axes, index, values, runs.clean_metric, runs.corrupt_metric, direction)
+
+    def _resid_mid_variants(self, task: Task, index, base: str, source: str) -> list[list[Patch]]:
+        # In TransformerBridge, hook_resid_mid is an alias of ln2's input: writing it
+        # would change what the MLP reads but not the residual stream itself. The
+        # residual after attention is resid_pre + attn_out, and with one patch per
+        # variant resid_pre at that layer is the base run's, so writing
+        # attn_out = source_mid - base_pre sets the true residual exactly.
+        runs = self.runs(task)
+        base_run, source_run = getattr(runs, base), getattr(runs, source)
+        n_layers = self.model.cfg.n_layers
+        base_run.ensure([f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)])
+        source_run.ensure([f"blocks.{layer}.hook_resid_mid" for layer in range(n_layers)])
+        writes = {
+            layer: source_run[f"blocks.{layer}.hook_resid_mid"] - base_run[f"blocks.{layer}.hook_resid_pre"] for layer in range(n_layers)
+        }
+        return [[Patch.at(f"blocks.{layer}.hook_attn_out", writes[layer], p=[pos])] for layer, pos in index]
+
+
+@dataclass
+class Sweep:
+    """Result of :meth:`Patcher.sweep`: per-example values ``[variants, batch]`` and their index."""
+
+    what: str
+    axes: tuple[str, ...]
+    index: list[tuple[int, ...]]
+    values: torch.Tensor
+    clean_metric: torch.Tensor
+    corrupt_metric: torch.Tensor
+    direction: str
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Mean metric per variant, shaped by the sweep's axes (e.g. ``[layer, pos]``)."""
+        shape = tuple(max(i[a] for i in self.index) + 1 for a in range(len(self.axes)))
+        return self.values.mean(1).reshape(shape)
+
+    @property
+    def normalized(self) -> torch.Tensor:
+        """``(mean - corrupted) / (clean - corrupted)``: 0 = corrupted run, 1 = clean run."""
+        clean, corrupt = float(self.clean_metric.mean()), float(self.corrupt_metric.mean())
+        if clean == corrupt:
+            raise CircuitCheckError("clean and corrupted runs score the same mean metric: a normalised sweep is undefined")
+        return (self.mean - corrupt) / (clean - corrupt)
+
+    def frame(self) -> pd.DataFrame:
+        """Tidy: one row per patched index, with ``value`` (mean metric) and ``normalized``."""
+        frame = pd.DataFrame(self.index, columns=list(self.axes))
+        frame["value"] = self.values.mean(1).numpy()
+        clean, corrupt = float(self.clean_metric.mean()), float(self.corrupt_metric.mean())
+        frame["normalized"] = (frame["value"] - corrupt) / (clean - corrupt) if clean != corrupt else np.nan
+        return frame
+
+    def matrix(self, normalized: bool = False) -> pd.DataFrame:
+        """The heatmap: first axis as rows, second as columns (2-axis sweeps)."""
+        if len(self.axes) != 2:
+            raise ValueError(f"sweep {self.what} has axes {self.axes}: use .frame() for more than two")
+        values = (self.normalized if normalized else self.mean).numpy()
+        frame = pd.DataFrame(values)
+        frame.index.name, frame.columns.name = self.axes
+        return frame
+
+
+class _HookPlan:
+    """What one hook writes for each variant of a chunk."""
+
+    def __init__(self, hook: str, n_variants: int):
+        self.hook = hook
+        self.dims = index_dims(hook)
+        self.n = n_variants
+        self.named: dict[str, list[tuple[int, dict]]] = {}
+        self.explicit: list[tuple[int, dict, torch.Tensor]] = []
+        self.fired = False
+
+    def add(self, variant: int, patch: Patch) -> None:
+        index = dict(patch.index)
+        unknown = set(index) - set(self.dims)
+        if unknown:
+            raise ValueError(f"patch on {self.hook} indexes {sorted(unknown)}, but its activation is indexed by {list(self.dims)}")
+        if isinstance(patch.source, str):
+            self.named.setdefault(patch.source, []).append((variant, index))
+        else:
+            self.explicit.append((variant, index, patch.source))
+
+    def _mask(self, entries, index_shape, device) -> torch.Tensor:
+        mask = torch.zeros((self.n, *index_shape), dtype=torch.bool, device=device)
+        for variant, index in entries:
+            mask[(variant, *self._selector(index, index_shape, device))] = True
+        return mask
+
+    def _selector(self, index: dict, index_shape, device) -> tuple:
+        """Broadcastable index tensors selecting the product of the listed indices."""
+        parts = []
+        k = len(self.dims)
+        for axis, dim in enumerate(self.dims):
+            values = index.get(dim)
+            size = index_shape[axis]
+            if values is None:
+                values = range(size)
+            values = [v + size if v < 0 else v for v in values]
+            for v in values:
+                if not 0 <= v < size:
+                    raise CircuitCheckError(f"index {v} is out of range for dimension {dim!r} of {self.hook} (size {size})")
+            shape = [1] * k
+            shape[axis] = len(values)
+            parts.append(torch.tensor(values, device=device).reshape(shape))
+        return tuple(parts)
+
+    def hook_fn(self, batch: int, sources):
+        def fn(activation: torch.Tensor, hook=None) -> torch.Tensor:
+            self.fired = True
+            n = activation.shape[0] // batch
+            acts = activation.reshape(n, batch, *activation.shape[1:])
+            n_index = len(self.dims)
+            index_shape = tuple(acts.shape[2 : 2 + n_index])
+            features = acts.ndim - 2 - n_index
+            for name, entries in self.named.items():
+                mask = self._mask(entries, index_shape, acts.device)
+                mask = mask.reshape(n, 1, *index_shape, *([1] * features))
+                source = sources[name](self.hook).to(acts.device, acts.dtype)
+                acts = torch.where(mask, source.unsqueeze(0), acts)
+            if self.explicit:
+                acts = acts.clone()
+                for variant, index, value in self.explicit:
+                    sel = self._selector(index, index_shape, acts.device)
+                    value = value.to(acts.device, acts.dtype).expand(batch, *acts.shape[2:])
+                    acts[variant][(slice(None), *sel)] = value[(slice(None), *sel)]
+            return acts.reshape(activation.shape)
+
+        return fn
+
+
+def _is_oom(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def _free_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def component_patch(component: Component, source="ablated", seq_len: int | None = None) -> Patch:
+    """The patch that replaces ``component``'s activation (all positions unless narrowed)."""
+    positions = component.positions.indices(seq_len) if component.positions is not None and seq_len is not None else None
+    if component.positions is not None and seq_len is None:
+        raise ValueError("a position-narrowed component needs the input length")
+    if component.kind == "head":
+        return Patch.at(component.hook_name, source, p=positions, h=[component.head])
+    return Patch.at(component.hook_name, source, p=positions)

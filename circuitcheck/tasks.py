@@ -1,0 +1,221 @@
+"""Tasks: what a circuit is claimed to do.
+
+A task holds clean inputs, corrupted inputs of the same shape, and a metric
+from logits to one value per example. Built-ins:
+
+- :func:`induction`: repeated random tokens; the metric is the mean
+  log-probability of the correct next token over the second copy.
+- :func:`from_prompts`: strings with one-token answers; logit difference at
+  the last position.
+- :func:`from_tokens`: token tensors and any metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from . import inputs as _inputs
+from . import metrics as _metrics
+from .errors import CircuitCheckError
+
+
+@dataclass(eq=False)
+class Task:
+    """Clean and corrupted inputs (``[batch, pos]`` each) and a per-example metric.
+
+    ``answers`` / ``wrong_answers`` are ``[batch]`` (or ``[batch, k]``) token
+    ids for answer-based metrics. ``d_vocab`` records the vocabulary the task
+    was built for, so that a task is never silently run on another model's
+    vocabulary. ``reference`` is the input set mean ablation averages over
+    (default: the clean inputs).
+    """
+
+    clean: torch.Tensor
+    corrupt: torch.Tensor
+    metric: _metrics.Metric
+    answers: torch.Tensor | None = None
+    wrong_answers: torch.Tensor | None = None
+    name: str = "task"
+    d_vocab: int | None = None
+    reference: torch.Tensor | None = None
+    description: str = ""
+    seed: int | None = None
+    _digest: str | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.clean = _as_tokens(self.clean, "clean")
+        self.corrupt = _as_tokens(self.corrupt, "corrupt")
+        if self.clean.shape != self.corrupt.shape:
+            raise CircuitCheckError(
+                f"clean and corrupted inputs must have the same shape: clean is {tuple(self.clean.shape)}, "
+                f"corrupted is {tuple(self.corrupt.shape)}"
+            )
+        if self.clean.shape[0] == 0:
+            raise CircuitCheckError("the task has no examples")
+        self.metric = _metrics.as_metric(self.metric)
+        for name in ("answers", "wrong_answers"):
+            value = getattr(self, name)
+            if value is not None:
+                value = torch.as_tensor(value, dtype=torch.long).cpu()
+                if value.shape[0] != self.clean.shape[0]:
+                    raise CircuitCheckError(f"{name} has {value.shape[0]} entries for {self.clean.shape[0]} examples")
+                setattr(self, name, value)
+        if self.reference is not None:
+            self.reference = _as_tokens(self.reference, "reference")
+            if self.reference.shape[1] != self.clean.shape[1]:
+                raise CircuitCheckError(
+                    f"reference inputs have {self.reference.shape[1]} positions, the task has {self.clean.shape[1]}: mean ablation is per position"
+                )
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.clean.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.clean.shape[1])
+
+    @property
+    def digest(self) -> str:
+        """A content hash: equal tasks share cached runs."""
+        if self._digest is None:
+            h = hashlib.sha1()
+            for tensor in (self.clean, self.corrupt, self.answers, self.wrong_answers, self.reference):
+                h.update(b"|" if tensor is None else tensor.numpy().tobytes() + str(tuple(tensor.shape)).encode())
+            h.update(self.metric.name.encode())
+            h.update(str(id(self.metric.fn)).encode())
+            self._digest = h.hexdigest()
+        return self._digest
+
+    def validate(self, model) -> "Task":
+        """Check the task fits ``model``: same vocabulary, token ids in range, fits the context."""
+        vocab = model.cfg.d_vocab
+        if self.d_vocab is not None and self.d_vocab != vocab:
+            raise CircuitCheckError(
+                f"task {self.name!r} was built for a vocabulary of {self.d_vocab} tokens, but the model has {vocab}: "
+                "build the task with this model"
+            )
+        for label, tokens in (("clean", self.clean), ("corrupted", self.corrupt), ("answer", self.answers), ("wrong-answer", self.wrong_answers)):
+            if tokens is not None and tokens.numel() and (int(tokens.max()) >= vocab or int(tokens.min()) < 0):
+                bad = int(tokens.max()) if int(tokens.max()) >= vocab else int(tokens.min())
+                raise CircuitCheckError(f"{label} token id {bad} in task {self.name!r} is outside the model's vocabulary 0-{vocab - 1}")
+        if self.seq_len > model.cfg.n_ctx:
+            raise CircuitCheckError(f"task {self.name!r} has {self.seq_len} positions, more than the model's context of {model.cfg.n_ctx}")
+        return self
+
+    def describe(self) -> str:
+        return self.description or f"{self.name}: {self.n_examples} examples of {self.seq_len} tokens; metric {self.metric}"
+
+
+def induction(model, n_prompts: int = 32, seq_len: int = 20, seed: int = 0) -> Task:
+    """Induction on repeated random tokens.
+
+    Clean: ``BOS r r`` with ``r`` of ``seq_len`` random ordinary tokens.
+    Corrupted: fresh random tokens of the same shape (``BOS s``), so nothing
+    repeats. Metric: mean log-probability of the correct next token over the
+    positions that predict the second copy (the induction positions).
+    """
+    clean = _inputs.repeated_random_tokens(model, n_prompts=n_prompts, half_len=seq_len, seed=seed)
+    offset = clean.shape[1] - 2 * seq_len  # 1 with BOS, 0 without
+    fresh = _inputs.random_tokens(model, n_prompts, 2 * seq_len, seed=seed + 1_000_003)
+    corrupt = _inputs.with_bos(model, fresh)
+    # Positions offset+seq_len .. end-2 predict tokens 2..seq_len of the second copy.
+    first = offset + seq_len
+    metric = _metrics.next_token_logprob(slice(first, None))
+    return Task(
+        clean=clean,
+        corrupt=corrupt,
+        metric=metric,
+        name="induction",
+        d_vocab=model.cfg.d_vocab,
+        seed=seed,
+        description=(
+            f"induction: {n_prompts} prompts 'BOS r r' (r = {seq_len} random tokens, seed {seed}); corrupted = fresh random tokens; "
+            f"metric = mean log-prob of the correct next token over the second copy"
+        ),
+    )
+
+
+def from_prompts(
+    model,
+    clean: Sequence[str],
+    corrupt: Sequence[str],
+    answers: Sequence[str],
+    wrong_answers: Sequence[str],
+    name: str = "prompts",
+    metric: _metrics.Metric | None = None,
+) -> Task:
+    """A task from prompt strings and one-token answers; metric: logit difference at the last position."""
+    if isinstance(clean, str) or isinstance(corrupt, str):
+        raise CircuitCheckError("clean and corrupt take lists of prompts, not a single string")
+    if not (len(clean) == len(corrupt) == len(answers) == len(wrong_answers)):
+        raise CircuitCheckError(
+            f"clean ({len(clean)}), corrupt ({len(corrupt)}), answers ({len(answers)}) and wrong_answers ({len(wrong_answers)}) must have one entry per example"
+        )
+    clean_tokens = _stack_prompts(model, clean, "clean")
+    corrupt_tokens = _stack_prompts(model, corrupt, "corrupt")
+    return Task(
+        clean=clean_tokens,
+        corrupt=corrupt_tokens,
+        metric=metric or _metrics.logit_diff(-1),
+        answers=torch.tensor([_single_token(model, a) for a in answers]),
+        wrong_answers=torch.tensor([_single_token(model, a) for a in wrong_answers]),
+        name=name,
+        d_vocab=model.cfg.d_vocab,
+    )
+
+
+def from_tokens(
+    clean,
+    corrupt,
+    metric=None,
+    *,
+    answers=None,
+    wrong_answers=None,
+    name: str = "tokens",
+    d_vocab: int | None = None,
+    reference=None,
+) -> Task:
+    """A task from token tensors; metric defaults to logit difference at the last position."""
+    return Task(
+        clean=clean,
+        corrupt=corrupt,
+        metric=metric or _metrics.logit_diff(-1),
+        answers=answers,
+        wrong_answers=wrong_answers,
+        name=name,
+        d_vocab=d_vocab,
+        reference=reference,
+    )
+
+
+def _as_tokens(tokens, label: str) -> torch.Tensor:
+    tokens = torch.as_tensor(tokens)
+    if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise CircuitCheckError(f"{label} tokens must be integer token ids, got dtype {tokens.dtype}")
+    if tokens.ndim == 1:
+        tokens = tokens[None]
+    if tokens.ndim != 2:
+        raise CircuitCheckError(f"{label} tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
+    return tokens.long().cpu()
+
+
+def _stack_prompts(model, prompts: Sequence[str], label: str) -> torch.Tensor:
+    rows = _inputs.tokens_of_prompts(model, list(prompts))
+    lengths = sorted({len(r) for r in rows})
+    if len(lengths) != 1:
+        raise CircuitCheckError(
+            f"{label} prompts tokenise to different lengths {lengths}: every clean and corrupted prompt must have the same number of tokens"
+        )
+    return torch.stack(rows)
+
+
+def _single_token(model, text: str) -> int:
+    ids = model.to_tokens(text, prepend_bos=False)[0].tolist()
+    if len(ids) != 1:
+        raise CircuitCheckError(f"answer {text!r} is {len(ids)} tokens; answers must be single tokens")
+    return int(ids[0])
