@@ -35,7 +35,23 @@ _LAZY = {
     "assert_induction_head": "checks.heads",
     "assert_bos_head": "checks.heads",
     "assert_head_matches_pattern": "checks.heads",
+    "check_necessary": "checks.causal",
+    "check_sufficient": "checks.causal",
+    "check_minimal": "checks.causal",
+    "check_path": "checks.causal",
+    "assert_necessary": "checks.causal",
+    "assert_sufficient": "checks.causal",
+    "assert_minimal": "checks.causal",
+    "assert_path": "checks.causal",
+    "Patcher": "patcher",
+    "Patch": "patcher",
+    "Task": "tasks",
+    "task_fixture": "fixtures",
     "zoo": None,
+    "tasks": None,
+    "metrics": None,
+    "ablation": None,
+    "strategies": None,
     "inputs": None,
     "heads": None,
     "stats": None,
@@ -71,7 +87,20 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import heads, inputs, stats, zoo
+    from . import ablation, heads, inputs, metrics, stats, strategies, tasks, zoo
+    from .checks.causal import (
+        assert_minimal,
+        assert_necessary,
+        assert_path,
+        assert_sufficient,
+        check_minimal,
+        check_necessary,
+        check_path,
+        check_sufficient,
+    )
+    from .fixtures import task_fixture
+    from .patcher import Patch, Patcher
+    from .tasks import Task
     from .checks.heads import (
         assert_bos_head,
         assert_duplicate_token_head,

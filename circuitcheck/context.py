@@ -25,6 +25,10 @@ class TestContext(Protocol):
 
     def record(self, result) -> None: ...
 
+    def get_task(self, model) -> Any: ...
+
+    def get_patcher(self, model) -> Any: ...
+
 
 _current: ContextVar[TestContext | None] = ContextVar("circuitcheck_test_context", default=None)
 
@@ -62,6 +66,30 @@ def resolve_seed(seed: int | None) -> int:
         return seed
     context = current()
     return context.default_seed() if context is not None else 0
+
+
+def resolve_task(task, model):
+    """``task`` if given, else the running test's task (marker or task fixture)."""
+    if task is not None:
+        from .tasks import Task
+
+        if not isinstance(task, Task):
+            raise CircuitCheckError(f"task must be a circuitcheck Task (see circuitcheck.tasks), got {type(task).__name__}")
+        return task
+    context = current()
+    found = context.get_task(model) if context is not None else None
+    if found is None:
+        raise CircuitCheckError(
+            "no task: pass task=..., mark the test with @pytest.mark.circuitcheck_task(...), or request a task fixture "
+            "(e.g. induction_task)"
+        )
+    return found
+
+
+def current_patcher(model):
+    """The running test's shared patcher for ``model``, if any."""
+    context = current()
+    return context.get_patcher(model) if context is not None else None
 
 
 def record(result) -> None:

@@ -24,6 +24,7 @@ _RESULTS = pytest.StashKey[list]()
 MARKERS = {
     "circuitcheck_model(spec)": "run the test's `model` fixture on this model spec (e.g. 'zoo:induction-1l').",
     "circuitcheck_prompt(prompt)": "the prompt (string or list of strings) the `cache` fixture runs the model on.",
+    "circuitcheck_task(task, **kwargs)": "the task causal assertions use: a built-in name ('induction'), a function of the model, or a Task.",
 }
 
 
@@ -39,6 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     option("report", "write an HTML report of every claim to this path")
     option("json", "write every claim's results as JSON to this path")
     option("seed", "seed for generated inputs and bootstrap resampling (default 0)", default="0")
+    option("max-batch", "most rows (variants x examples) in one patched forward pass (default 256); halved on out-of-memory")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -64,6 +66,8 @@ class CircuitCheckState:
         self.config = config
         self.models = ModelStore(loader=registry.load_model)
         self.activations = ActivationStore()
+        self.patchers: dict[int, Any] = {}
+        self.tasks: dict[tuple, Any] = {}
         self.tests: list[dict[str, Any]] = []
         self.registered_sources: list[Any] = []
         self.is_worker = hasattr(config, "workerinput")
@@ -85,6 +89,64 @@ class CircuitCheckState:
         except (TypeError, ValueError):
             raise pytest.UsageError(f"--circuitcheck-seed={raw!r} is not valid: it must be an integer") from None
 
+    def max_batch(self) -> int | None:
+        raw = self.option("max_batch")
+        if raw in (None, ""):
+            return None
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            value = 0
+        if value < 1:
+            raise pytest.UsageError(f"--circuitcheck-max-batch={raw!r} is not valid: it must be a positive integer")
+        return value
+
+    def patcher(self, model):
+        from .patcher import Patcher
+
+        key = id(model)
+        if key not in self.patchers:
+            self.patchers[key] = Patcher(model, max_batch=self.max_batch())
+        return self.patchers[key]
+
+    def task_for(self, item: pytest.Item, model):
+        """The task of the running test: marker, else the one Task among its fixtures."""
+        from .tasks import Task
+
+        marker = item.get_closest_marker("circuitcheck_task")
+        if marker is not None:
+            return self.task_from_marker(marker, model, item.nodeid)
+        found = [(name, value) for name, value in getattr(item, "funcargs", {}).items() if isinstance(value, Task)]
+        if len(found) > 1:
+            names = ", ".join(name for name, _ in found)
+            raise pytest.UsageError(f"{item.nodeid} has several task fixtures ({names}): pass task= to say which one a claim is about")
+        return found[0][1] if found else None
+
+    def task_from_marker(self, marker, model, nodeid: str):
+        from . import tasks
+        from .tasks import Task
+
+        if len(marker.args) != 1:
+            raise pytest.UsageError(f"@pytest.mark.circuitcheck_task takes one task (a name, a function of the model, or a Task) in {nodeid}")
+        spec, kwargs = marker.args[0], dict(marker.kwargs)
+        if isinstance(spec, Task):
+            return spec
+        key = (id(model), repr(spec), tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+        if key not in self.tasks:
+            if isinstance(spec, str):
+                builders = {"induction": tasks.induction}
+                if spec not in builders:
+                    raise pytest.UsageError(f"unknown task {spec!r} in {nodeid}: built-in tasks are {', '.join(builders)}; or pass a function of the model")
+                kwargs.setdefault("seed", self.seed())
+                self.tasks[key] = builders[spec](model, **kwargs)
+            elif callable(spec):
+                self.tasks[key] = spec(model, **kwargs)
+            else:
+                raise pytest.UsageError(f"@pytest.mark.circuitcheck_task got {spec!r} in {nodeid}: give a task name, a function of the model, or a Task")
+            if not isinstance(self.tasks[key], Task):
+                raise pytest.UsageError(f"the task function in {nodeid} returned {type(self.tasks[key]).__name__}, not a circuitcheck Task")
+        return self.tasks[key]
+
     def maybe_register_source(self, plugin) -> None:
         """Forward conftest.py plugins that implement circuitcheck hooks to circuitcheck's manager."""
         if plugin is None or plugin in self.registered_sources or not registry.has_hooks(plugin):
@@ -100,6 +162,8 @@ class CircuitCheckState:
         self.registered_sources.clear()
         self.models.clear()
         self.activations.clear()
+        self.patchers.clear()
+        self.tasks.clear()
 
     # pytest hooks of this run ---------------------------------------------------
     def pytest_plugin_registered(self, plugin, plugin_name, manager) -> None:
@@ -204,8 +268,9 @@ def model(request: pytest.FixtureRequest):
 def cache(request: pytest.FixtureRequest, model):
     """The model's ``ActivationCache`` on the test's prompt, computed once per session per (model, input).
 
-    The prompt comes from ``@pytest.mark.circuitcheck_prompt(...)``; without the
-    marker, the seeded default input of the head scores (``BOS r r``).
+    The prompt comes from ``@pytest.mark.circuitcheck_prompt(...)``; else the
+    clean inputs of the test's task (marker or task fixture); else the seeded
+    default input of the head scores (``BOS r r``).
     """
     import torch
 
@@ -224,7 +289,8 @@ def cache(request: pytest.FixtureRequest, model):
             )
         tokens = torch.stack(token_list)
     else:
-        tokens = heads.default_tokens(model, seed=state.seed())
+        task = state.task_for(request.node, model)
+        tokens = task.clean if task is not None else heads.default_tokens(model, seed=state.seed())
 
     def compute():
         device = getattr(model.cfg, "device", None) or "cpu"
@@ -233,6 +299,24 @@ def cache(request: pytest.FixtureRequest, model):
         return activation_cache
 
     return state.activations.get(model, tokens, compute)
+
+
+@pytest.fixture
+def patcher(request: pytest.FixtureRequest, model):
+    """The batched intervention engine bound to the test's model, shared by the session (its runs are cached)."""
+    return request.config.stash[_STATE].patcher(model)
+
+
+@pytest.fixture
+def induction_task(request: pytest.FixtureRequest, model):
+    """``circuitcheck.tasks.induction`` on the test's model (32 prompts, seq_len 20, the run's seed), built once per model."""
+    from . import tasks
+
+    state = request.config.stash[_STATE]
+    key = (id(model), "induction-fixture", state.seed())
+    if key not in state.tasks:
+        state.tasks[key] = tasks.induction(model, seed=state.seed())
+    return state.tasks[key]
 
 
 # The running test's context -------------------------------------------------
@@ -251,6 +335,12 @@ class _ItemContext:
 
     def default_seed(self) -> int:
         return self.state.seed()
+
+    def get_task(self, model):
+        return self.state.task_for(self.item, model)
+
+    def get_patcher(self, model):
+        return self.state.patcher(model)
 
     def record(self, result) -> None:
         self.item.stash.setdefault(_RESULTS, []).append(result.to_dict())

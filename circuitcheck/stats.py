@@ -63,3 +63,38 @@ def bootstrap_mean(
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return Estimate(mean, float(low), float(high), int(data.size), confidence)
+
+
+def bootstrap_statistics(
+    samples,
+    statistic,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> list[Estimate]:
+    """Statistics of the means of paired per-example samples, with bootstrap intervals.
+
+    ``samples`` is ``[k, n]``: k quantities measured on the same n examples.
+    ``statistic`` maps means ``[..., k]`` to values ``[..., m]`` (e.g. ratios of
+    means). Examples are resampled jointly (the quantities stay paired), so
+    the intervals of ratios and differences are honest. Returns m estimates.
+    """
+    confidence = check_confidence(confidence)
+    data = np.asarray(samples, dtype=np.float64)
+    if data.ndim != 2 or data.shape[1] == 0:
+        raise ValueError(f"samples must be [quantities, examples] with at least one example, got shape {data.shape}")
+    if not np.isfinite(data).all():
+        raise ValueError("per-example values contain NaN or infinite entries")
+    n = data.shape[1]
+    point = np.atleast_1d(np.asarray(statistic(data.mean(axis=1)), dtype=np.float64))
+    if n == 1:
+        return [Estimate(float(v), float(v), float(v), 1, confidence) for v in point]
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, n, size=(resamples, n))
+    means = data[:, index].mean(axis=2).T  # [resamples, k]
+    values = np.asarray(statistic(means), dtype=np.float64).reshape(resamples, -1)
+    alpha = (1 - confidence) / 2
+    low = np.nanquantile(values, alpha, axis=0)
+    high = np.nanquantile(values, 1 - alpha, axis=0)
+    return [Estimate(float(p), float(lo), float(hi), n, confidence) for p, lo, hi in zip(point, low, high)]

@@ -1,0 +1,508 @@
+"""Causal claims: necessity, sufficiency, minimality and paths.
+
+Definitions (DESIGN.md "Metric definitions"). Let m(X) be the mean task metric
+when only X runs intact and every other head and MLP output is ablated; M the
+full model, ∅ everything ablated, M\\C the model with C ablated.
+
+- necessity:   drop(C)         = (m(M) - m(M\\C)) / (m(M) - m(∅))
+- sufficiency: recovery(C)     = (m(C) - m(∅)) / (m(M) - m(∅))
+- minimality:  contribution(v) = recovery(C) - recovery(C \\ {v})
+- path (noise, default):  effect(s -> r) = (m(clean) - m(path noised)) / (m(clean) - m(corrupt))
+- path (denoise):         effect(s -> r) = (m(path denoised) - m(corrupt)) / (m(clean) - m(corrupt))
+
+Every quantity is a ratio of means over examples; its confidence interval is
+a seeded bootstrap over examples (all variants resampled together), and the
+claim is decided on the interval's bound, so it does not flip between runs.
+All variants of one check run in the same batched forward passes.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Iterable, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from .. import ablation as _ablation
+from .. import context, stats
+from ..circuit import Circuit
+from ..components import Component, model_label, parse_components
+from ..errors import CircuitCheckError, ComponentError
+from ..patcher import Patch, Patcher, component_patch
+from ..result import CheckResult
+from ..tasks import Task
+from .decision import check_thresholds, conclude
+
+Components = Union[str, Component, Circuit, Iterable[Union[str, Component]]]
+
+_patchers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def get_patcher(model, max_batch: int | None = None) -> Patcher:
+    """The patcher of ``model`` shared by every check (its cached runs are reused)."""
+    context_patcher = context.current_patcher(model)
+    if context_patcher is not None:
+        return context_patcher
+    patcher = _patchers.get(model)
+    if patcher is None or (max_batch is not None and patcher.max_batch != max_batch):
+        patcher = Patcher(model, max_batch=max_batch)
+        _patchers[model] = patcher
+    return patcher
+
+
+@dataclass
+class _Setup:
+    model: object
+    task: Task
+    patcher: Patcher
+    ablation: _ablation.Ablation
+    seed: int
+    confidence: float
+
+
+def _setup(model, task, ablation, seed, confidence) -> _Setup:
+    model = context.resolve_model(model)
+    task = context.resolve_task(task, model)
+    task.validate(model)
+    return _Setup(
+        model=model,
+        task=task,
+        patcher=get_patcher(model),
+        ablation=_ablation.parse(ablation),
+        seed=context.resolve_seed(seed),
+        confidence=stats.check_confidence(confidence),
+    )
+
+
+def _components(components: Components, model) -> list[Component]:
+    if isinstance(components, Circuit):
+        if components.edges:
+            raise CircuitCheckError(
+                f"circuit {components.label} has edges; node checks take components only (use assert_path for edges)"
+            )
+        items = list(components.components)
+    else:
+        items = parse_components(components)
+    if not items:
+        raise ComponentError("no components given: list at least one, e.g. 'L1H3'")
+    return [c.validate(model) for c in items]
+
+
+# The node universe: every head output and MLP output ---------------------------------
+
+
+def _kept_sets(components: Sequence[Component], model, seq_len: int):
+    """Per (layer, 'head', h) / (layer, 'mlp'): the set of kept positions."""
+    kept: dict[tuple, set[int]] = {}
+    everywhere = set(range(seq_len))
+    for c in components:
+        positions = set(c.positions.indices(seq_len)) if c.positions is not None else everywhere
+        if c.kind == "head" and c.port is None:
+            kept.setdefault((c.layer, "head", c.head), set()).update(positions)
+        elif c.kind == "attn":
+            for h in range(model.cfg.n_heads):
+                kept.setdefault((c.layer, "head", h), set()).update(positions)
+        elif c.kind == "mlp":
+            kept.setdefault((c.layer, "mlp"), set()).update(positions)
+        elif c.kind in ("embed", "pos_embed"):
+            raise ComponentError(
+                f"{c} cannot be part of a node circuit: sufficiency keeps or ablates head and MLP outputs, and embeddings always run"
+            )
+        else:
+            raise ComponentError(f"{c} is a head input; node circuits are made of head outputs, attention layers and MLPs")
+    return kept
+
+
+def _ablate_all_but(components: Sequence[Component], model, seq_len: int) -> list[Patch]:
+    """Patches that ablate every head and MLP output except the kept ones."""
+    kept = _kept_sets(components, model, seq_len)
+    everywhere = set(range(seq_len))
+    patches: list[Patch] = []
+    for layer in range(model.cfg.n_layers):
+        full_heads = [h for h in range(model.cfg.n_heads) if not kept.get((layer, "head", h))]
+        if full_heads:
+            patches.append(Patch.at(f"blocks.{layer}.attn.hook_z", "ablated", h=full_heads))
+        for h in range(model.cfg.n_heads):
+            partial = kept.get((layer, "head", h))
+            if partial and partial != everywhere:
+                patches.append(Patch.at(f"blocks.{layer}.attn.hook_z", "ablated", p=sorted(everywhere - partial), h=[h]))
+        if not getattr(model.cfg, "attn_only", False):
+            mlp_kept = kept.get((layer, "mlp"), set())
+            if mlp_kept != everywhere:
+                patches.append(Patch.at(f"blocks.{layer}.hook_mlp_out", "ablated", p=sorted(everywhere - mlp_kept)))
+    return patches
+
+
+def _ablate(components: Sequence[Component], seq_len: int) -> list[Patch]:
+    return [component_patch(c, "ablated", seq_len) for c in components]
+
+
+def _check_gap(m_full: float, m_empty: float, setup: _Setup) -> None:
+    if not np.isfinite(m_full - m_empty) or abs(m_full - m_empty) <= 1e-6 * max(1.0, abs(m_full)):
+        raise CircuitCheckError(
+            f"zero gap: the full model and the fully ablated model score the same mean metric ({m_full:.6g} vs {m_empty:.6g}) "
+            f"on task {setup.task.name!r} with {setup.ablation} ablation, so necessity, sufficiency and minimality are undefined. "
+            "Use a task whose metric the model actually computes, or another ablation."
+        )
+
+
+def _base(setup: _Setup, components_label: str, kind: str, metric_name: str) -> dict:
+    return {
+        "model": model_label(setup.model),
+        "parameters": {
+            "components": components_label,
+            "task": setup.task.name,
+            "task_description": setup.task.describe(),
+            "metric": str(setup.task.metric),
+            "ablation": str(setup.ablation),
+            "seed": setup.seed,
+            "aggregation": "per-example metric, mean over examples, ratio of means",
+        },
+        "metric": metric_name,
+        "kind": kind,
+    }
+
+
+def _decide(estimate: stats.Estimate, minimum, maximum) -> tuple[bool, str, float]:
+    """Pass on the interval: the lower bound must clear a minimum, the upper bound stay under a maximum."""
+    passed = True
+    if minimum is not None:
+        passed &= estimate.low >= minimum
+    if maximum is not None:
+        passed &= estimate.high <= maximum
+    decided = "lower bound" if minimum is not None and maximum is None else "upper bound" if minimum is None else "interval"
+    return bool(passed), decided, estimate.mean
+
+
+def _label(components: Sequence[Component], circuit_name: str | None = None) -> str:
+    text = " ".join(map(str, components))
+    return f"{circuit_name!r} ({text})" if circuit_name else text
+
+
+def _lines(setup: _Setup) -> list[str]:
+    return [f"task:     {setup.task.describe()}", f"ablation: {setup.ablation}; seed {setup.seed}"]
+
+
+# Necessity -----------------------------------------------------------------------------
+
+
+def check_necessary(
+    components: Components,
+    *,
+    min_drop: float | None = None,
+    max_drop: float | None = None,
+    model=None,
+    task: Task | None = None,
+    ablation=None,
+    confidence: float = stats.DEFAULT_CONFIDENCE,
+    seed: int | None = None,
+) -> CheckResult:
+    """Measure drop(C) = (m(M) - m(M\\C)) / (m(M) - m(∅)) and decide (never raises on failure).
+
+    Also measures each component's own drop, for the evidence table.
+    """
+    if min_drop is None and max_drop is None:
+        min_drop = 0.5
+    check_thresholds(min_drop, max_drop, names=("min_drop", "max_drop"))
+    setup = _setup(model, task, ablation, seed, confidence)
+    comps = _components(components, setup.model)
+    name = components.name if isinstance(components, Circuit) else None
+    seq_len = setup.task.seq_len
+    variants = [_ablate(comps, seq_len), _ablate_all_but([], setup.model, seq_len)]
+    if len(comps) > 1:
+        variants += [_ablate([c], seq_len) for c in comps]
+    values = setup.patcher.run(setup.task, variants, base="clean", ablation=setup.ablation, seed=setup.seed, desc="necessity")
+    full = setup.patcher.runs(setup.task).clean_metric
+    samples = np.stack([full.numpy(), values[1].numpy(), values[0].numpy(), *[v.numpy() for v in values[2:]]])
+    _check_gap(float(samples[0].mean()), float(samples[1].mean()), setup)
+
+    def drops(means):
+        gap = means[..., 0] - means[..., 1]
+        return np.stack([(means[..., 0] - means[..., j]) / gap for j in range(2, samples.shape[0])], axis=-1)
+
+    estimates = stats.bootstrap_statistics(samples, drops, confidence=setup.confidence, seed=setup.seed)
+    total = estimates[0]
+    passed, decided, value = _decide(total, min_drop, max_drop)
+    table = pd.DataFrame(
+        {
+            "ablated": [" ".join(map(str, comps))] + ([str(c) for c in comps] if len(comps) > 1 else []),
+            "drop": [e.mean for e in estimates],
+            "ci_low": [e.low for e in estimates],
+            "ci_high": [e.high for e in estimates],
+            "metric_ablated": [float(samples[j].mean()) for j in range(2, samples.shape[0])],
+        }
+    )
+    means = pd.DataFrame({"run": ["full model m(M)", "ablated m(M\\C)", "everything ablated m(∅)"],
+                          "mean_metric": [float(samples[0].mean()), float(samples[2].mean()), float(samples[1].mean())]})
+    notes = [f"m(M) = {samples[0].mean():.4g}, m(M\\C) = {samples[2].mean():.4g}, m(∅) = {samples[1].mean():.4g} ({setup.task.metric})"]
+    if len(comps) > 1:
+        ranked = sorted(zip(comps, estimates[1:]), key=lambda item: item[1].mean)
+        notes.append("drop when ablated alone: " + ", ".join(f"{c} {e.mean:.3f}" for c, e in ranked))
+    negative = min_drop is None
+    label = _label(comps, name)
+    return CheckResult(
+        **_base(setup, label, "necessary", "drop"),
+        claim=f"{label} {'are' if len(comps) > 1 else 'is'} {'not ' if negative else ''}necessary for {setup.task.name}",
+        value=value,
+        passed=passed,
+        n=total.n,
+        min_value=min_drop,
+        max_value=max_drop,
+        ci_low=total.low,
+        ci_high=total.high,
+        confidence=total.confidence,
+        decided_on=decided,
+        evidence={"necessity": table, "means": means},
+        notes=notes + _lines(setup),
+    )
+
+
+def assert_necessary(components: Components, min_drop: float | None = None, **kwargs) -> CheckResult:
+    """Assert that ablating ``components`` removes at least ``min_drop`` of the task's performance.
+
+    drop(C) = (m(M) - m(M\\C)) / (m(M) - m(∅)); passes when the lower confidence
+    bound of drop is >= ``min_drop`` (default 0.5). ``max_drop=`` alone claims
+    the components are *not* necessary (upper bound <= max_drop). Keyword
+    arguments: ``model``, ``task``, ``ablation`` (default resample),
+    ``confidence`` (0.95), ``seed``.
+    """
+    __tracebackhide__ = True
+    return conclude(check_necessary(components, min_drop=min_drop, **kwargs))
+
+
+# Sufficiency and minimality ---------------------------------------------------------------
+
+
+def _circuit(circuit: Components, model) -> tuple[list[Component], str | None]:
+    comps = _components(circuit, model)
+    return comps, circuit.name if isinstance(circuit, Circuit) else None
+
+
+def check_sufficient(
+    circuit: Components,
+    *,
+    min_recovery: float | None = None,
+    max_recovery: float | None = None,
+    model=None,
+    task: Task | None = None,
+    ablation=None,
+    confidence: float = stats.DEFAULT_CONFIDENCE,
+    seed: int | None = None,
+) -> CheckResult:
+    """Measure recovery(C) = (m(C) - m(∅)) / (m(M) - m(∅)) and decide (never raises on failure)."""
+    if min_recovery is None and max_recovery is None:
+        min_recovery = 0.8
+    check_thresholds(min_recovery, max_recovery, names=("min_recovery", "max_recovery"))
+    setup = _setup(model, task, ablation, seed, confidence)
+    comps, name = _circuit(circuit, setup.model)
+    seq_len = setup.task.seq_len
+    variants = [_ablate_all_but(comps, setup.model, seq_len), _ablate_all_but([], setup.model, seq_len)]
+    values = setup.patcher.run(setup.task, variants, base="clean", ablation=setup.ablation, seed=setup.seed, desc="sufficiency")
+    full = setup.patcher.runs(setup.task).clean_metric
+    samples = np.stack([full.numpy(), values[1].numpy(), values[0].numpy()])
+    _check_gap(float(samples[0].mean()), float(samples[1].mean()), setup)
+    (estimate,) = stats.bootstrap_statistics(
+        samples, lambda m: ((m[..., 2] - m[..., 1]) / (m[..., 0] - m[..., 1]))[..., None], confidence=setup.confidence, seed=setup.seed
+    )
+    passed, decided, value = _decide(estimate, min_recovery, max_recovery)
+    label = _label(comps, name)
+    means = pd.DataFrame({"run": ["full model m(M)", "circuit only m(C)", "everything ablated m(∅)"],
+                          "mean_metric": [float(samples[0].mean()), float(samples[2].mean()), float(samples[1].mean())]})
+    recovery = pd.DataFrame({"circuit": [label], "recovery": [estimate.mean], "ci_low": [estimate.low], "ci_high": [estimate.high]})
+    negative = min_recovery is None
+    return CheckResult(
+        **_base(setup, label, "sufficient", "recovery"),
+        claim=f"{label} {'is not' if negative else 'is'} sufficient for {setup.task.name}",
+        value=value,
+        passed=passed,
+        n=estimate.n,
+        min_value=min_recovery,
+        max_value=max_recovery,
+        ci_low=estimate.low,
+        ci_high=estimate.high,
+        confidence=estimate.confidence,
+        decided_on=decided,
+        evidence={"sufficiency": recovery, "means": means},
+        notes=[f"m(M) = {samples[0].mean():.4g}, m(C) = {samples[2].mean():.4g}, m(∅) = {samples[1].mean():.4g} ({setup.task.metric})",
+               "every head and MLP output outside the circuit is ablated"] + _lines(setup),
+    )
+
+
+def assert_sufficient(circuit: Components, min_recovery: float | None = None, **kwargs) -> CheckResult:
+    """Assert that the circuit alone recovers at least ``min_recovery`` of the task's performance.
+
+    Every head and MLP output outside the circuit is ablated; recovery(C) =
+    (m(C) - m(∅)) / (m(M) - m(∅)) (faithfulness, as in the IOI paper and MIB);
+    passes when its lower confidence bound is >= ``min_recovery`` (default 0.8).
+    """
+    __tracebackhide__ = True
+    return conclude(check_sufficient(circuit, min_recovery=min_recovery, **kwargs))
+
+
+def check_minimal(
+    circuit: Components,
+    *,
+    min_contribution: float = 0.05,
+    model=None,
+    task: Task | None = None,
+    ablation=None,
+    confidence: float = stats.DEFAULT_CONFIDENCE,
+    seed: int | None = None,
+) -> CheckResult:
+    """Measure every component's contribution(v) = recovery(C) - recovery(C \\ {v}) and decide."""
+    check_thresholds(min_contribution, None, names=("min_contribution", "max"))
+    setup = _setup(model, task, ablation, seed, confidence)
+    comps, name = _circuit(circuit, setup.model)
+    seq_len = setup.task.seq_len
+    variants = [_ablate_all_but(comps, setup.model, seq_len), _ablate_all_but([], setup.model, seq_len)]
+    variants += [_ablate_all_but([c for c in comps if c != v], setup.model, seq_len) for v in comps]
+    values = setup.patcher.run(setup.task, variants, base="clean", ablation=setup.ablation, seed=setup.seed, desc="minimality")
+    full = setup.patcher.runs(setup.task).clean_metric
+    samples = np.stack([full.numpy(), *[v.numpy() for v in values]])  # M, C, ∅, C\v...
+    _check_gap(float(samples[0].mean()), float(samples[2].mean()), setup)
+
+    def contributions(m):
+        gap = m[..., 0] - m[..., 2]
+        recovery = (m[..., 1] - m[..., 2]) / gap
+        without = [(m[..., j] - m[..., 2]) / gap for j in range(3, samples.shape[0])]
+        return np.stack([recovery, *[recovery - w for w in without]], axis=-1)
+
+    estimates = stats.bootstrap_statistics(samples, contributions, confidence=setup.confidence, seed=setup.seed)
+    recovery, per_component = estimates[0], estimates[1:]
+    order = sorted(range(len(comps)), key=lambda i: per_component[i].mean)
+    table = pd.DataFrame(
+        {
+            "component": [str(comps[i]) for i in order],
+            "contribution": [per_component[i].mean for i in order],
+            "ci_low": [per_component[i].low for i in order],
+            "ci_high": [per_component[i].high for i in order],
+            "recovery_without": [recovery.mean - per_component[i].mean for i in order],
+        }
+    )
+    weakest = order[0]
+    failing = [comps[i] for i in order if per_component[i].low < min_contribution]
+    label = _label(comps, name)
+    notes = [f"recovery of the whole circuit: {recovery.describe()}",
+             "contributions, weakest first: " + ", ".join(f"{comps[i]} {per_component[i].mean:.3f} [{per_component[i].low:.3f}, {per_component[i].high:.3f}]" for i in order)]
+    if failing:
+        notes.insert(0, f"below the threshold: {', '.join(map(str, failing))}")
+    weakest_estimate = per_component[weakest]
+    return CheckResult(
+        **_base(setup, label, "minimal", f"contribution of the weakest component ({comps[weakest]})"),
+        claim=f"{label} is minimal for {setup.task.name} (every component contributes)",
+        value=weakest_estimate.mean,
+        passed=not failing,
+        n=weakest_estimate.n,
+        min_value=min_contribution,
+        ci_low=weakest_estimate.low,
+        ci_high=weakest_estimate.high,
+        confidence=weakest_estimate.confidence,
+        decided_on="lower bound of every component",
+        evidence={"minimality": table},
+        notes=notes + _lines(setup),
+    )
+
+
+def assert_minimal(circuit: Components, min_contribution: float = 0.05, **kwargs) -> CheckResult:
+    """Assert that every component of the circuit contributes at least ``min_contribution`` of recovery.
+
+    contribution(v) = recovery(C) - recovery(C \\ {v}); passes when every
+    component's lower confidence bound is >= ``min_contribution``. All
+    leave-one-out variants run in the same batched passes; the result's
+    ``evidence["minimality"]`` lists every component, weakest first.
+    """
+    __tracebackhide__ = True
+    return conclude(check_minimal(circuit, min_contribution=min_contribution, **kwargs))
+
+
+# Paths --------------------------------------------------------------------------------------
+
+
+def check_path(
+    sender: Components,
+    receiver: "str | Component",
+    *,
+    min_effect: float | None = None,
+    max_effect: float | None = None,
+    direction: str = "noise",
+    model=None,
+    task: Task | None = None,
+    confidence: float = stats.DEFAULT_CONFIDENCE,
+    seed: int | None = None,
+) -> CheckResult:
+    """Measure the share of the clean-corrupt gap that the path sender -> receiver carries, and decide.
+
+    ``direction="noise"`` (default, the IOI paper's path patching): on the clean
+    input only the receiver reads the senders' corrupted output;
+    effect = (m(clean) - m(path)) / (m(clean) - m(corrupt)), the performance the
+    path is responsible for. ``"denoise"`` (TransformerLens's direct path
+    patching): on the corrupted input only the receiver reads the clean output;
+    effect = (m(path) - m(corrupt)) / (m(clean) - m(corrupt)), what it restores alone.
+    """
+    if min_effect is None and max_effect is None:
+        min_effect = 0.1
+    check_thresholds(min_effect, max_effect, names=("min_effect", "max_effect"))
+    setup = _setup(model, task, None, seed, confidence)
+    senders = _components(sender, setup.model)
+    target = "logits" if isinstance(receiver, str) and receiver.strip() == "logits" else Component.parse(receiver).validate(setup.model)
+    values = setup.patcher.path_patch(setup.task, senders, [target], direction)
+    runs = setup.patcher.runs(setup.task)
+    samples = np.stack([runs.clean_metric.numpy(), runs.corrupt_metric.numpy(), values[0].numpy()])
+    gap = float(samples[0].mean() - samples[1].mean())
+    if not np.isfinite(gap) or abs(gap) <= 1e-6 * max(1.0, abs(float(samples[0].mean()))):
+        raise CircuitCheckError(
+            f"zero gap: clean and corrupted inputs score the same mean metric ({samples[0].mean():.6g}) on task {setup.task.name!r}, so a path effect is undefined"
+        )
+    if direction == "noise":
+        def effect(m):
+            return ((m[..., 0] - m[..., 2]) / (m[..., 0] - m[..., 1]))[..., None]
+    else:
+        def effect(m):
+            return ((m[..., 2] - m[..., 1]) / (m[..., 0] - m[..., 1]))[..., None]
+
+    (estimate,) = stats.bootstrap_statistics(samples, effect, confidence=setup.confidence, seed=setup.seed)
+    passed, decided, value = _decide(estimate, min_effect, max_effect)
+    sender_label = " + ".join(map(str, senders))
+    negative = min_effect is None
+    base = _base(setup, f"{sender_label} -> {target}", "path", "path effect")
+    base["parameters"].pop("ablation")
+    base["parameters"]["direction"] = direction
+    base["parameters"]["definition"] = (
+        "path patching (noise): on the clean input only the receiver reads the senders' corrupted output"
+        if direction == "noise"
+        else "direct path patching (denoise): on the corrupted input only the receiver reads the senders' clean output"
+    )
+    table = pd.DataFrame({"run": ["clean", "corrupted", f"path patched ({direction})"], "mean_metric": [float(s.mean()) for s in samples]})
+    return CheckResult(
+        **base,
+        claim=f"the path {sender_label} -> {target} {'does not carry' if negative else 'carries'} the effect on {setup.task.name}",
+        value=value,
+        passed=passed,
+        n=estimate.n,
+        min_value=min_effect,
+        max_value=max_effect,
+        ci_low=estimate.low,
+        ci_high=estimate.high,
+        confidence=estimate.confidence,
+        decided_on=decided,
+        evidence={"path": table},
+        notes=[f"m(clean) = {samples[0].mean():.4g}, m(corrupt) = {samples[1].mean():.4g}, m(path) = {samples[2].mean():.4g} ({setup.task.metric})",
+               base["parameters"]["definition"],
+               f"task:     {setup.task.describe()}"],
+    )
+
+
+def assert_path(sender: Components, receiver: "str | Component", min_effect: float | None = None, **kwargs) -> CheckResult:
+    """Assert that the direct path sender -> receiver restores at least ``min_effect`` of the clean-corrupt gap.
+
+    Path patching: only the receiver (``L1H3.k``, ``L2.mlp`` or ``"logits"``)
+    reads the sender's other-input output; every other path keeps its value.
+    ``direction="noise"`` (default) measures what the path carries on the clean
+    input; ``"denoise"`` what it restores alone on the corrupted input (as
+    TransformerLens's ``get_act_patch_direct_path``). Passes when the lower
+    confidence bound of the normalised effect is >= ``min_effect`` (default 0.1).
+    """
+    __tracebackhide__ = True
+    return conclude(check_path(sender, receiver, min_effect=min_effect, **kwargs))
