@@ -43,10 +43,13 @@ def build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=29, n_ctx=64, attn_o
 
 
 @pytest.fixture(scope="session")
-def zoo_tokenizer_dir():
-    from circuitcheck import zoo
+def zoo_tokenizer_dir(tmp_path_factory):
+    """The zoo's 64-word tokenizer, saved in a directory of its own."""
+    from circuitcheck.zoo.tokenizer import save_tokenizer
 
-    return zoo.model_dir("induction-2l")
+    directory = tmp_path_factory.mktemp("zoo-tokenizer")
+    save_tokenizer(directory)
+    return directory
 
 
 @pytest.fixture(scope="session")
