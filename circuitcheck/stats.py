@@ -93,7 +93,8 @@ def bootstrap_statistics(
     rng = np.random.default_rng(seed)
     index = rng.integers(0, n, size=(resamples, n))
     means = data[:, index].mean(axis=2).T  # [resamples, k]
-    values = np.asarray(statistic(means), dtype=np.float64).reshape(resamples, -1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a resample with a zero gap is NaN, skipped below
+        values = np.asarray(statistic(means), dtype=np.float64).reshape(resamples, -1)
     alpha = (1 - confidence) / 2
     low = np.nanquantile(values, alpha, axis=0)
     high = np.nanquantile(values, 1 - alpha, axis=0)
