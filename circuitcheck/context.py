@@ -29,6 +29,8 @@ class TestContext(Protocol):
 
     def get_patcher(self, model) -> Any: ...
 
+    def record_sweep(self, sweep: dict) -> None: ...
+
 
 _current: ContextVar[TestContext | None] = ContextVar("circuitcheck_test_context", default=None)
 
@@ -96,6 +98,13 @@ def record(result) -> None:
     context = current()
     if context is not None:
         context.record(result)
+
+
+def record_sweep(sweep: dict) -> None:
+    """Attach a JSON-safe sweep (heatmap) to the running test's report, if any."""
+    context = current()
+    if context is not None:
+        context.record_sweep(sweep)
 
 
 def require_eval(model) -> None:

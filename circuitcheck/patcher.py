@@ -320,7 +320,12 @@ class Patcher:
             )
         values = self.run(task, variants, base=base, desc=f"sweep {what}")
         runs = self.runs(task)
-        return Sweep(what, axes, index, values, runs.clean_metric, runs.corrupt_metric, direction)
+        sweep = Sweep(what, axes, index, values, runs.clean_metric, runs.corrupt_metric, direction)
+        if len(axes) == 2:
+            from . import context
+
+            context.record_sweep(sweep.to_dict(title=f"{what} patching ({direction}) on {task.name}, model {model_label(self.model)}"))
+        return sweep
 
     def _resid_mid_variants(self, task: Task, index, base: str, source: str) -> list[list[Patch]]:
         # In TransformerBridge, hook_resid_mid is an alias of ln2's input: writing it
@@ -527,6 +532,20 @@ class Sweep:
         clean, corrupt = float(self.clean_metric.mean()), float(self.corrupt_metric.mean())
         frame["normalized"] = (frame["value"] - corrupt) / (clean - corrupt) if clean != corrupt else np.nan
         return frame
+
+    def to_dict(self, title: str = "") -> dict:
+        """JSON-safe, for the report: the mean and normalised matrices."""
+        from .result import frame_to_json
+
+        clean, corrupt = float(self.clean_metric.mean()), float(self.corrupt_metric.mean())
+        return {
+            "what": self.what,
+            "axes": list(self.axes),
+            "direction": self.direction,
+            "title": title or f"{self.what} patching ({self.direction})",
+            "matrix": frame_to_json(self.matrix()),
+            "normalized": frame_to_json(self.matrix(normalized=True)) if clean != corrupt else None,
+        }
 
     def matrix(self, normalized: bool = False) -> pd.DataFrame:
         """The heatmap: first axis as rows, second as columns (2-axis sweeps)."""

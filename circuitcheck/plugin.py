@@ -20,6 +20,7 @@ from .session import DEFAULT_SPEC, ActivationStore, ModelStore
 
 _STATE = pytest.StashKey["CircuitCheckState"]()
 _RESULTS = pytest.StashKey[list]()
+_SWEEPS = pytest.StashKey[list]()
 
 MARKERS = {
     "circuitcheck_model(spec)": "run the test's `model` fixture on this model spec (e.g. 'zoo:induction-1l').",
@@ -186,6 +187,7 @@ class CircuitCheckState:
                 "outcome": outcome,
                 "duration": round(float(report.duration), 4),
                 "claims": list(getattr(report, "circuitcheck", None) or []),
+                "sweeps": list(getattr(report, "circuitcheck_sweeps", None) or []),
             }
         )
 
@@ -336,6 +338,9 @@ class _ItemContext:
     def default_seed(self) -> int:
         return self.state.seed()
 
+    def record_sweep(self, sweep: dict) -> None:
+        self.item.stash.setdefault(_SWEEPS, []).append(sweep)
+
     def get_task(self, model):
         return self.state.task_for(self.item, model)
 
@@ -343,7 +348,13 @@ class _ItemContext:
         return self.state.patcher(model)
 
     def record(self, result) -> None:
-        self.item.stash.setdefault(_RESULTS, []).append(result.to_dict())
+        results = self.item.stash.setdefault(_RESULTS, [])
+        results.append(result.to_dict())
+        # JUnit XML properties, so CI dashboards can chart each claim's value
+        prefix = f"circuitcheck[{len(results) - 1}]"
+        self.item.user_properties.extend(
+            [(f"{prefix}.claim", result.claim), (f"{prefix}.value", f"{result.value:.6g}"), (f"{prefix}.verdict", result.verdict)]
+        )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -358,6 +369,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     report = yield
     if call.when == "call":
         report.circuitcheck = list(item.stash.get(_RESULTS, []))
+        report.circuitcheck_sweeps = list(item.stash.get(_SWEEPS, []))
     return report
 
 

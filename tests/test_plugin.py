@@ -276,3 +276,133 @@ def test_a_project_not_using_circuitcheck_pays_no_torch_import(pytester):
         """
     )
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+XDIST_SUITE = """
+import circuitcheck as cc
+
+def test_a(model):
+    cc.assert_previous_token_head(0, 0, max_score=1.0)
+
+def test_b(model):
+    cc.assert_previous_token_head(0, 1, max_score=1.0)
+
+def test_c(model):
+    cc.assert_previous_token_head(1, 0, max_score=1.0)
+
+def test_d(model):
+    cc.assert_previous_token_head(1, 1, max_score=1.0)
+"""
+
+
+def test_under_xdist_the_controller_writes_one_report_with_every_claim(tiny):
+    tiny.makepyfile(XDIST_SUITE)
+    result = tiny.runpytest_subprocess("-n", "2", "-p", "xdist", "--circuitcheck-model=tiny:x", "--circuitcheck-json=results.json", "--circuitcheck-report=report.html")
+    result.assert_outcomes(passed=4)
+    document = json.loads((tiny.path / "results.json").read_text())
+    claims = sorted(claim["claim"] for test in document["tests"] for claim in test["claims"])
+    assert claims == ["L0H0 is not a previous-token head", "L0H1 is not a previous-token head", "L1H0 is not a previous-token head", "L1H1 is not a previous-token head"]
+    assert document["complete"] is True
+    assert "L1H1 is not a previous-token head" in (tiny.path / "report.html").read_text()
+    assert not list(tiny.path.glob(".results.json.*")) and not list(tiny.path.glob(".report.html.*"))
+
+
+def test_without_xdist_the_same_suite_writes_the_same_claims(tiny):
+    tiny.makepyfile(XDIST_SUITE)
+    tiny.runpytest("-p", "no:xdist", "--circuitcheck-model=tiny:x", "--circuitcheck-json=results.json").assert_outcomes(passed=4)
+    document = json.loads((tiny.path / "results.json").read_text())
+    assert sum(len(test["claims"]) for test in document["tests"]) == 4
+
+
+def test_a_run_stopped_by_x_still_writes_an_incomplete_report(tiny):
+    tiny.makepyfile(
+        """
+        import circuitcheck as cc
+
+        def test_first(model):
+            cc.assert_induction_head(1, 0, min_score=0.99)
+
+        def test_never_runs(model):
+            pass
+        """
+    )
+    result = tiny.runpytest("-x", "--circuitcheck-model=tiny:x", "--circuitcheck-json=results.json", "--circuitcheck-report=report.html")
+    result.assert_outcomes(failed=1)
+    document = json.loads((tiny.path / "results.json").read_text())
+    assert document["complete"] is False
+    assert [t["nodeid"].split("::")[-1] for t in document["tests"]] == ["test_first"]
+    assert document["tests"][0]["claims"][0]["passed"] is False
+
+
+def test_a_keyboard_interrupt_still_writes_an_incomplete_report(tiny):
+    tiny.makepyfile(
+        """
+        import circuitcheck as cc
+
+        def test_first(model):
+            cc.assert_previous_token_head(0, 0, max_score=1.0)
+
+        def test_interrupted():
+            raise KeyboardInterrupt
+
+        def test_never_runs():
+            pass
+        """
+    )
+    # in a subprocess: an in-process KeyboardInterrupt would stop this very test run
+    result = tiny.runpytest_subprocess("--circuitcheck-model=tiny:x", "--circuitcheck-json=results.json")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    document = json.loads((tiny.path / "results.json").read_text())
+    assert document["complete"] is False
+    assert document["tests"][0]["claims"][0]["claim"] == "L0H0 is not a previous-token head"
+
+
+def test_a_crashing_test_is_recorded_and_the_report_written(tiny):
+    tiny.makepyfile(
+        """
+        import pytest
+        import circuitcheck as cc
+
+        @pytest.fixture
+        def broken():
+            raise RuntimeError("setup exploded")
+
+        def test_setup_error(broken):
+            pass
+
+        def test_crash(model):
+            cc.assert_previous_token_head(0, 0, max_score=1.0)
+            raise ValueError("boom")
+        """
+    )
+    tiny.runpytest("--circuitcheck-model=tiny:x", "--circuitcheck-json=results.json").assert_outcomes(failed=1, errors=1)
+    tests = {t["nodeid"].split("::")[-1]: t for t in json.loads((tiny.path / "results.json").read_text())["tests"]}
+    assert tests["test_setup_error"]["outcome"] == "error"
+    assert tests["test_crash"]["outcome"] == "failed" and len(tests["test_crash"]["claims"]) == 1
+
+
+def test_claims_are_junit_properties(tiny):
+    tiny.makepyfile("import circuitcheck as cc\n\ndef test_p(model):\n    cc.assert_previous_token_head(0, 0, max_score=1.0)\n")
+    tiny.runpytest("--circuitcheck-model=tiny:x", "--junitxml=junit.xml").assert_outcomes(passed=1)
+    xml = (tiny.path / "junit.xml").read_text()
+    assert '<property name="circuitcheck[0].claim" value="L0H0 is not a previous-token head"' in xml
+    assert '<property name="circuitcheck[0].verdict" value="passed"' in xml
+    assert 'name="circuitcheck[0].value"' in xml
+
+
+def test_sweeps_run_in_a_test_reach_the_report(tiny):
+    tiny.makepyfile(
+        """
+        import torch
+        import circuitcheck as cc
+
+        def test_sweep(model, patcher):
+            clean = torch.randint(0, 20, (3, 6), generator=torch.Generator().manual_seed(0))
+            task = cc.tasks.from_tokens(clean, clean.flip(1), answers=clean[:, 0], wrong_answers=clean[:, 1])
+            patcher.sweep(task, "head_out")
+        """
+    )
+    tiny.runpytest("--circuitcheck-model=tiny:x", "--circuitcheck-json=results.json").assert_outcomes(passed=1)
+    sweeps = json.loads((tiny.path / "results.json").read_text())["tests"][0]["sweeps"]
+    assert sweeps[0]["what"] == "head_out" and sweeps[0]["axes"] == ["layer", "head"]
+    assert len(sweeps[0]["matrix"]["data"]) == 2

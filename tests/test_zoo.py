@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from circuitcheck import zoo
+from circuitcheck.zoo import circuits as zoo_circuits
 from circuitcheck.errors import ModelSpecError
 from circuitcheck.heads import head_scores
 
@@ -78,10 +79,12 @@ def test_induction_2l_final_has_the_circuit():
 def test_induction_2l_circuit_string():
     card = zoo.card("induction-2l")
     scores = card["scores"]
-    expected = zoo.heads_above(scores["previous_token"], 0.5, layer=0) + zoo.heads_above(scores["induction"], 0.5, layer=1)
-    assert card["circuits"]["induction"] == " ".join(expected)
+    candidates = zoo.heads_above(scores["previous_token"], 0.5, layer=0) + zoo.heads_above(scores["induction"], 0.5, layer=1)
+    assert card["circuits"]["induction_attention_candidates"] == " ".join(candidates)
     parts = card["circuits"]["induction"].split()
+    assert set(parts) <= set(candidates)
     assert any(p.startswith("L0H") for p in parts) and any(p.startswith("L1H") for p in parts)
+    assert card["circuit_rule"] == zoo_circuits.RULE
 
 
 def test_induction_2l_checkpoints_span_the_phase_change():
