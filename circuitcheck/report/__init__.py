@@ -5,6 +5,16 @@ record (``CheckResult.to_dict``), so it can be written by the controller of an
 xdist run and re-rendered later::
 
     python -m circuitcheck report results.json -o report.html
+
+Its schema is documented in ``SCHEMA.md`` beside this module. To analyse
+results in a notebook, :func:`load` gives one pandas row per claim::
+
+    results = circuitcheck.report.load("results.json")
+    results.frame().query("not passed")
+
+Modules: :mod:`.sections` prepares what each section of the page shows,
+:mod:`.charts` draws the inline SVG charts, :mod:`.results` reads documents
+back for analysis; the page layout is the Jinja template ``templates/report.html.j2``.
 """
 
 from __future__ import annotations
@@ -17,6 +27,21 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CircuitCheckError
+from .results import Results, load
+
+__all__ = [
+    "REPORT_SCHEMA",
+    "CircuitCheckError",
+    "Results",
+    "load",
+    "new_document",
+    "read_json",
+    "render_html",
+    "summarize",
+    "validate",
+    "write_html",
+    "write_json",
+]
 
 REPORT_SCHEMA = 1
 GENERATOR_MARK = '<meta name="generator" content="circuitcheck">'
@@ -33,38 +58,69 @@ def new_document(environment: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarize(document: dict[str, Any]) -> dict[str, Any]:
-    """Counts of claims and tests by verdict, and of claims by kind and model."""
-    claims = [claim for test in document["tests"] for claim in test["claims"]]
+    """Counts of claims and tests by verdict, and of claims by kind, model and checkpoint.
+
+    ``by_checkpoint`` groups claims by the part after ``@`` of their model spec
+    (``zoo:induction-2l@step800`` -> ``step800``); it is empty when no claim names one.
+    """
+    from .sections import checkpoint_of
+
+    claims = [claim for test in document.get("tests") or [] for claim in test.get("claims") or []]
     by_kind: dict[str, dict[str, int]] = {}
     by_model: dict[str, dict[str, int]] = {}
+    by_checkpoint: dict[str, dict[str, int]] = {}
     for claim in claims:
-        verdict = "passed" if claim["passed"] else "failed"
-        for table, key in ((by_kind, claim["kind"]), (by_model, claim.get("model") or "?")):
-            row = table.setdefault(key, {"passed": 0, "failed": 0})
+        verdict = "passed" if claim.get("passed") else "failed"
+        checkpoint = checkpoint_of(claim)
+        groups = [(by_kind, claim.get("kind") or "?"), (by_model, claim.get("model") or "?")]
+        if checkpoint is not None:
+            groups.append((by_checkpoint, checkpoint))
+        for table, key in groups:
+            row = table.setdefault(str(key), {"passed": 0, "failed": 0})
             row[verdict] += 1
     outcomes: dict[str, int] = {}
-    for test in document["tests"]:
-        outcomes[test["outcome"]] = outcomes.get(test["outcome"], 0) + 1
+    for test in document.get("tests") or []:
+        outcome = str(test.get("outcome", "?"))
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return {
         "claims": len(claims),
-        "claims_passed": sum(c["passed"] for c in claims),
-        "claims_failed": sum(not c["passed"] for c in claims),
+        "claims_passed": sum(bool(c.get("passed")) for c in claims),
+        "claims_failed": sum(not c.get("passed") for c in claims),
         "tests": outcomes,
         "by_kind": by_kind,
         "by_model": by_model,
+        "by_checkpoint": by_checkpoint,
     }
 
 
 def render_html(document: dict[str, Any]) -> str:
+    """The self-contained HTML page of a results document (no scripts, fonts or network)."""
     import jinja2
+
+    from .charts import format_number
+    from .sections import build_page, natural_key
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("circuitcheck.report", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    env.filters["num"] = _format_number
-    return env.get_template("report.html.j2").render(doc=document, summary=summarize(document), generator_mark=GENERATOR_MARK)
+    env.filters["num"] = format_number
+    env.filters["natural"] = lambda items: sorted(items, key=lambda item: natural_key(item[0]))
+    env.tests["number"] = lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)
+    summary = summarize(document)
+    return env.get_template("report.html.j2").render(
+        doc={
+            "created": str(document.get("created") or "unknown time"),
+            "complete": bool(document.get("complete", False)),
+            "schema": document.get("circuitcheck_report", REPORT_SCHEMA),
+        },
+        summary=summary,
+        page=build_page(document, summary),
+        generator_mark=GENERATOR_MARK,
+    )
 
 
 def write_json(path: str | os.PathLike, document: dict[str, Any]) -> Path:
@@ -82,20 +138,56 @@ def write_html(path: str | os.PathLike, document: dict[str, Any]) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a results document; errors name the file, and the line of a JSON syntax error."""
     path = Path(path)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CircuitCheckError(f"results file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise CircuitCheckError(f"results file {str(path)!r} is a directory, not a JSON file") from None
+    except UnicodeDecodeError as error:
+        raise CircuitCheckError(f"{path}: not a text file ({error.reason} at byte {error.start}): not a circuitcheck results file") from None
+    try:
+        document = json.loads(text)
     except json.JSONDecodeError as error:
-        raise CircuitCheckError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+        raise CircuitCheckError(f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg}, line {error.lineno})") from None
     if not isinstance(document, dict) or "circuitcheck_report" not in document:
         raise CircuitCheckError(f"{path} is not a circuitcheck results file (no 'circuitcheck_report' key)")
-    if document["circuitcheck_report"] > REPORT_SCHEMA:
-        raise CircuitCheckError(
-            f"{path} has results schema {document['circuitcheck_report']}, newer than this circuitcheck reads ({REPORT_SCHEMA}): upgrade circuitcheck"
-        )
+    validate(document, source=str(path))
     return document
+
+
+def validate(document: dict[str, Any], source: str = "results document") -> None:
+    """Check the structure the report relies on (schema 1, see SCHEMA.md); the error names the bad entry."""
+    schema = document.get("circuitcheck_report")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise CircuitCheckError(f"{source}: 'circuitcheck_report' must be the schema number (an integer), got {schema!r}")
+    if schema > REPORT_SCHEMA:
+        raise CircuitCheckError(
+            f"{source} has results schema {schema}, newer than this circuitcheck reads ({REPORT_SCHEMA}): upgrade circuitcheck"
+        )
+    tests = document.get("tests")
+    if not isinstance(tests, list):
+        raise CircuitCheckError(f"{source}: 'tests' must be a list of tests, got {type(tests).__name__}")
+    if not isinstance(document.get("environment", {}), dict):
+        raise CircuitCheckError(f"{source}: 'environment' must be an object of name -> value")
+    for i, test in enumerate(tests):
+        where = f"{source}: tests[{i}]"
+        if not isinstance(test, dict):
+            raise CircuitCheckError(f"{where} must be an object, got {type(test).__name__}")
+        for key in ("nodeid", "outcome"):
+            if not isinstance(test.get(key), str):
+                raise CircuitCheckError(f"{where} has no {key!r} string")
+        for name in ("claims", "sweeps"):
+            if not isinstance(test.get(name, []), list):
+                raise CircuitCheckError(f"{where} ({test['nodeid']}): {name!r} must be a list")
+        for j, claim in enumerate(test.get("claims", [])):
+            if not isinstance(claim, dict):
+                raise CircuitCheckError(f"{where}.claims[{j}] ({test['nodeid']}) must be an object")
+            missing = [key for key in ("kind", "claim", "passed") if key not in claim]
+            if missing:
+                raise CircuitCheckError(f"{where}.claims[{j}] ({test['nodeid']}) has no {', '.join(map(repr, missing))}")
 
 
 def _refuse_foreign(path: Path, kind: str) -> None:
@@ -118,15 +210,11 @@ def _atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        # mkstemp creates the file 0600; a report is for sharing, so give it the usual umask mode
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _format_number(value, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
