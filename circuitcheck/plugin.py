@@ -219,20 +219,20 @@ class CircuitCheckState:
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config: pytest.Config) -> None:
         if self.is_worker:
             return
-        rows = [claim for test in self.tests for claim in test["claims"]]
-        if rows:
+        tests = [test for test in self.tests if test["claims"]]
+        if tests:
             terminalreporter.section("circuitcheck claims")
-            width = min(70, max(len(claim["claim"]) for claim in rows))
-            for claim in rows:
-                value = "nan" if claim["value"] is None else f"{claim['value']:.3f}"
-                bound = " ".join(
-                    text
-                    for text, limit in ((">=", claim["min_value"]), ("<=", claim["max_value"]))
-                    if limit is not None
-                    for text in [f"{text} {limit:.3g}"]
-                )
-                verdict = "held" if claim["passed"] else "FAILED"
-                terminalreporter.write_line(f"{claim['claim'][:width]:<{width}}  {value:>7}  {bound:<10}  {verdict}")
+            models = {claim.get("model") for test in tests for claim in test["claims"]}
+            for test in tests:
+                terminalreporter.write_line(test["nodeid"])
+                for claim in test["claims"]:
+                    value = "nan" if claim["value"] is None else f"{claim['value']:.3f}"
+                    bound = " ".join(
+                        f"{sign} {limit:.3g}" for sign, limit in ((">=", claim["min_value"]), ("<=", claim["max_value"])) if limit is not None
+                    )
+                    where = f"  [{claim.get('model')}]" if len(models) > 1 else ""
+                    verdict = "held  " if claim["passed"] else "FAILED"
+                    terminalreporter.write_line(f"  {verdict} {value:>8}  {bound:<10} {claim['claim']}{where}", red=not claim["passed"], green=claim["passed"])
         for path in self.written:
             terminalreporter.write_line(f"circuitcheck: wrote {path}")
         if self.written_error:

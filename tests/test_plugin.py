@@ -224,7 +224,9 @@ def test_claims_are_written_to_json_and_html(tiny):
     )
     result = tiny.runpytest("--circuitcheck-model=tiny:x", "--circuitcheck-json=out/results.json", "--circuitcheck-report=out/report.html")
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*circuitcheck claims*", "L0H0 is not a previous-token head*held", "L1H1 is an induction head*FAILED"])
+    result.stdout.fnmatch_lines(
+        ["*circuitcheck claims*", "*::test_holds", "  held  *<= 1 *L0H0 is not a previous-token head", "*::test_fails", "  FAILED *>= 0.99 *L1H1 is an induction head"]
+    )
     document = json.loads((tiny.path / "out/results.json").read_text())
     assert document["complete"] is True
     outcomes = {t["nodeid"].split("::")[-1]: (t["outcome"], len(t["claims"])) for t in document["tests"]}
