@@ -222,9 +222,15 @@ class CircuitCheckState:
         tests = [test for test in self.tests if test["claims"]]
         if tests:
             terminalreporter.section("circuitcheck claims")
-            models = {claim.get("model") for test in tests for claim in test["claims"]}
+            claims = [claim for test in tests for claim in test["claims"]]
+            held = sum(claim["passed"] for claim in claims)
+            terminalreporter.write_line(f"{held} claims held, {len(claims) - held} failed" + ("" if config.option.verbose > 0 else " (-v lists every claim)"))
+            if config.option.verbose <= 0:  # only the failures, unless asked
+                tests = [{**test, "claims": [c for c in test["claims"] if not c["passed"]]} for test in tests]
+                tests = [test for test in tests if test["claims"]]
+            models = {claim.get("model") for claim in claims}
             for test in tests:
-                terminalreporter.write_line(test["nodeid"])
+                terminalreporter.write_line(test["nodeid"] + (f" ({test['outcome']})" if test["outcome"] in ("xfailed", "xpassed") else ""))
                 for claim in test["claims"]:
                     value = "nan" if claim["value"] is None else f"{claim['value']:.3f}"
                     bound = " ".join(

@@ -52,6 +52,11 @@ def circuitcheck_model_sources() -> list[str]:
 
 
 def _boot(name: str, device: str, revision: str | None, spec: str):
+    if not Path(name).is_dir() and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
+            raise ModelSpecError(f"could not load model {spec!r}: HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache")
     from transformer_lens.model_bridge import TransformerBridge
 
     try:

@@ -104,9 +104,14 @@ def test_bad_thresholds_are_clear_errors(induction_2l, kwargs, message):
         cc.assert_induction_head(1, 0, model=induction_2l, **kwargs)
 
 
-def test_without_a_model_outside_pytest_fixtures_is_a_clear_error():
-    with pytest.raises(CircuitCheckError, match="no model: pass model="):
-        cc.assert_induction_head(1, 0)
+def test_without_a_model_outside_pytest_is_a_clear_error():
+    import subprocess
+    import sys
+
+    code = "import circuitcheck as cc; cc.assert_induction_head(1, 0)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "CircuitCheckError: no model: pass model=... (outside pytest)" in out.stderr
 
 
 def test_a_model_in_training_mode_is_refused(zoo_tokenizer_dir):
@@ -114,5 +119,5 @@ def test_a_model_in_training_mode_is_refused(zoo_tokenizer_dir):
 
     model = build_native(tokenizer_dir=zoo_tokenizer_dir, d_vocab=64)
     model.train()
-    with pytest.raises(CircuitCheckError, match=r"training mode .* call model.eval\(\)"):
+    with pytest.raises(CircuitCheckError, match=r"training mode.*call model.eval\(\)"):
         cc.assert_induction_head(1, 0, model=model)

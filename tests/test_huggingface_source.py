@@ -67,5 +67,5 @@ def test_a_file_is_not_a_model_directory(tmp_path):
 
 def test_a_hub_name_without_network_or_cache_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelSpecError, match="could not load model 'circuitcheck-test/no-such-model'"):
+    with pytest.raises(ModelSpecError, match="could not load model 'circuitcheck-test/no-such-model': HF_HUB_OFFLINE is set and it is not in the local"):
         circuitcheck.load_model("circuitcheck-test/no-such-model", device="cpu")

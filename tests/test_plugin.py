@@ -222,7 +222,7 @@ def test_claims_are_written_to_json_and_html(tiny):
             pass
         """
     )
-    result = tiny.runpytest("--circuitcheck-model=tiny:x", "--circuitcheck-json=out/results.json", "--circuitcheck-report=out/report.html")
+    result = tiny.runpytest("-v", "--circuitcheck-model=tiny:x", "--circuitcheck-json=out/results.json", "--circuitcheck-report=out/report.html")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
         ["*circuitcheck claims*", "*::test_holds", "  held  *<= 1 *L0H0 is not a previous-token head", "*::test_fails", "  FAILED *>= 0.99 *L1H1 is an induction head"]
@@ -408,3 +408,18 @@ def test_sweeps_run_in_a_test_reach_the_report(tiny):
     sweeps = json.loads((tiny.path / "results.json").read_text())["tests"][0]["sweeps"]
     assert sweeps[0]["what"] == "head_out" and sweeps[0]["axes"] == ["layer", "head"]
     assert len(sweeps[0]["matrix"]["data"]) == 2
+
+
+def test_the_terminal_summary_lists_only_failed_claims_unless_verbose(tiny):
+    tiny.makepyfile(
+        """
+        import circuitcheck as cc
+
+        def test_mixed(model):
+            cc.assert_previous_token_head(0, 0, max_score=1.0)
+            cc.assert_induction_head(1, 1, min_score=0.99)
+        """
+    )
+    result = tiny.runpytest("--circuitcheck-model=tiny:x")
+    result.stdout.fnmatch_lines(["*circuitcheck claims*", "1 claims held, 1 failed (-v lists every claim)", "*::test_mixed", "  FAILED*L1H1 is an induction head"])
+    assert "L0H0 is not a previous-token head" not in result.stdout.str().split("circuitcheck claims")[1]

@@ -1,0 +1,500 @@
+"""The report: JSON document, self-contained HTML page with SVG charts, the CLI and load()."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from circuitcheck import report
+from circuitcheck.errors import CircuitCheckError
+from circuitcheck.report.charts import ColorScale, format_number, nice_ticks
+from circuitcheck.result import CheckResult, frame_to_json
+
+XSS = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+# Documents built by hand, shaped as the checks record them ----------------------------------
+
+
+def claim(kind: str, text: str, *, passed: bool = True, value: float = 0.9, low: float = 0.85, high: float = 0.95,
+          min_value: float | None = 0.5, max_value: float | None = None, model: str = "zoo:induction-2l",
+          evidence: dict | None = None, parameters: dict | None = None, notes: list[str] | None = None,
+          metric: str = "score", decided_on: str = "lower bound") -> dict:
+    return CheckResult(
+        kind=kind, claim=text, value=value, passed=passed, n=16, metric=metric, min_value=min_value, max_value=max_value,
+        ci_low=low, ci_high=high, confidence=0.95, decided_on=decided_on, model=model, parameters=parameters or {},
+        evidence=evidence or {}, notes=notes or [],
+    ).to_dict()
+
+
+def head_claim(layer=1, head=3, tokens=("<bos>", "4", "z", "4", "z"), **kwargs) -> dict:
+    labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
+    n = len(labels)
+    pattern = [[1.0 / (i + 1) if j <= i else 0.0 for j in range(n)] for i in range(n)]
+    scores = pd.DataFrame([[0.01, 0.03, 0.0, 0.04], [0.84, 0.80, 0.84, 0.83]], index=pd.Index([0, 1], name="layer"),
+                          columns=pd.Index([0, 1, 2, 3], name="head"))
+    evidence = {
+        "head_scores": scores,
+        "per_prompt": pd.DataFrame({"score": [0.81, 0.84]}, index=pd.RangeIndex(2, name="prompt")),
+        "attention": pd.DataFrame(pattern, index=pd.Index(labels, name="query"), columns=pd.Index(labels, name="key")),
+    }
+    kwargs.setdefault("notes", ["highest-scoring heads: L1H0 0.845, L1H2 0.844, L1H3 0.827"])
+    return claim("induction_head", f"L{layer}H{head} is an induction head", metric="induction score", decided_on="mean",
+                 parameters={"component": f"L{layer}H{head}", "layer": layer, "head": head, "seed": 0}, evidence=evidence, **kwargs)
+
+
+def necessary_claim(**kwargs) -> dict:
+    table = pd.DataFrame({"ablated": ["L0H0 L1H3", "L0H0", "L1H3"], "drop": [0.8, 0.39, 0.45], "ci_low": [0.76, 0.33, 0.39],
+                          "ci_high": [0.84, 0.46, 0.52], "metric_ablated": [-4.8, -2.5, -2.9]})
+    means = pd.DataFrame({"run": ["full model m(M)", "ablated m(M\\C)", "everything ablated m(∅)"], "mean_metric": [-0.35, -4.8, -5.96]})
+    kwargs.setdefault("parameters", {"components": "L0H0 L1H3", "task": "induction", "ablation": "resample"})
+    return claim("necessary", "L0H0 L1H3 are necessary for induction", metric="drop", value=0.8, low=0.76, high=0.84, min_value=0.7,
+                 evidence={"necessity": table, "means": means}, **kwargs)
+
+
+def sufficient_claim(circuit="'induction' (L0H0 L1H3)", value=0.95, low=0.93, high=0.97, min_value=0.9, passed=True, **kwargs) -> dict:
+    table = pd.DataFrame({"circuit": [circuit], "recovery": [value], "ci_low": [low], "ci_high": [high]})
+    means = pd.DataFrame({"run": ["full model m(M)", "circuit only m(C)", "everything ablated m(∅)"], "mean_metric": [-0.35, -0.63, -5.96]})
+    return claim("sufficient", f"{circuit} is sufficient for induction", metric="recovery", value=value, low=low, high=high,
+                 min_value=min_value, passed=passed, evidence={"sufficiency": table, "means": means}, **kwargs)
+
+
+def minimal_claim(components=("L1H2", "L0H0", "L1H3"), contributions=(0.02, 0.44, 0.49), min_value=0.05, **kwargs) -> dict:
+    table = pd.DataFrame({"component": list(components), "contribution": list(contributions),
+                          "ci_low": [c - 0.03 for c in contributions], "ci_high": [c + 0.03 for c in contributions],
+                          "recovery_without": [0.95 - c for c in contributions]})
+    return claim("minimal", "the circuit is minimal for induction (every component contributes)", passed=False,
+                 metric=f"contribution of the weakest component ({components[0]})", value=contributions[0], low=contributions[0] - 0.03,
+                 high=contributions[0] + 0.03, min_value=min_value, decided_on="lower bound of every component",
+                 evidence={"minimality": table}, notes=[f"below the threshold: {components[0]}"], **kwargs)
+
+
+def path_claim(**kwargs) -> dict:
+    table = pd.DataFrame({"run": ["clean", "corrupted", "path patched (noise)"], "mean_metric": [-0.35, -6.01, -1.84]})
+    return claim("path", "the path L0H0 -> L1H3.k carries the effect on induction", metric="path effect", value=0.26, low=0.22,
+                 high=0.30, min_value=0.1, parameters={"components": "L0H0 -> L1H3.k", "direction": "noise"},
+                 evidence={"path": table}, **kwargs)
+
+
+def lens_claim(**kwargs) -> dict:
+    """A claim kind this report does not know yet: its evidence must still show, as a plain table."""
+    table = pd.DataFrame({"layer": [0, 1], "kl": [2.5, 0.01], "top1_agrees": [False, True]})
+    return claim("logit_lens_converges", "the logit lens has converged by layer 1", metric="layer", value=1.0, low=None, high=None,
+                 min_value=None, max_value=1.0, evidence={"lens_by_layer": table}, **kwargs)
+
+
+def sweep(what="resid_pre", axes=("layer", "pos"), rows=2, cols=5, title=None) -> dict:
+    values = [[(i * cols + j) / (rows * cols - 1) * 2 - 1 for j in range(cols)] for i in range(rows)]
+    matrix = pd.DataFrame([[v * 3 for v in row] for row in values])
+    normalized = pd.DataFrame(values)
+    for frame in (matrix, normalized):
+        frame.index.name, frame.columns.name = axes
+    return {"what": what, "axes": list(axes), "direction": "denoise", "title": title or f"{what} patching (denoise)",
+            "matrix": frame_to_json(matrix), "normalized": frame_to_json(normalized)}
+
+
+def document_with_every_section(complete: bool = True) -> dict:
+    """Every section populated: head, necessity, sufficiency (held and failed), minimality, path, unknown kind, sweeps, checkpoints."""
+    document = report.new_document({"python": "3.11.9", "seed": 0, "device": "cpu", "models loaded": "zoo:induction-2l on cpu"})
+    document["complete"] = complete
+    document["tests"] = [
+        {"nodeid": "tests/test_heads.py::test_induction_heads", "outcome": "passed", "duration": 0.42,
+         "claims": [head_claim(), head_claim(layer=0, head=0, passed=False, value=0.01, low=0.0, high=0.02)]},
+        {"nodeid": "tests/test_circuit.py::test_induction_circuit", "outcome": "failed", "duration": 3.1,
+         "claims": [necessary_claim(), sufficient_claim(), minimal_claim(), path_claim()],
+         "sweeps": [sweep(), sweep("head_out", ("layer", "head"), rows=2, cols=4)]},
+        {"nodeid": "tests/test_checkpoints.py::test_sufficient[step800]", "outcome": "failed", "duration": 1.0,
+         "claims": [sufficient_claim(model="zoo:induction-2l@step800", value=0.4, low=0.3, high=0.5, passed=False)]},
+        {"nodeid": "tests/test_checkpoints.py::test_sufficient[step1000]", "outcome": "passed", "duration": 1.0,
+         "claims": [sufficient_claim(model="zoo:induction-2l@step1000")]},
+        {"nodeid": "tests/test_lens.py::test_lens", "outcome": "passed", "duration": 0.2, "claims": [lens_claim()]},
+        {"nodeid": "tests/test_plain.py::test_no_claims", "outcome": "skipped", "duration": 0.0, "claims": []},
+    ]
+    return document
+
+
+def section(html: str, name: str) -> str:
+    match = re.search(rf'<section id="{name}">(.*?)</section>', html, re.S)
+    assert match, f"no section {name!r}"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def html() -> str:
+    return report.render_html(document_with_every_section())
+
+
+# The page ------------------------------------------------------------------------------------------
+
+
+def test_every_section_has_a_stable_id(html):
+    for name in ("summary", "tests", "necessity", "sufficiency", "minimality", "heatmaps", "paths", "environment"):
+        assert f'<section id="{name}">' in html
+
+
+def test_a_document_without_claims_still_renders_every_section():
+    html = report.render_html(report.new_document({}))
+    for name in ("summary", "necessity", "sufficiency", "minimality", "heatmaps", "environment"):
+        assert "<svg" not in section(html, name)
+    assert "No circuitcheck claims were recorded" in html
+
+
+def test_the_summary_counts_claims_and_tests(html):
+    summary = section(html, "summary")
+    assert re.search(r'<span class="big">6</span>claims held', summary)
+    assert re.search(r'<span class="big">3</span>claims failed', summary)
+    assert "outcome-skipped" in summary
+    for kind in ("induction_head", "necessary", "sufficient", "minimal", "path", "logit_lens_converges"):
+        assert f"<td>{kind}</td>" in summary
+
+
+def test_failed_claims_are_listed_first_with_links(html):
+    summary = section(html, "summary")
+    failed = re.findall(r'<li><a href="#(claim-\d+)">', summary)
+    assert len(failed) == 3
+    for anchor in failed:
+        assert f'id="{anchor}"' in html
+
+
+def test_claims_are_grouped_by_the_checkpoint_after_the_at_sign():
+    summary = report.summarize(document_with_every_section())
+    assert summary["by_checkpoint"] == {"step800": {"passed": 0, "failed": 1}, "step1000": {"passed": 1, "failed": 0}}
+    assert "zoo:induction-2l@step800" in summary["by_model"]
+
+
+def test_a_claim_measured_on_several_checkpoints_is_one_row_in_checkpoint_order(html):
+    table = re.search(r'<table class="checkpoints">(.*?)</table>', html, re.S).group(1)
+    assert table.index(">step800<") < table.index(">step1000<")
+    row = re.search(r"<tr><td>&#39;induction&#39; \(L0H0 L1H3\) is sufficient for induction</td>(.*?)</tr>", table, re.S).group(1)
+    assert re.findall(r'class="cp (held|failed)"', row) == ["failed", "held"]
+
+
+def test_without_checkpoints_there_is_no_checkpoint_table():
+    document = report.new_document({})
+    document["tests"] = [{"nodeid": "t", "outcome": "passed", "claims": [head_claim()]}]
+    assert report.summarize(document)["by_checkpoint"] == {}
+    assert 'class="checkpoints"' not in report.render_html(document)
+
+
+def test_each_claim_shows_value_interval_threshold_verdict_and_lab_note(html):
+    tests = section(html, "tests")
+    row = re.search(r'<tr class="claim-row held-claim" id="claim-0">(.*?)</tr>\s*<tr class="note-row[^"]*">(.*?)</tr>', tests, re.S)
+    claim_cells, note = row.groups()
+    assert "L1H3 is an induction head" in claim_cells
+    assert "0.900" in claim_cells and "[0.850, 0.950] (95%)" in claim_cells
+    assert "≥ 0.500" in claim_cells and "on the mean" in claim_cells and 'class="pill held"' in claim_cells
+    assert "highest-scoring heads: L1H0 0.845" in note
+
+
+def test_necessity_has_a_table_and_chart_per_claim(html):
+    necessity = section(html, "necessity")
+    assert necessity.count('<table class="evidence">') == 1
+    assert necessity.count('<svg class="chart interval-chart"') == 1
+    for text in ("all together", "L0H0", "L1H3", "0.800", "metric_ablated", "everything ablated m(∅) = -5.960"):
+        assert text in necessity
+
+
+def test_sufficiency_is_one_bar_per_claim_with_interval_and_threshold(html):
+    sufficiency = section(html, "sufficiency")
+    chart = re.search(r'<svg class="chart interval-chart".*?</svg>', sufficiency, re.S).group(0)
+    assert chart.count('<g class="bar-row">') == 3
+    assert chart.count('class="threshold"') == 3
+    assert "0.400  [0.300, 0.500]" in chart
+    assert "induction · step800" in chart  # several models: the label says which
+
+
+def test_minimality_chart_shows_every_component_sorted_with_the_threshold_line(html):
+    minimality = section(html, "minimality")
+    chart = re.search(r'<svg class="chart interval-chart".*?</svg>', minimality, re.S).group(0)
+    labels = re.findall(r'class="bar-label mono">([^<]+)</text>', chart)
+    assert labels == ["L1H2", "L0H0", "L1H3"]
+    assert "min 0.050" in chart and 'stroke-dasharray="5 3" class="threshold"' in chart
+    assert chart.count("<circle") == 3 and chart.count('y1=') >= 9  # a whisker with two caps per component
+
+
+def test_minimality_sorts_components_even_when_recorded_unsorted():
+    document = report.new_document({})
+    document["tests"] = [{"nodeid": "t", "outcome": "passed", "claims": [minimal_claim(components=("B", "A", "C"), contributions=(0.3, 0.1, 0.2))]}]
+    chart = section(report.render_html(document), "minimality")
+    assert re.findall(r'class="bar-label mono">([^<]+)</text>', chart) == ["A", "C", "B"]
+
+
+def test_patching_heatmaps_have_a_cell_per_entry_with_hover_values_and_a_legend(html):
+    heatmaps = section(html, "heatmaps")
+    layer_pos = re.search(r'<svg class="chart heatmap"[^>]*aria-label="resid_pre patching \(denoise\)".*?</svg>', heatmaps, re.S).group(0)
+    assert layer_pos.count('<rect class="cell"') == 2 * 5
+    assert "<title>layer 1, pos 4: normalised 1.000 (mean metric 3.000)</title>" in layer_pos
+    assert "pos &#8594;" in layer_pos and "layer &#8595;" in layer_pos
+    assert heatmaps.count('class="chart legend"') >= 2
+    assert "normalised (0 = corrupted, 1 = clean)" in heatmaps
+
+
+def test_patching_colours_diverge_from_white_at_zero():
+    scale = ColorScale.diverging([[-0.5, 0.0, 2.0]])
+    assert (scale.vmin, scale.vmax) == (-2.0, 2.0)
+    assert scale.color(0.0) == "#f7f7f7"
+    red, blue = scale.color(2.0), scale.color(-2.0)
+    assert int(red[1:3], 16) > int(red[5:7], 16) and int(blue[5:7], 16) > int(blue[1:3], 16)
+    assert ColorScale.diverging([[0.0]]).vmax == 1.0  # no division by zero on an all-zero sweep
+
+
+def test_a_sweep_without_normalised_values_shows_the_mean_metric():
+    document = report.new_document({})
+    raw = sweep()
+    raw["normalized"] = None
+    document["tests"] = [{"nodeid": "t", "outcome": "passed", "claims": [], "sweeps": [raw]}]
+    heatmaps = section(report.render_html(document), "heatmaps")
+    assert "<title>layer 1, pos 4: mean metric 3.000</title>" in heatmaps
+
+
+def test_attention_heatmaps_label_their_axes_with_position_and_token(html):
+    heatmaps = section(html, "heatmaps")
+    assert heatmaps.count('aria-label="attention pattern of L1H3 on the first prompt"') == 1
+    assert ">0:&lt;bos&gt;<" in heatmaps and ">3:4<" in heatmaps
+    assert "<title>query 2:z, key 1:4: attention 0.333</title>" in heatmaps
+
+
+def test_the_head_score_grid_outlines_the_claimed_head(html):
+    heatmaps = section(html, "heatmaps")
+    grid = re.search(r'<svg class="chart heatmap"[^>]*aria-label="induction score of every head".*?</svg>', heatmaps, re.S).group(0)
+    assert grid.count('<rect class="cell"') == 8 and grid.count('class="highlight"') == 1
+    assert ">0.83<" in grid  # small grids print their values
+
+
+def test_path_claims_are_a_table(html):
+    paths = section(html, "paths")
+    assert "L0H0 -&gt; L1H3.k" in paths and "noise" in paths and "path patched (noise) = -1.840" in paths
+
+
+def test_evidence_of_an_unknown_claim_kind_is_a_plain_table(html):
+    other = section(html, "other")
+    assert "the logit lens has converged by layer 1" in other
+    assert "<caption>lens_by_layer</caption>" in other and "<th>top1_agrees</th>" in other and "<td>True</td>" in other
+
+
+def test_the_environment_lists_every_entry(html):
+    environment = section(html, "environment")
+    assert "<th>models loaded</th>" in environment and "zoo:induction-2l on cpu" in environment
+
+
+def test_an_incomplete_run_shows_a_banner():
+    assert 'class="banner incomplete"' in report.render_html(document_with_every_section(complete=False))
+
+
+def test_a_complete_run_has_no_banner(html):
+    assert 'class="banner incomplete"' not in html
+
+
+def test_missing_and_non_finite_numbers_show_as_a_dash():
+    document = report.new_document({})
+    document["tests"] = [{"nodeid": "t", "outcome": "failed", "claims": [claim("induction_head", "x", value=float("nan"), low=None, high=None)]}]
+    tests = section(report.render_html(document), "tests")
+    assert '<td class="num measured">–' in tests
+
+
+def test_text_from_prompts_tokens_and_claims_is_escaped_everywhere_including_svg():
+    document = report.new_document({"note": XSS})
+    hostile = head_claim(tokens=("<bos>", XSS, "z"), notes=[XSS])
+    hostile["claim"] = XSS
+    document["tests"] = [
+        {"nodeid": f"test_x.py::test[{XSS}]", "outcome": "passed", "claims": [
+            hostile,
+            minimal_claim(components=(XSS, "L0H0", "L1H3")),
+            sufficient_claim(circuit=XSS),
+            necessary_claim(parameters={"task": XSS}),
+        ], "sweeps": [sweep(title=XSS)]},
+    ]
+    html = report.render_html(document)
+    assert "<script" not in html
+    assert html.count(ESCAPED) >= 10
+    heatmaps, minimality = section(html, "heatmaps"), section(html, "minimality")
+    assert f"<title>query 1:{ESCAPED}, key 0:&lt;bos&gt;: attention 0.500</title>" in heatmaps  # SVG <title>
+    assert ">1:&lt;script&gt;alert…<" in heatmaps  # SVG <text>, clipped to fit the axis
+    assert f'class="bar-label mono">{ESCAPED[:4]}' in minimality
+
+
+def test_the_page_loads_nothing_from_outside(html):
+    assert "http://" not in html and "https://" not in html
+    assert not re.search(r"<(script|link|iframe|img|object|embed)\b", html)
+    assert not re.search(r"\b(src|href)=\"(?!#)", html)  # only in-page links
+    assert "@import" not in html and "url(" not in html
+
+
+# Writing, reading, load() ---------------------------------------------------------------------------
+
+
+def test_json_round_trips_and_load_gives_one_row_per_claim(tmp_path):
+    document = document_with_every_section()
+    path = report.write_json(tmp_path / "results.json", document)
+    results = report.load(path)
+    assert results.document == document
+    frame = results.frame()
+    assert len(frame) == 9
+    assert list(frame.columns[:16]) == ["nodeid", "outcome", "kind", "claim", "model", "checkpoint", "metric", "value", "ci_low", "ci_high",
+                                        "confidence", "min_value", "max_value", "decided_on", "passed", "n"]
+    assert frame["passed"].dtype == bool and frame["value"].dtype == float
+    first = frame.iloc[0]
+    assert (first["nodeid"], first["outcome"], first["kind"], first["param_layer"]) == ("tests/test_heads.py::test_induction_heads", "passed", "induction_head", 1)
+    assert frame.set_index("model").loc["zoo:induction-2l@step800", "checkpoint"] == "step800"
+    assert sorted(frame.loc[~frame["passed"], "kind"]) == ["induction_head", "minimal", "sufficient"]
+
+
+def test_load_gives_each_claims_evidence_as_a_dataframe(tmp_path):
+    results = report.load(report.write_json(tmp_path / "results.json", document_with_every_section()))
+    minimality = results.evidence(4, "minimality")
+    assert list(minimality["component"]) == ["L1H2", "L0H0", "L1H3"]
+    with pytest.raises(KeyError, match="has no evidence 'nope'; it has: minimality"):
+        results.evidence(4, "nope")
+
+
+def test_a_run_without_claims_loads_as_an_empty_frame_with_the_columns():
+    frame = report.Results(report.new_document({})).frame()
+    assert frame.empty and "claim" in frame.columns and "passed" in frame.columns
+
+
+def test_a_corrupt_results_file_error_names_the_path_and_line(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text('{\n  "circuitcheck_report": 1,\n  "tests": [\n    {"nodeid": "t",,}\n  ]\n}\n')
+    with pytest.raises(CircuitCheckError, match=r"results\.json:4:20: not valid JSON at line 4, column 20"):
+        report.load(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"something": "else"}', "is not a circuitcheck results file"),
+        ('{"circuitcheck_report": 99, "tests": []}', "has results schema 99, newer than this circuitcheck reads"),
+        ('{"circuitcheck_report": 1, "tests": {}}', "'tests' must be a list"),
+        ('{"circuitcheck_report": 1, "tests": [{"nodeid": "a::b", "outcome": "passed", "claims": [{"kind": "x"}]}]}',
+         r"tests\[0\]\.claims\[0\] \(a::b\) has no 'claim', 'passed'"),
+    ],
+)
+def test_a_results_file_with_the_wrong_structure_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "results.json"
+    path.write_text(content)
+    with pytest.raises(CircuitCheckError, match=message):
+        report.read_json(path)
+
+
+def test_a_missing_results_file_is_a_clear_error(tmp_path):
+    with pytest.raises(CircuitCheckError, match="results file '.*nope.json' does not exist"):
+        report.load(tmp_path / "nope.json")
+
+
+def test_reports_are_written_atomically_readable_and_overwrite_only_their_own(tmp_path):
+    path = tmp_path / "report.html"
+    report.write_html(path, document_with_every_section())
+    report.write_html(path, document_with_every_section(complete=False))  # our own file: replaced
+    assert 'class="banner incomplete"' in path.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    foreign = tmp_path / "results.json"
+    foreign.write_text('{"mine": true}')
+    with pytest.raises(CircuitCheckError, match="refusing to overwrite"):
+        report.write_json(foreign, report.new_document({}))
+    assert foreign.read_text() == '{"mine": true}'
+
+
+# The command line ------------------------------------------------------------------------------------
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "circuitcheck", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_cli_rerenders_the_same_html_from_json(tmp_path):
+    document = document_with_every_section()
+    report.write_json(tmp_path / "results.json", document)
+    result = run_cli("report", "results.json", "-o", "out/report.html", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "wrote out/report.html: 9 claims, 6 held, 3 failed" in result.stdout
+    assert (tmp_path / "out/report.html").read_text() == report.render_html(document)
+
+
+def test_cli_writes_next_to_the_results_by_default_and_imports_nothing_heavy(tmp_path):
+    report.write_json(tmp_path / "results.json", document_with_every_section())
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "circuitcheck", "report", "results.json"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0 and (tmp_path / "results.html").exists()
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "pandas", "numpy", "transformer_lens"}
+
+
+def test_cli_corrupt_json_is_a_usage_error_naming_path_and_line(tmp_path):
+    (tmp_path / "results.json").write_text('{\n  "circuitcheck_report": 1,\n  oops\n}\n')
+    result = run_cli("report", "results.json", "-o", "report.html", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "error: results.json:3:3: not valid JSON at line 3" in result.stderr
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_cli_missing_results_file_is_a_usage_error(tmp_path):
+    result = run_cli("report", "missing.json", cwd=tmp_path)
+    assert result.returncode == 2 and "results file 'missing.json' does not exist" in result.stderr
+
+
+def test_cli_refuses_to_overwrite_a_file_it_did_not_write(tmp_path):
+    report.write_json(tmp_path / "results.json", document_with_every_section())
+    (tmp_path / "notes.html").write_text("<p>my notes</p>")
+    result = run_cli("report", "results.json", "-o", "notes.html", cwd=tmp_path)
+    assert result.returncode == 2 and "refusing to overwrite 'notes.html'" in result.stderr
+    assert (tmp_path / "notes.html").read_text() == "<p>my notes</p>"
+
+
+@pytest.mark.parametrize("args", [[], ["report"], ["report", "a.json", "--bogus"], ["unknown-command"]])
+def test_cli_usage_errors_exit_2(tmp_path, args):
+    assert run_cli(*args, cwd=tmp_path).returncode == 2
+
+
+# Helpers of the charts --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0.0, 1.0), (-0.02, 0.61), (-6.0, -0.3), (0.5, 0.5), (0.0, 1e-7)])
+def test_axis_ticks_are_round_and_cover_the_range(lo, hi):
+    ticks = nice_ticks(lo, hi)
+    assert ticks[0] <= lo and ticks[-1] >= hi and 2 <= len(ticks) <= 12
+    assert ticks == sorted(ticks)
+
+
+def test_numbers_are_formatted_for_people():
+    assert [format_number(v) for v in (0.8123, 12.0, 3, None, float("nan"), 2e-5, 123456.0)] == [
+        "0.812", "12.000", "3", "–", "–", "2e-05", "1.23e+05"]
+
+
+# Real results from the zoo model -------------------------------------------------------------------------
+
+
+def test_real_check_results_render_in_every_section(induction_2l, tmp_path):
+    import circuitcheck as cc
+    from circuitcheck import tasks
+
+    task = tasks.induction(induction_2l, n_prompts=8, seq_len=8, seed=0)
+    circuit = cc.Circuit.parse("L0H0 L1H3", name="induction")
+    common = {"model": induction_2l, "task": task}
+    claims = [
+        cc.check_head(1, 3, "induction", model=induction_2l, n_prompts=2, half_len=6),
+        cc.check_necessary(circuit, min_drop=0.1, **common),
+        cc.check_sufficient(circuit, min_recovery=0.1, **common),
+        cc.check_minimal(circuit, min_contribution=0.01, **common),
+        cc.check_path("L0H0", "L1H3.k", **common),
+    ]
+    sweeps = [cc.Patcher(induction_2l).sweep(task, "head_out").to_dict(title="head_out")]
+    document = report.new_document({"python": sys.version.split()[0]})
+    document["complete"] = True
+    document["tests"] = [{"nodeid": "t::real", "outcome": "passed", "duration": 1.0, "claims": [c.to_dict() for c in claims], "sweeps": sweeps}]
+    path = report.write_html(tmp_path / "report.html", json.loads(json.dumps(document)))
+    html = path.read_text()
+    for name in ("sufficiency", "minimality", "heatmaps", "necessity"):
+        assert "<svg" in section(html, name), name
+    assert "L0H0 -&gt; L1H3.k" in section(html, "paths")
+    assert "other" not in re.findall(r'<section id="(\w+)">', html)  # every evidence table of the checks has its place
