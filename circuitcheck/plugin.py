@@ -245,6 +245,17 @@ class CircuitCheckState:
             terminalreporter.write_line(f"circuitcheck: {self.written_error}", red=True)
 
 
+def session_model(config: pytest.Config, spec: str):
+    """The run's shared model for ``spec`` on the run's device (loaded once per session)."""
+    state = config.stash[_STATE]
+    return state.models.get(spec, registry.resolve_device(state.option("device")))
+
+
+def session_seed(config: pytest.Config) -> int:
+    """The run's ``--circuitcheck-seed``."""
+    return config.stash[_STATE].seed()
+
+
 # Fixtures ----------------------------------------------------------------------
 
 
