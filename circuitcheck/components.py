@@ -168,6 +168,11 @@ def model_label(model) -> str:
     return getattr(model, "circuitcheck_spec", None) or getattr(model.cfg, "model_name", None) or type(model).__name__
 
 
+def model_checkpoint(model) -> str | None:
+    """The checkpoint a model was loaded at, when circuitcheck loaded it at one."""
+    return getattr(model, "circuitcheck_checkpoint", None)
+
+
 def parse_components(components: Union[str, Component, Iterable[Union[str, Component]]]) -> list[Component]:
     """Parse a space/comma separated string, a component, or an iterable of either."""
     if isinstance(components, Component):

@@ -23,7 +23,7 @@ class TestContext(Protocol):
 
     def default_seed(self) -> int: ...
 
-    def record(self, result) -> None: ...
+    def record(self, result, tolerance=None) -> str | None: ...
 
     def get_task(self, model) -> Any: ...
 
@@ -94,10 +94,12 @@ def current_patcher(model):
     return context.get_patcher(model) if context is not None else None
 
 
-def record(result) -> None:
+def record(result, tolerance=None) -> str | None:
+    """Record a result on the running test; returns a regression message when it moved beyond its baseline."""
     context = current()
     if context is not None:
-        context.record(result)
+        return context.record(result, tolerance)
+    return None
 
 
 def record_sweep(sweep: dict) -> None:

@@ -40,6 +40,22 @@ def circuitcheck_load_model(spec: str, device: str):
     """
 
 
+@hookspec(firstresult=True)
+def circuitcheck_list_checkpoints(spec: str):
+    """List the checkpoints of the model named by ``spec``, or return None if it is not yours.
+
+    Called when checkpoints are given as ``all`` (``--circuitcheck-checkpoints=all``
+    or ``@pytest.mark.circuitcheck_checkpoints("all")``). A source that
+    recognises the spec but cannot list its checkpoints (a hub model without
+    network) returns an empty list, and the user is asked to name them.
+
+    :param spec: the model spec without a checkpoint, e.g. ``"zoo:induction-2l"``
+        or ``"./runs/ckpt-{checkpoint}"``.
+    :return: checkpoint names in training order, each usable as ``spec@NAME``
+        (or in place of ``{checkpoint}``).
+    """
+
+
 @hookspec
 def circuitcheck_model_sources() -> list[str]:
     """Describe the model specs this plugin can load, one line each.

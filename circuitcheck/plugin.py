@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,11 +22,13 @@ from .session import DEFAULT_SPEC, ActivationStore, ModelStore
 _STATE = pytest.StashKey["CircuitCheckState"]()
 _RESULTS = pytest.StashKey[list]()
 _SWEEPS = pytest.StashKey[list]()
+_KEYS = pytest.StashKey[dict]()
 
 MARKERS = {
     "circuitcheck_model(spec)": "run the test's `model` fixture on this model spec (e.g. 'zoo:induction-1l').",
     "circuitcheck_prompt(prompt)": "the prompt (string or list of strings) the `cache` fixture runs the model on.",
     "circuitcheck_task(task, **kwargs)": "the task causal assertions use: a built-in name ('induction'), a function of the model, or a Task.",
+    "circuitcheck_checkpoints(*names)": "run the test once per checkpoint of its model ('all' where the source can list them).",
 }
 
 
@@ -42,6 +45,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     option("json", "write every claim's results as JSON to this path")
     option("seed", "seed for generated inputs and bootstrap resampling (default 0)", default="0")
     option("max-batch", "most rows (variants x examples) in one patched forward pass (default 256); halved on out-of-memory")
+    option("checkpoints", "run every test that uses `model` once per checkpoint: comma-separated names, or 'all'")
+    option("baseline", "compare every claim's value with this baseline file; fail when one moved beyond its tolerance")
+    group.addoption("--circuitcheck-update-baseline", action="store_true", default=False, dest="circuitcheck_update_baseline",
+                    help="write this run's claim values into the baseline file (merging; entries of tests that did not run are kept)")
+    group.addoption("--circuitcheck-prune-baseline", action="store_true", default=False, dest="circuitcheck_prune_baseline",
+                    help="with --circuitcheck-update-baseline: remove entries that tests which ran no longer produce")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,6 +58,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{marker}: {text}")
     state = CircuitCheckState(config)
     config.stash[_STATE] = state
+    state.load_baseline()
+    if state.option("checkpoints") and getattr(config.option, "dist", "no") == "load" and not state.is_worker:
+        # one worker per checkpoint group, so each worker loads a checkpoint once
+        config.option.dist = "loadgroup"
     # Registered as a plugin of its own so that its hooks see only this run
     # (pytester runs nested sessions in one process).
     config.pluginmanager.register(state, "circuitcheck-state")
@@ -73,6 +86,9 @@ class CircuitCheckState:
         self.registered_sources: list[Any] = []
         self.is_worker = hasattr(config, "workerinput")
         self.interrupted = False
+        self.baseline = None
+        self.baseline_counts: dict[str, int] = {}
+        self.baseline_report: list[str] = []
         self.written: list[str] = []
         self.written_error: str | None = None
 
@@ -148,6 +164,101 @@ class CircuitCheckState:
                 raise pytest.UsageError(f"the task function in {nodeid} returned {type(self.tasks[key]).__name__}, not a circuitcheck Task")
         return self.tasks[key]
 
+    # baselines ---------------------------------------------------------------------
+    def load_baseline(self) -> None:
+        from .baseline import Baseline, BaselineError
+
+        path = self.option("baseline")
+        if self.config.getoption("circuitcheck_update_baseline") and not path:
+            raise pytest.UsageError("--circuitcheck-update-baseline needs a file: give --circuitcheck-baseline=FILE (or the ini key)")
+        if self.config.getoption("circuitcheck_prune_baseline") and not self.config.getoption("circuitcheck_update_baseline"):
+            raise pytest.UsageError("--circuitcheck-prune-baseline only applies with --circuitcheck-update-baseline")
+        if path:
+            try:
+                self.baseline = Baseline.load(Path(self.config.rootpath, path) if not Path(path).is_absolute() else path)
+            except BaselineError as error:
+                raise pytest.UsageError(str(error)) from None
+
+    @property
+    def updating_baseline(self) -> bool:
+        return bool(self.config.getoption("circuitcheck_update_baseline"))
+
+    def compare_baseline(self, item: pytest.Item, result, tolerance, record: dict) -> str | None:
+        """Key the claim, compare it with the stored value; annotate ``record``; a message when it regressed."""
+        from .baseline import Tolerance, entry_key
+
+        test_id = item_identity(item)["test_id"]
+        key = entry_key(test_id, result.claim, result.checkpoint)
+        seen = item.stash.setdefault(_KEYS, {})
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] > 1:  # the same claim twice in one test
+            key = f"{key} #{seen[key]}"
+        record["baseline_key"] = key
+        record["baseline_test"] = test_id
+        if self.baseline is None:
+            return None
+        if self.updating_baseline:
+            record["baseline"] = {"status": "recorded"}
+            return None
+        comparison = self.baseline.compare(key, result.value, Tolerance.parse(tolerance))
+        record["baseline"] = comparison.to_dict()
+        if comparison.status == "regressed":
+            return comparison.message(result.claim, str(self.baseline.path), result.metric)
+        return None
+
+    def finish_baseline(self) -> None:
+        from .baseline import make_entry
+
+        if self.baseline is None:
+            return
+        claims = [(test, claim) for test in self.tests for claim in test["claims"] if claim.get("baseline_key")]
+        if not self.updating_baseline:
+            statuses = [claim.get("baseline", {}).get("status") for _, claim in claims]
+            new = statuses.count("new")
+            self.baseline_report.append(
+                f"baseline {self.baseline.path}: {statuses.count('ok')} claims within tolerance, {statuses.count('regressed')} regressed, "
+                f"{new} not in the baseline" + (" (add them with --circuitcheck-update-baseline)" if new else "")
+            )
+            return
+        produced = {claim["baseline_key"]: make_entry(claim["baseline_test"], claim) for _, claim in claims if claim.get("value") is not None}
+        ran = {claim["baseline_test"] for _, claim in claims} | {test.get("test_id", test["nodeid"]) for test in self.tests}
+        prune = bool(self.config.getoption("circuitcheck_prune_baseline"))
+        before = dict(self.baseline.entries)
+        merged, stale = self.baseline.merged(produced, ran, prune)
+        merged.write()
+        added = sum(key not in before for key in produced)
+        changed = sum(key in before and before[key].get("value") != entry["value"] for key, entry in produced.items())
+        self.baseline_report.append(
+            f"wrote baseline {merged.path}: {len(merged.entries)} entries ({added} added, {changed} changed, "
+            f"{len(before) - len(stale) * prune - sum(key in before for key in produced)} kept from tests that did not run or did not change)"
+        )
+        if stale:
+            verb = "removed" if prune else "kept (remove them with --circuitcheck-prune-baseline)"
+            self.baseline_report.append(f"{len(stale)} baseline entries are no longer produced by tests that ran, {verb}:")
+            self.baseline_report.extend(f"  {key}" for key in stale)
+
+    # checkpoints ---------------------------------------------------------------------
+    def checkpoints_for(self, node, spec: str) -> list[str] | None:
+        """The checkpoints a test runs over: marker > option > ini; None when there are none."""
+        marker = node.get_closest_marker("circuitcheck_checkpoints")
+        if marker is not None:
+            names = list(marker.args)
+            if len(names) == 1 and isinstance(names[0], (list, tuple)):
+                names = list(names[0])
+        else:
+            raw = self.option("checkpoints")
+            if not raw:
+                return None
+            names = [n.strip() for n in raw.split(",") if n.strip()]
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise pytest.UsageError(f"checkpoints {names!r} are not valid: give checkpoint names (strings) or 'all'")
+        if names == ["all"]:
+            listed = registry.list_checkpoints(spec)
+            if not listed:
+                raise pytest.UsageError(f"the source of model {spec!r} cannot list its checkpoints: name them instead of 'all'")
+            return listed
+        return names
+
     def maybe_register_source(self, plugin) -> None:
         """Forward conftest.py plugins that implement circuitcheck hooks to circuitcheck's manager."""
         if plugin is None or plugin in self.registered_sources or not registry.has_hooks(plugin):
@@ -171,6 +282,23 @@ class CircuitCheckState:
         # historic: called for the plugins registered before this one too
         self.maybe_register_source(plugin)
 
+    def pytest_collection_modifyitems(self, session, config, items: list[pytest.Item]) -> None:
+        """Group checkpoint-parametrised tests by (model, checkpoint): each checkpoint loads once, in order."""
+        order: dict[str, int] = {}
+        keys = {}
+        for item in items:
+            identity = item_identity(item)
+            checkpoint = identity["checkpoint"]
+            if checkpoint is None:
+                keys[item] = (0, 0, 0)
+                continue
+            group = identity["model_spec"]
+            order.setdefault(group, len(order))
+            keys[item] = (1, order[group], item.callspec.indices["model"])
+            item.add_marker(pytest.mark.xdist_group(f"circuitcheck:{group}@{checkpoint}"))
+        if order:
+            items.sort(key=lambda item: keys[item])  # stable: the original order within a group
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Collect claims on the process that writes the report (the controller under xdist)."""
         if self.is_worker:
@@ -188,6 +316,7 @@ class CircuitCheckState:
                 "duration": round(float(report.duration), 4),
                 "claims": list(getattr(report, "circuitcheck", None) or []),
                 "sweeps": list(getattr(report, "circuitcheck_sweeps", None) or []),
+                **(getattr(report, "circuitcheck_test", None) or {}),
             }
         )
 
@@ -197,6 +326,13 @@ class CircuitCheckState:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus) -> None:
         if self.is_worker:
             return
+        from .baseline import BaselineError
+
+        try:
+            self.finish_baseline()
+        except (BaselineError, OSError) as error:
+            self.baseline_report.append(f"baseline not written: {error}")
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
         report_path, json_path = self.option("report"), self.option("json")
         if not report_path and not json_path:
             return
@@ -239,6 +375,8 @@ class CircuitCheckState:
                     where = f"  [{claim.get('model')}]" if len(models) > 1 else ""
                     verdict = "held  " if claim["passed"] else "FAILED"
                     terminalreporter.write_line(f"  {verdict} {value:>8}  {bound:<10} {claim['claim']}{where}", red=not claim["passed"], green=claim["passed"])
+        for line in self.baseline_report:
+            terminalreporter.write_line(f"circuitcheck: {line}" if not line.startswith("  ") else line)
         for path in self.written:
             terminalreporter.write_line(f"circuitcheck: wrote {path}")
         if self.written_error:
@@ -260,14 +398,31 @@ def session_seed(config: pytest.Config) -> int:
 
 
 def _model_spec(request: pytest.FixtureRequest, state: CircuitCheckState) -> str:
-    marker = request.node.get_closest_marker("circuitcheck_model")
+    return _spec_for(request.node, state)
+
+
+def _spec_for(node, state: CircuitCheckState) -> str:
+    marker = node.get_closest_marker("circuitcheck_model")
     if marker is not None:
         if len(marker.args) != 1 or not isinstance(marker.args[0], str):
-            raise pytest.UsageError(
-                f"@pytest.mark.circuitcheck_model takes one model spec string, got {marker.args!r} in {request.node.nodeid}"
-            )
+            raise pytest.UsageError(f"@pytest.mark.circuitcheck_model takes one model spec string, got {marker.args!r} in {node.nodeid}")
         return marker.args[0]
     return state.option("model") or DEFAULT_SPEC
+
+
+def item_identity(item: pytest.Item) -> dict[str, Any]:
+    """The test's id for baselines and reports, its checkpoint, and its model spec group."""
+    nodeid = item.nodeid.split("@circuitcheck:")[0]  # xdist's loadgroup suffix
+    callspec = getattr(item, "callspec", None)
+    checkpoint = callspec.params.get("model") if callspec is not None else None
+    state = item.config.stash.get(_STATE, None)
+    spec = _spec_for(item, state) if state is not None else None
+    return {
+        "test_id": nodeid,
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "model_spec": spec,
+        "test": nodeid.replace(f"[{callspec.id}]", "") if checkpoint is not None and callspec.id == str(checkpoint) else nodeid,
+    }
 
 
 @pytest.fixture
@@ -280,7 +435,26 @@ def model(request: pytest.FixtureRequest):
     state = request.config.stash[_STATE]
     spec = _model_spec(request, state)
     device = registry.resolve_device(state.option("device"))
-    return state.models.get(spec, device)
+    checkpoint = getattr(request, "param", None)
+    if checkpoint is None:
+        return state.models.get(spec, device)
+    # One checkpoint at a time: a sweep over many does not hold them all in memory.
+    model = state.models.get(registry.with_checkpoint(spec, checkpoint), device, group=spec)
+    model.circuitcheck_checkpoint = checkpoint
+    return model
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise the ``model`` fixture over checkpoints (marker, option or ini)."""
+    if "model" not in metafunc.fixturenames:
+        return
+    state = metafunc.config.stash.get(_STATE, None)
+    if state is None:
+        return
+    spec = _spec_for(metafunc.definition, state)
+    checkpoints = state.checkpoints_for(metafunc.definition, spec)
+    if checkpoints:
+        metafunc.parametrize("model", checkpoints, indirect=True, ids=[str(c) for c in checkpoints])
 
 
 @pytest.fixture
@@ -364,14 +538,17 @@ class _ItemContext:
     def get_patcher(self, model):
         return self.state.patcher(model)
 
-    def record(self, result) -> None:
+    def record(self, result, tolerance=None) -> str | None:
         results = self.item.stash.setdefault(_RESULTS, [])
-        results.append(result.to_dict())
+        record = result.to_dict()
+        results.append(record)
+        regression = self.state.compare_baseline(self.item, result, tolerance, record)
         # JUnit XML properties, so CI dashboards can chart each claim's value
         prefix = f"circuitcheck[{len(results) - 1}]"
         self.item.user_properties.extend(
             [(f"{prefix}.claim", result.claim), (f"{prefix}.value", f"{result.value:.6g}"), (f"{prefix}.verdict", result.verdict)]
         )
+        return regression
 
 
 @pytest.hookimpl(wrapper=True)
@@ -387,6 +564,8 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     if call.when == "call":
         report.circuitcheck = list(item.stash.get(_RESULTS, []))
         report.circuitcheck_sweeps = list(item.stash.get(_SWEEPS, []))
+        identity = item_identity(item)
+        report.circuitcheck_test = {"test_id": identity["test_id"], "test": identity["test"], "checkpoint": identity["checkpoint"]}
     return report
 
 

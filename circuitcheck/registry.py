@@ -77,6 +77,21 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+def with_checkpoint(spec: str, checkpoint: str) -> str:
+    """The spec of ``spec``'s model at ``checkpoint``: ``{checkpoint}`` filled in, else ``spec@checkpoint``."""
+    if "{checkpoint}" in spec:
+        return spec.replace("{checkpoint}", str(checkpoint))
+    if "@" in spec:
+        raise ModelSpecError(f"model spec {spec!r} already names a checkpoint, so it cannot also run over checkpoints ({checkpoint!r})")
+    return f"{spec}@{checkpoint}"
+
+
+def list_checkpoints(spec: str) -> list[str]:
+    """The checkpoints the model sources know for ``spec`` (empty when none can list them)."""
+    listed = plugin_manager().hook.circuitcheck_list_checkpoints(spec=spec)
+    return list(listed or [])
+
+
 def load_model(spec: str, device: str | None = "auto"):
     """Load a model by spec through the model-source plugins, in eval mode without gradients.
 

@@ -31,6 +31,7 @@ class CheckResult:
             (``"mean"``, ``"lower bound"``, ``"upper bound"``).
         metric: what ``value`` is, e.g. ``"induction score"``.
         model: the model spec (or name) the claim was measured on.
+        checkpoint: the training checkpoint of that model, when it was loaded at one.
         parameters: JSON-safe inputs of the measurement (layer, head, seed...).
         evidence: named DataFrames for the report.
         notes: extra lines for the lab note (e.g. the best-scoring heads).
@@ -49,6 +50,7 @@ class CheckResult:
     confidence: float | None = None
     decided_on: str = "mean"
     model: str | None = None
+    checkpoint: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -106,6 +108,7 @@ class CheckResult:
             "confidence": _json_number(self.confidence),
             "decided_on": self.decided_on,
             "model": self.model,
+            "checkpoint": self.checkpoint,
             "parameters": _json_safe(self.parameters),
             "notes": list(self.notes),
             "evidence": {name: frame_to_json(frame) for name, frame in self.evidence.items()},

@@ -43,10 +43,30 @@ def circuitcheck_load_model(spec: str, device: str):
     return _boot(name, device, revision=revision or None, spec=spec)
 
 
+@circuitcheck.hookimpl(trylast=True)
+def circuitcheck_list_checkpoints(spec: str):
+    """Local directories named with a ``{checkpoint}`` placeholder: the existing ones, in natural order."""
+    text = spec[3:] if spec.startswith("hf:") else spec
+    if "{checkpoint}" not in text:
+        return [] if _HUB_NAME.match(text.partition("@")[0]) else None
+    pattern = Path(text).expanduser()
+    prefix, _, suffix = pattern.name.partition("{checkpoint}")
+    found = []
+    for candidate in pattern.parent.glob(f"{prefix}*{suffix}"):
+        if candidate.is_dir() and (candidate / "config.json").is_file():
+            found.append(candidate.name[len(prefix): len(candidate.name) - len(suffix) if suffix else None])
+    return sorted(found, key=_natural)
+
+
+def _natural(text: str):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
 @circuitcheck.hookimpl
 def circuitcheck_model_sources() -> list[str]:
     return [
-        "DIRECTORY: a local Hugging Face model directory (config.json, weights, tokenizer)",
+        "DIRECTORY: a local Hugging Face model directory (config.json, weights, tokenizer); "
+        "a {checkpoint} placeholder in it names checkpoint directories",
         "[hf:]NAME[@REVISION]: a Hugging Face hub model such as gpt2 (needs network or a warm cache)",
     ]
 

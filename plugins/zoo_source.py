@@ -17,6 +17,13 @@ def circuitcheck_load_model(spec: str, device: str):
 
 
 @circuitcheck.hookimpl
+def circuitcheck_list_checkpoints(spec: str):
+    if not spec.startswith(PREFIX):
+        return None
+    return zoo.checkpoints(spec[len(PREFIX):].partition("@")[0])
+
+
+@circuitcheck.hookimpl
 def circuitcheck_model_sources() -> list[str]:
     return [f"zoo:NAME[@CHECKPOINT]: bundled toy models ({', '.join(zoo.names())}), e.g. zoo:induction-2l@{_example_checkpoint()}"]
 

@@ -28,7 +28,7 @@ import pandas as pd
 from .. import ablation as _ablation
 from .. import context, stats
 from ..circuit import Circuit
-from ..components import Component, model_label, parse_components
+from ..components import Component, model_checkpoint, model_label, parse_components
 from ..errors import CircuitCheckError, ComponentError
 from ..patcher import Patch, Patcher, component_patch
 from ..result import CheckResult
@@ -151,6 +151,7 @@ def _check_gap(m_full: float, m_empty: float, setup: _Setup) -> None:
 def _base(setup: _Setup, components_label: str, kind: str, metric_name: str) -> dict:
     return {
         "model": model_label(setup.model),
+        "checkpoint": model_checkpoint(setup.model),
         "parameters": {
             "components": components_label,
             "task": setup.task.name,
@@ -269,7 +270,8 @@ def assert_necessary(components: Components, min_drop: float | None = None, **kw
     ``confidence`` (0.95), ``seed``.
     """
     __tracebackhide__ = True
-    return conclude(check_necessary(components, min_drop=min_drop, **kwargs))
+    tolerance = kwargs.pop("tolerance", None)
+    return conclude(check_necessary(components, min_drop=min_drop, **kwargs), tolerance)
 
 
 # Sufficiency and minimality ---------------------------------------------------------------
@@ -338,7 +340,8 @@ def assert_sufficient(circuit: Components, min_recovery: float | None = None, **
     passes when its lower confidence bound is >= ``min_recovery`` (default 0.8).
     """
     __tracebackhide__ = True
-    return conclude(check_sufficient(circuit, min_recovery=min_recovery, **kwargs))
+    tolerance = kwargs.pop("tolerance", None)
+    return conclude(check_sufficient(circuit, min_recovery=min_recovery, **kwargs), tolerance)
 
 
 def check_minimal(
@@ -414,7 +417,8 @@ def assert_minimal(circuit: Components, min_contribution: float = 0.05, **kwargs
     ``evidence["minimality"]`` lists every component, weakest first.
     """
     __tracebackhide__ = True
-    return conclude(check_minimal(circuit, min_contribution=min_contribution, **kwargs))
+    tolerance = kwargs.pop("tolerance", None)
+    return conclude(check_minimal(circuit, min_contribution=min_contribution, **kwargs), tolerance)
 
 
 # Paths --------------------------------------------------------------------------------------
@@ -505,4 +509,5 @@ def assert_path(sender: Components, receiver: "str | Component", min_effect: flo
     confidence bound of the normalised effect is >= ``min_effect`` (default 0.1).
     """
     __tracebackhide__ = True
-    return conclude(check_path(sender, receiver, min_effect=min_effect, **kwargs))
+    tolerance = kwargs.pop("tolerance", None)
+    return conclude(check_path(sender, receiver, min_effect=min_effect, **kwargs), tolerance)

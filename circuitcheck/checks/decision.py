@@ -24,10 +24,21 @@ def within(value: float, min_value, max_value) -> bool:
     return (min_value is None or value >= min_value) and (max_value is None or value <= max_value)
 
 
-def conclude(result: CheckResult) -> CheckResult:
-    """Record the result on the running test; raise the lab note if the claim failed."""
+def conclude(result: CheckResult, tolerance=None) -> CheckResult:
+    """Record the result on the running test; raise the lab note if the claim failed or regressed.
+
+    ``tolerance`` (a number, or ``{"abs": ..., "rel": ...}``) overrides the
+    baseline tolerance for this claim when the run compares with a baseline.
+    """
     __tracebackhide__ = True
-    context.record(result)
+    if tolerance is not None:
+        from ..baseline import Tolerance
+
+        Tolerance.parse(tolerance)  # a bad tolerance is an error even without a baseline
+    regression = context.record(result, tolerance)
     if not result.passed:
-        raise CircuitAssertionError(result.message(), result)
+        message = result.message() + (f"\n  also {regression}" if regression else "")
+        raise CircuitAssertionError(message, result)
+    if regression:
+        raise CircuitAssertionError(regression, result)
     return result

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from .. import context, stats
-from ..components import Component, model_label
+from ..components import Component, model_checkpoint, model_label
 from ..heads import canonical_kind, measure_head_scores
 from ..result import CheckResult
 from .decision import check_thresholds, conclude, within
@@ -97,6 +97,7 @@ def check_head(
         confidence=estimate.confidence,
         decided_on="mean",
         model=model_label(model),
+        checkpoint=model_checkpoint(model),
         parameters={
             "component": str(component),
             "layer": layer,
@@ -115,9 +116,9 @@ def check_head(
     )
 
 
-def assert_head(layer: int, head: int, kind: str, **kwargs) -> CheckResult:
+def assert_head(layer: int, head: int, kind: str, tolerance=None, **kwargs) -> CheckResult:
     __tracebackhide__ = True
-    return conclude(check_head(layer, head, kind, **kwargs))
+    return conclude(check_head(layer, head, kind, **kwargs), tolerance)
 
 
 def assert_previous_token_head(layer: int, head: int, min_score: float | None = None, **kwargs) -> CheckResult:

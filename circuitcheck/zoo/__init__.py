@@ -112,10 +112,14 @@ def build(config_dict: dict, directory: str | Path, device: str = "cpu"):
 
     from .tokenizer import load_tokenizer
 
-    bridge = TransformerBridge.boot_native(
-        TransformerBridgeConfig.from_dict(dict(config_dict)), tokenizer=load_tokenizer(directory)
-    )
-    return bridge.to(device)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints "Moving model to device"
+        bridge = TransformerBridge.boot_native(
+            TransformerBridgeConfig.from_dict(dict(config_dict)), tokenizer=load_tokenizer(directory)
+        )
+        return bridge.to(device)
 
 
 def load(name: str, checkpoint: str | None = None, device: str = "cpu"):
@@ -124,13 +128,17 @@ def load(name: str, checkpoint: str | None = None, device: str = "cpu"):
     ``checkpoint`` picks saved weights by name (see :func:`checkpoints`); None
     loads the final ones.
     """
+    import contextlib
+    import io
+
     from safetensors.torch import load_file
 
     directory = model_dir(name)
     path = checkpoint_path(name, checkpoint)
     bridge = build(config(name), directory)
     bridge.load_state_dict(load_file(str(path)), strict=True)
-    bridge = bridge.to(device)
+    with contextlib.redirect_stdout(io.StringIO()):
+        bridge = bridge.to(device)
     bridge.eval()
     bridge.requires_grad_(False)
     return bridge
