@@ -12,6 +12,18 @@ import transformer_lens.model_bridge.sources.native  # noqa: F401,E402
 import transformers  # noqa: F401,E402
 import pandas  # noqa: F401,E402
 
+# Likewise circuitcheck's own modules: a class imported anew inside an inner run
+# would not be the class the outer modules know (isinstance checks would fail).
+import circuitcheck  # noqa: E402
+import circuitcheck.baseline  # noqa: F401,E402
+import circuitcheck.checks.causal  # noqa: F401,E402
+import circuitcheck.fixtures  # noqa: F401,E402
+import circuitcheck.patcher  # noqa: F401,E402
+import circuitcheck.report  # noqa: F401,E402
+import circuitcheck.strategies  # noqa: F401,E402
+import circuitcheck.tasks  # noqa: F401,E402
+import circuitcheck.zoo.circuits  # noqa: F401,E402
+
 
 def build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=29, n_ctx=64, attn_only=False, seed=0, tokenizer_dir=None):
     """A randomly initialised TransformerLens-native model, in eval mode."""

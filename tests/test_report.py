@@ -62,7 +62,8 @@ def necessary_claim(**kwargs) -> dict:
 
 def sufficient_claim(circuit="'induction' (L0H0 L1H3)", value=0.95, low=0.93, high=0.97, min_value=0.9, passed=True, **kwargs) -> dict:
     table = pd.DataFrame({"circuit": [circuit], "recovery": [value], "ci_low": [low], "ci_high": [high]})
-    means = pd.DataFrame({"run": ["full model m(M)", "circuit only m(C)", "everything ablated m(∅)"], "mean_metric": [-0.35, -0.63, -5.96]})
+    means = pd.DataFrame({"run": ["full model m(M)", "circuit only m(C)", "everything ablated m(∅)"],
+                          "mean_metric": [-0.35, -0.63, -5.96]})
     return claim("sufficient", f"{circuit} is sufficient for induction", metric="recovery", value=value, low=low, high=high,
                  min_value=min_value, passed=passed, evidence={"sufficiency": table, "means": means}, **kwargs)
 
@@ -177,6 +178,24 @@ def test_a_claim_measured_on_several_checkpoints_is_one_row_in_checkpoint_order(
     assert re.findall(r'class="cp (held|failed)"', row) == ["failed", "held"]
 
 
+def test_a_claims_own_checkpoint_key_wins_over_the_model_spec():
+    document = report.new_document({})
+    tagged = head_claim()
+    tagged["checkpoint"] = "step400"
+    document["tests"] = [{"nodeid": "t", "outcome": "passed", "claims": [tagged]}]
+    assert report.summarize(document)["by_checkpoint"] == {"step400": {"passed": 1, "failed": 0}}
+    assert report.Results(document).frame()["checkpoint"].tolist() == ["step400"]
+
+
+def test_claim_keys_the_page_does_not_know_are_shown_as_text():
+    document = report.new_document({})
+    extended = head_claim()
+    extended["baseline"] = {"status": "regressed", "value": 0.91}
+    document["tests"] = [{"nodeid": "t", "outcome": "failed", "claims": [extended]}]
+    tests = section(report.render_html(document), "tests")
+    assert '<b>baseline</b> {&#34;status&#34;: &#34;regressed&#34;, &#34;value&#34;: 0.91}' in tests
+
+
 def test_without_checkpoints_there_is_no_checkpoint_table():
     document = report.new_document({})
     document["tests"] = [{"nodeid": "t", "outcome": "passed", "claims": [head_claim()]}]
@@ -222,7 +241,8 @@ def test_minimality_chart_shows_every_component_sorted_with_the_threshold_line(h
 
 def test_minimality_sorts_components_even_when_recorded_unsorted():
     document = report.new_document({})
-    document["tests"] = [{"nodeid": "t", "outcome": "passed", "claims": [minimal_claim(components=("B", "A", "C"), contributions=(0.3, 0.1, 0.2))]}]
+    unsorted = minimal_claim(components=("B", "A", "C"), contributions=(0.3, 0.1, 0.2))
+    document["tests"] = [{"nodeid": "t", "outcome": "passed", "claims": [unsorted]}]
     chart = section(report.render_html(document), "minimality")
     assert re.findall(r'class="bar-label mono">([^<]+)</text>', chart) == ["A", "C", "B"]
 
@@ -262,6 +282,15 @@ def test_attention_heatmaps_label_their_axes_with_position_and_token(html):
     assert "<title>query 2:z, key 1:4: attention 0.333</title>" in heatmaps
 
 
+def test_long_attention_patterns_are_cropped_and_masked_cells_are_not_drawn_one_by_one():
+    document = report.new_document({})
+    document["tests"] = [{"nodeid": "t", "outcome": "passed", "claims": [head_claim(tokens=tuple(f"t{i}" for i in range(200)))]}]
+    heatmaps = section(report.render_html(document), "heatmaps")
+    attention = re.search(r'<svg class="chart heatmap"[^>]*aria-label="attention pattern.*?</svg>', heatmaps, re.S).group(0)
+    assert "first 80 of 200 positions" in heatmaps
+    assert attention.count('<rect class="cell"') == 80 * 81 // 2  # the lower triangle; the causal mask is background
+
+
 def test_the_head_score_grid_outlines_the_claimed_head(html):
     heatmaps = section(html, "heatmaps")
     grid = re.search(r'<svg class="chart heatmap"[^>]*aria-label="induction score of every head".*?</svg>', heatmaps, re.S).group(0)
@@ -295,7 +324,8 @@ def test_a_complete_run_has_no_banner(html):
 
 def test_missing_and_non_finite_numbers_show_as_a_dash():
     document = report.new_document({})
-    document["tests"] = [{"nodeid": "t", "outcome": "failed", "claims": [claim("induction_head", "x", value=float("nan"), low=None, high=None)]}]
+    not_measured = claim("induction_head", "x", value=float("nan"), low=None, high=None)
+    document["tests"] = [{"nodeid": "t", "outcome": "failed", "claims": [not_measured]}]
     tests = section(report.render_html(document), "tests")
     assert '<td class="num measured">–' in tests
 
@@ -342,7 +372,8 @@ def test_json_round_trips_and_load_gives_one_row_per_claim(tmp_path):
                                         "confidence", "min_value", "max_value", "decided_on", "passed", "n"]
     assert frame["passed"].dtype == bool and frame["value"].dtype == float
     first = frame.iloc[0]
-    assert (first["nodeid"], first["outcome"], first["kind"], first["param_layer"]) == ("tests/test_heads.py::test_induction_heads", "passed", "induction_head", 1)
+    assert (first["nodeid"], first["outcome"], first["kind"], first["param_layer"]) == (
+        "tests/test_heads.py::test_induction_heads", "passed", "induction_head", 1)
     assert frame.set_index("model").loc["zoo:induction-2l@step800", "checkpoint"] == "step800"
     assert sorted(frame.loc[~frame["passed"], "kind"]) == ["induction_head", "minimal", "sufficient"]
 
@@ -491,7 +522,9 @@ def test_real_check_results_render_in_every_section(induction_2l, tmp_path):
     sweeps = [cc.Patcher(induction_2l).sweep(task, "head_out").to_dict(title="head_out")]
     document = report.new_document({"python": sys.version.split()[0]})
     document["complete"] = True
-    document["tests"] = [{"nodeid": "t::real", "outcome": "passed", "duration": 1.0, "claims": [c.to_dict() for c in claims], "sweeps": sweeps}]
+    document["tests"] = [
+        {"nodeid": "t::real", "outcome": "passed", "duration": 1.0, "claims": [c.to_dict() for c in claims], "sweeps": sweeps}
+    ]
     path = report.write_html(tmp_path / "report.html", json.loads(json.dumps(document)))
     html = path.read_text()
     for name in ("sufficiency", "minimality", "heatmaps", "necessity"):

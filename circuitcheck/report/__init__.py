@@ -48,6 +48,7 @@ GENERATOR_MARK = '<meta name="generator" content="circuitcheck">'
 
 
 def new_document(environment: dict[str, Any]) -> dict[str, Any]:
+    """An empty results document (schema ``REPORT_SCHEMA``), ``complete`` until told otherwise: False."""
     return {
         "circuitcheck_report": REPORT_SCHEMA,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -124,6 +125,7 @@ def render_html(document: dict[str, Any]) -> str:
 
 
 def write_json(path: str | os.PathLike, document: dict[str, Any]) -> Path:
+    """Write the document as JSON (sorted keys), atomically; never over a file circuitcheck did not write."""
     path = Path(path)
     _refuse_foreign(path, kind="json")
     _atomic_write(path, json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n")
@@ -131,6 +133,7 @@ def write_json(path: str | os.PathLike, document: dict[str, Any]) -> Path:
 
 
 def write_html(path: str | os.PathLike, document: dict[str, Any]) -> Path:
+    """Write the HTML report, atomically; never over a file circuitcheck did not write."""
     path = Path(path)
     _refuse_foreign(path, kind="html")
     _atomic_write(path, render_html(document))
@@ -147,11 +150,15 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
     except IsADirectoryError:
         raise CircuitCheckError(f"results file {str(path)!r} is a directory, not a JSON file") from None
     except UnicodeDecodeError as error:
-        raise CircuitCheckError(f"{path}: not a text file ({error.reason} at byte {error.start}): not a circuitcheck results file") from None
+        raise CircuitCheckError(
+            f"{path}: not a text file ({error.reason} at byte {error.start}): not a circuitcheck results file"
+        ) from None
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
-        raise CircuitCheckError(f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg}, line {error.lineno})") from None
+        raise CircuitCheckError(
+            f"{path}:{error.lineno}:{error.colno}: not valid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from None
     if not isinstance(document, dict) or "circuitcheck_report" not in document:
         raise CircuitCheckError(f"{path} is not a circuitcheck results file (no 'circuitcheck_report' key)")
     validate(document, source=str(path))

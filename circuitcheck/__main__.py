@@ -1,0 +1,78 @@
+"""Command line: ``python -m circuitcheck report results.json -o report.html``.
+
+Re-renders the HTML report from a ``--circuitcheck-json`` results file, e.g.
+after merging runs or on a machine without the models. Exit status: 0 when
+the report was written, 2 on a usage error (bad arguments, a missing or
+corrupt results file, an output path that is not a circuitcheck report).
+Imports nothing heavy: no torch, no pandas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+USAGE_ERROR = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return USAGE_ERROR
+    return args.run(args, parser)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="python -m circuitcheck",
+        description="circuitcheck: mechanistic-interpretability claims as pytest tests. "
+        "Run the claims with pytest; use this to work with their results.",
+    )
+    parser.add_argument("--version", action="version", version=f"circuitcheck {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    report = commands.add_parser(
+        "report",
+        help="render the HTML report from a JSON results file",
+        description="Render the self-contained HTML report from a results file written by pytest --circuitcheck-json=PATH.",
+        epilog="Exit status: 0 when written, 2 on a usage error (bad arguments, a missing or corrupt results file, "
+        "or an output file that circuitcheck did not write, which is never overwritten).",
+    )
+    report.add_argument("results", type=Path, help="the JSON results file (from --circuitcheck-json)")
+    report.add_argument("-o", "--output", type=Path, default=None, help="the HTML file to write (default: RESULTS with the suffix .html)")
+    report.set_defaults(run=_report)
+    return parser
+
+
+def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import report
+    from .errors import CircuitCheckError
+
+    output = args.output if args.output is not None else args.results.with_suffix(".html")
+    if output.resolve() == args.results.resolve():
+        return _error(f"the output {str(output)!r} is the results file itself: give another path with -o")
+    try:
+        document = report.read_json(args.results)
+        report.write_html(output, document)
+    except CircuitCheckError as error:
+        return _error(str(error))
+    except OSError as error:
+        return _error(f"cannot write {str(output)!r}: {error.strerror or error}")
+    summary = report.summarize(document)
+    incomplete = "" if document.get("complete") else " (incomplete run)"
+    counts = f"{summary['claims']} claims, {summary['claims_passed']} held, {summary['claims_failed']} failed"
+    print(f"circuitcheck: wrote {output}: {counts}{incomplete}")
+    return 0
+
+
+def _error(message: str) -> int:
+    print(f"circuitcheck report: error: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""Inline SVG charts for the HTML report, drawn in Python.
+
+Every chart is plain SVG markup (no script, no external reference) so that
+the report reads the same without JavaScript, offline and on paper. Hover
+values are SVG ``<title>`` elements, which browsers show as tooltips. Every
+piece of text that reaches the markup (token strings, component names, claim
+text) goes through :func:`markupsafe.escape`; numbers are formatted here.
+
+Charts:
+
+- :func:`heatmap`: a matrix of coloured cells (activation patching sweeps,
+  attention patterns, layer x head score grids) and :func:`legend`, its colour bar.
+- :func:`interval_chart`: horizontal bars with confidence-interval whiskers
+  and thresholds (sufficiency, minimality, necessity).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from markupsafe import Markup, escape
+
+FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
+MONO = "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace"
+INK = "#1d2430"
+MUTED = "#5b6573"
+GRID = "#d8dee6"
+HELD = "#1a7f4b"
+FAILED = "#c0392b"
+NEUTRAL = "#6b7a90"
+STATUS_COLOURS = {"held": HELD, "failed": FAILED, "neutral": NEUTRAL}
+
+# ColorBrewer RdBu (11 classes), negative blue -> white -> positive red.
+_DIVERGING = ["#053061", "#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7",
+              "#fddbc7", "#f4a582", "#d6604d", "#b2182b", "#67001f"]
+# ColorBrewer Blues (9 classes), 0 white -> 1 dark blue.
+_SEQUENTIAL = ["#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b"]
+_MISSING = "#e5e7eb"
+
+
+# Colour scales ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColorScale:
+    """Maps a number to a colour: ``diverging`` (centred at 0, ±``vmax``) or ``sequential`` (``vmin``..``vmax``)."""
+
+    kind: str
+    vmin: float
+    vmax: float
+
+    @classmethod
+    def diverging(cls, values: Sequence[Sequence[float | None]]) -> "ColorScale":
+        """Symmetric around 0, so that white means "no effect" and hue gives the sign."""
+        finite = [abs(v) for row in values for v in row if _finite(v)]
+        vmax = max(finite, default=0.0) or 1.0
+        return cls("diverging", -vmax, vmax)
+
+    @classmethod
+    def sequential(cls, vmin: float = 0.0, vmax: float = 1.0) -> "ColorScale":
+        return cls("sequential", vmin, vmax if vmax > vmin else vmin + 1.0)
+
+    def color(self, value: float | None) -> str:
+        if not _finite(value):
+            return _MISSING
+        if self.kind == "diverging":
+            t = 0.5 + 0.5 * value / self.vmax
+            return _interpolate(_DIVERGING, t)
+        return _interpolate(_SEQUENTIAL, (value - self.vmin) / (self.vmax - self.vmin))
+
+
+def _interpolate(anchors: list[str], t: float) -> str:
+    t = min(1.0, max(0.0, t))
+    x = t * (len(anchors) - 1)
+    i = min(int(x), len(anchors) - 2)
+    frac = x - i
+    a, b = _rgb(anchors[i]), _rgb(anchors[i + 1])
+    return "#" + "".join(f"{round(p + (q - p) * frac):02x}" for p, q in zip(a, b))
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+def _text_colour(background: str) -> str:
+    r, g, b = _rgb(background)
+    luminance = (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+    return INK if luminance > 0.55 else "#ffffff"
+
+
+# Heatmaps -----------------------------------------------------------------------------
+
+
+def heatmap(
+    values: Sequence[Sequence[float | None]],
+    rows: Sequence[str],
+    columns: Sequence[str],
+    *,
+    scale: ColorScale,
+    row_title: str,
+    column_title: str,
+    label: str,
+    value_name: str = "value",
+    hover_extra: Sequence[Sequence[str]] | None = None,
+    highlight: set[tuple[int, int]] | frozenset = frozenset(),
+    show_values: bool | None = None,
+    target_width: int = 640,
+    background_value: float | None = None,
+) -> Markup:
+    """A ``len(rows) x len(columns)`` grid of cells coloured by ``scale``.
+
+    Each cell carries a ``<title>`` ("row_title r, column_title c: value_name v"
+    plus ``hover_extra[i][j]``) for hover. Cells in ``highlight`` get a dark
+    outline (e.g. the head a claim is about). Values are printed in the cells
+    when they are big enough (or as ``show_values`` says). Cells exactly equal
+    to ``background_value`` are not drawn one by one but left to a background
+    of that colour (the masked upper triangle of an attention pattern), which
+    halves the size of big maps.
+    """
+    n_rows, n_cols = len(rows), len(columns)
+    cell = int(max(9, min(40, target_width // max(n_cols, 1))))
+    if show_values is None:
+        # "0.83" needs ~30 px at 11 px; beyond a few hundred cells numbers are noise, the colour says it
+        show_values = cell >= 30 and n_rows * n_cols <= 150
+    rows_text = [_clip(str(r), 16) for r in rows]
+    cols_text = [_clip(str(c), 16) for c in columns]
+    rotate = n_cols > 0 and (max(len(c) for c in cols_text) * 6.6 > cell - 2)
+    col_label_px = max((len(c) for c in cols_text), default=1) * 6.6
+    top = round((col_label_px * 0.82 + 14 if rotate else 20) + 30)
+    left = round(max(max((len(r) for r in rows_text), default=1) * 6.6 + 14, len(row_title) * 6.6 + 18, 40))
+    right = (col_label_px * 0.57 + 8) if rotate else 8
+    width = left + n_cols * cell + right
+    height = top + n_rows * cell + 6
+    parts = [_svg_open(width, height, label, "heatmap")]
+    # axis titles, in the top-left corner
+    parts.append(
+        f'<text x="{left - 8:.1f}" y="{top - 22 if not rotate else 14:.1f}" text-anchor="end" class="axis-title">'
+        f"{escape(column_title)} &#8594;</text>"
+    )
+    parts.append(f'<text x="{left - 8:.1f}" y="{top - 6:.1f}" text-anchor="end" class="axis-title">{escape(row_title)} &#8595;</text>')
+    for j, text in enumerate(cols_text):
+        x = left + j * cell + cell / 2
+        if rotate:
+            parts.append(
+                f'<text x="{x:.1f}" y="{top - 5:.1f}" transform="rotate(-55 {x:.1f} {top - 5:.1f})" class="tick mono">'
+                f"{escape(text)}<title>{escape(column_title)} {escape(columns[j])}</title></text>"
+            )
+        else:
+            parts.append(f'<text x="{x:.1f}" y="{top - 6:.1f}" text-anchor="middle" class="tick mono">{escape(text)}</text>')
+    for i, text in enumerate(rows_text):
+        y = top + i * cell + cell / 2 + 4
+        parts.append(
+            f'<text x="{left - 6:.1f}" y="{y:.1f}" text-anchor="end" class="tick mono">'
+            f"{escape(text)}<title>{escape(row_title)} {escape(rows[i])}</title></text>"
+        )
+    font = max(8, min(12, cell * 0.32))
+    if background_value is not None:
+        fill = scale.color(background_value)
+        parts.append(f'<rect x="{left}" y="{top}" width="{n_cols * cell}" height="{n_rows * cell}" fill="{fill}"/>')
+    for i in range(n_rows):
+        for j in range(n_cols):
+            value = values[i][j] if j < len(values[i]) else None
+            colour = scale.color(value)
+            x, y = left + j * cell, top + i * cell
+            if background_value is not None and value == background_value and (i, j) not in highlight:
+                continue
+            hover = f"{row_title} {rows[i]}, {column_title} {columns[j]}: {value_name} {format_number(value)}"
+            if hover_extra is not None and hover_extra[i][j]:
+                hover += f" ({hover_extra[i][j]})"
+            parts.append(
+                f'<rect class="cell" x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{colour}">'
+                f"<title>{escape(hover)}</title></rect>"
+            )
+            if show_values and _finite(value):
+                parts.append(
+                    f'<text x="{x + cell / 2:.1f}" y="{y + cell / 2 + font * 0.35:.1f}" text-anchor="middle" '
+                    f'style="font-size:{font:.1f}px;fill:{_text_colour(colour)}" class="cell-value">{_cell_text(value)}</text>'
+                )
+    for i, j in sorted(highlight):
+        if 0 <= i < n_rows and 0 <= j < n_cols:
+            parts.append(
+                f'<rect x="{left + j * cell + 1:.1f}" y="{top + i * cell + 1:.1f}" width="{cell - 2}" height="{cell - 2}" '
+                f'fill="none" stroke="{INK}" stroke-width="2" class="highlight"/>'
+            )
+    parts.append(f'<rect x="{left:.1f}" y="{top:.1f}" width="{n_cols * cell}" height="{n_rows * cell}" fill="none" stroke="{GRID}"/>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def legend(scale: ColorScale, title: str, *, width: int = 240, steps: int = 48) -> Markup:
+    """The colour bar of ``scale`` with its ends (and 0 for diverging scales) labelled."""
+    left, bar_w, bar_h = 10, width - 20, 12
+    height = 48
+    parts = [_svg_open(width, height, f"colour legend: {title}", "legend")]
+    parts.append(f'<text x="{left}" y="12" class="axis-title">{escape(title)}</text>')
+    step_w = bar_w / steps
+    for k in range(steps):
+        value = scale.vmin + (scale.vmax - scale.vmin) * (k + 0.5) / steps
+        parts.append(f'<rect x="{left + k * step_w:.2f}" y="18" width="{step_w + 0.4:.2f}" height="{bar_h}" fill="{scale.color(value)}"/>')
+    parts.append(f'<rect x="{left}" y="18" width="{bar_w}" height="{bar_h}" fill="none" stroke="{GRID}"/>')
+    ticks = [(scale.vmin, "start"), (scale.vmax, "end")]
+    if scale.kind == "diverging":
+        ticks.insert(1, (0.0, "middle"))
+    for value, anchor in ticks:
+        x = left + (value - scale.vmin) / (scale.vmax - scale.vmin) * bar_w
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="30" y2="34" stroke="{MUTED}"/>')
+        parts.append(f'<text x="{x:.1f}" y="44" text-anchor="{anchor}" class="tick">{format_number(value, 2)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+# Bars with confidence intervals -------------------------------------------------------
+
+
+@dataclass
+class IntervalRow:
+    """One bar: ``value`` with its interval [``low``, ``high``]; ``status`` colours it (held, failed, neutral)."""
+
+    label: str
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    status: str = "neutral"
+    threshold: float | None = None
+    title: str = ""
+
+
+def interval_chart(
+    rows: Sequence[IntervalRow],
+    *,
+    label: str,
+    axis_label: str,
+    threshold: float | None = None,
+    threshold_label: str = "threshold",
+    include: Sequence[float] = (0.0,),
+    plot_width: int = 440,
+) -> Markup:
+    """Horizontal bars from 0 to each row's value, a whisker for its interval and thresholds.
+
+    ``threshold`` draws one dashed line across the chart (minimality's
+    ``min_contribution``); a row's own ``threshold`` draws a tick on that row
+    only (sufficiency claims may each have their own ``min_recovery``).
+    ``include`` widens the axis to show these values (e.g. ``(0, 1)`` for recovery).
+    """
+    numbers = list(include)
+    for row in rows:
+        numbers += [v for v in (row.value, row.low, row.high, row.threshold) if _finite(v)]
+    if _finite(threshold):
+        numbers.append(threshold)
+    lo, hi = min(numbers, default=0.0), max(numbers, default=1.0)
+    ticks = nice_ticks(lo, hi)
+    lo, hi = min(lo, ticks[0]), max(hi, ticks[-1])
+    labels = [_clip(row.label, 34) for row in rows]
+    row_h, top, bottom = 28, 30, 40
+    left = max(max((len(text) for text in labels), default=4) * 6.9 + 16, 60)
+    annotation_w = 170
+    width = left + plot_width + annotation_w
+    height = top + row_h * len(rows) + bottom
+
+    def x_of(value: float) -> float:
+        return left + (value - lo) / (hi - lo) * plot_width
+
+    parts = [_svg_open(width, height, label, "interval-chart")]
+    for tick in ticks:
+        x = x_of(tick)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 6}" y2="{height - bottom + 4}" stroke="{GRID}" stroke-width="1"/>')
+        text = format_number(tick, _tick_digits(ticks))
+        parts.append(f'<text x="{x:.1f}" y="{height - bottom + 18}" text-anchor="middle" class="tick">{text}</text>')
+    parts.append(
+        f'<text x="{left + plot_width / 2:.1f}" y="{height - 6}" text-anchor="middle" class="axis-title">{escape(axis_label)}</text>'
+    )
+    zero = x_of(0.0) if lo <= 0.0 <= hi else x_of(lo)
+    parts.append(f'<line x1="{zero:.1f}" x2="{zero:.1f}" y1="{top - 6}" y2="{height - bottom + 4}" stroke="{MUTED}" stroke-width="1"/>')
+    for i, row in enumerate(rows):
+        y = top + i * row_h
+        mid = y + row_h / 2
+        colour = STATUS_COLOURS.get(row.status, NEUTRAL)
+        hover = row.title or row.label
+        parts.append(f'<g class="bar-row"><title>{escape(hover)}</title>')
+        parts.append(
+            f'<rect x="{left - 4:.1f}" y="{y + 1:.1f}" width="{plot_width + 8}" height="{row_h - 2}" fill="transparent" class="row-hit"/>'
+        )
+        parts.append(f'<text x="{left - 10:.1f}" y="{mid + 4:.1f}" text-anchor="end" class="bar-label mono">{escape(labels[i])}</text>')
+        if _finite(row.value):
+            x0, x1 = sorted((zero, x_of(row.value)))
+            parts.append(
+                f'<rect x="{x0:.1f}" y="{mid - 7:.1f}" width="{max(x1 - x0, 1):.1f}" height="14" rx="2" '
+                f'fill="{colour}" fill-opacity="0.35"/>'
+            )
+        if _finite(row.low) and _finite(row.high):
+            a, b = x_of(row.low), x_of(row.high)
+            parts.append(f'<line x1="{a:.1f}" x2="{b:.1f}" y1="{mid:.1f}" y2="{mid:.1f}" stroke="{colour}" stroke-width="2"/>')
+            for x in (a, b):
+                parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{mid - 6:.1f}" y2="{mid + 6:.1f}" stroke="{colour}" stroke-width="2"/>')
+        if _finite(row.value):
+            parts.append(f'<circle cx="{x_of(row.value):.1f}" cy="{mid:.1f}" r="3.5" fill="{colour}"/>')
+        if _finite(row.threshold):
+            x = x_of(row.threshold)
+            parts.append(
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y + 2:.1f}" y2="{y + row_h - 2:.1f}" '
+                f'stroke="{INK}" stroke-width="2" stroke-dasharray="3 2" class="threshold"/>'
+            )
+        text = format_number(row.value)
+        if _finite(row.low) and _finite(row.high):
+            text += f"  [{format_number(row.low)}, {format_number(row.high)}]"
+        parts.append(f'<text x="{left + plot_width + 12:.1f}" y="{mid + 4:.1f}" class="bar-value mono">{escape(text)}</text>')
+        parts.append("</g>")
+    if _finite(threshold):
+        x = x_of(threshold)
+        parts.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 8}" y2="{height - bottom + 4}" '
+            f'stroke="{INK}" stroke-width="1.5" stroke-dasharray="5 3" class="threshold"/>'
+        )
+        parts.append(
+            f'<text x="{x:.1f}" y="{top - 12}" text-anchor="middle" class="axis-title">'
+            f"{escape(threshold_label)} {format_number(threshold)}</text>"
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round tick values (steps of 1, 2 or 5 x 10^k) covering [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo, hi = 0.0, 1.0
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    raw = (hi - lo) / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    start = math.floor(lo / step + 1e-9) * step
+    ticks = [round(start, 12)]
+    while ticks[-1] < hi - step * 1e-9 and len(ticks) < 4 * count:
+        ticks.append(round(start + len(ticks) * step, 12))
+    return ticks
+
+
+def _tick_digits(ticks: Sequence[float]) -> int:
+    """Decimals that show every tick exactly (0.25 needs 2, 0.2 needs 1)."""
+    if len(ticks) < 2:
+        return 2
+    step = abs(ticks[1] - ticks[0])
+    for digits in range(0, 6):
+        if abs(round(step, digits) - step) < step * 1e-6:
+            return digits
+    return 6
+
+
+# Helpers --------------------------------------------------------------------------------
+
+
+def format_number(value, digits: int = 3) -> str:
+    """A number for people: fixed ``digits`` decimals, ``g`` format when very large or small, ``–`` when missing."""
+    if value is None or isinstance(value, bool):
+        return "–" if value is None else str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "–" if math.isnan(value) else ("∞" if value > 0 else "−∞")
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 10 ** -digits):
+            return f"{value:.{max(digits, 2)}g}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _cell_text(value: float) -> str:
+    """Two decimals, or 3 significant digits for big values: what fits in a cell."""
+    return f"{value:.2f}" if abs(value) < 100 else f"{value:.3g}"
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _svg_open(width: float, height: float, label: str, css_class: str) -> str:
+    return (
+        f'<svg class="chart {css_class}" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{escape(label)}">'
+        f"<title>{escape(label)}</title>"
+    )

@@ -1,0 +1,514 @@
+"""From a results document to what the HTML report shows, section by section.
+
+The template only lays out what :func:`build_page` prepares: claim rows with
+their numbers already formatted, charts as inline SVG (:mod:`.charts`), and
+evidence tables as :class:`Frame` objects. Evidence that no section knows how
+to draw (claim kinds added later, extra tables) is still shown, as a plain
+table under "Other evidence", so nothing a check records is ever dropped.
+
+Works on plain JSON data: no pandas, so re-rendering a report is fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import charts
+from .charts import ColorScale, IntervalRow, format_number
+
+CLAIM_KEYS = {"schema", "kind", "claim", "metric", "value", "passed", "n", "min_value", "max_value", "ci_low", "ci_high",
+              "confidence", "decided_on", "model", "checkpoint", "parameters", "notes", "evidence"}
+MAX_ATTENTION_POSITIONS = 80  # beyond this an attention map is megabytes of cells nobody can tell apart
+OUTCOME_ORDER = ["passed", "failed", "error", "skipped", "xfailed", "xpassed"]
+
+DEFINITIONS = {
+    "necessity": "drop(C) = (m(M) − m(M\\C)) / (m(M) − m(∅)): the share of the task's performance lost when C is ablated. "
+    "A claim holds when the lower bound of its interval clears the threshold.",
+    "sufficiency": "recovery(C) = (m(C) − m(∅)) / (m(M) − m(∅)): the share of performance the circuit recovers on its own "
+    "(every other head and MLP output ablated; faithfulness as in the IOI paper and MIB).",
+    "minimality": "contribution(v) = recovery(C) − recovery(C \\ {v}) for every component v; the circuit is minimal when every "
+    "component's lower bound clears the threshold. Components are sorted, weakest first.",
+    "heatmaps": "Activation patching: each cell patches one activation; normalised values put the corrupted run at 0 and the "
+    "clean run at 1 (diverging colours, white = 0). Attention patterns and head scores use a sequential scale from 0 to 1.",
+    "paths": "Path patching: the share of the clean-corrupt gap carried by the direct path from sender to receiver.",
+}
+
+
+# Evidence tables ------------------------------------------------------------------------
+
+
+@dataclass
+class Frame:
+    """A table as recorded by :func:`circuitcheck.result.frame_to_json`, readable without pandas."""
+
+    index: list
+    columns: list
+    data: list
+    index_name: Any = None
+    columns_name: Any = None
+
+    @classmethod
+    def of(cls, raw: Any) -> "Frame | None":
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
+            return None
+        data = [row if isinstance(row, list) else [row] for row in raw["data"]]
+        columns = list(raw.get("columns") or range(max((len(r) for r in data), default=0)))
+        index = list(raw.get("index") or range(len(data)))
+        if len(index) != len(data):
+            index = list(range(len(data)))
+        return cls(index, columns, data, raw.get("index_name"), raw.get("columns_name"))
+
+    @property
+    def show_index(self) -> bool:
+        """False for the default 0..n-1 index nobody named."""
+        return self.index_name is not None or self.index != list(range(len(self.index)))
+
+    def has(self, *names: str) -> bool:
+        return all(name in self.columns for name in names)
+
+    def column(self, name: str) -> list:
+        j = self.columns.index(name)
+        return [row[j] if j < len(row) else None for row in self.data]
+
+    def records(self) -> list[dict]:
+        return [dict(zip(self.columns, row)) for row in self.data]
+
+    def numeric(self) -> list[list[float | None]]:
+        return [[v if _is_number(v) else None for v in row] for row in self.data]
+
+
+# Claims --------------------------------------------------------------------------------
+
+
+@dataclass
+class ClaimView:
+    """One claim, formatted for the page; ``index`` is its position in the whole document."""
+
+    index: int
+    nodeid: str
+    outcome: str
+    raw: dict
+    evidence: dict[str, Frame]
+    links: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def anchor(self) -> str:
+        return f"claim-{self.index}"
+
+    def get(self, key: str, default=None):
+        value = self.raw.get(key, default)
+        return default if value is None else value
+
+    @property
+    def kind(self) -> str:
+        return str(self.get("kind", "?"))
+
+    @property
+    def text(self) -> str:
+        return str(self.get("claim", "(claim text missing)"))
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.raw.get("passed"))
+
+    @property
+    def verdict(self) -> str:
+        return "held" if self.passed else "failed"
+
+    @property
+    def model(self) -> str:
+        return str(self.get("model", ""))
+
+    @property
+    def checkpoint(self) -> str | None:
+        return checkpoint_of(self.raw)
+
+    @property
+    def value_text(self) -> str:
+        return format_number(self.raw.get("value"))
+
+    @property
+    def interval_text(self) -> str:
+        low, high = self.raw.get("ci_low"), self.raw.get("ci_high")
+        if low is None or high is None:
+            return "–"
+        level = f" ({self.confidence_text})" if _is_number(self.raw.get("confidence")) else ""
+        return f"[{format_number(low)}, {format_number(high)}]{level}"
+
+    @property
+    def measured_text(self) -> str:
+        """``induction score 0.827 [0.785, 0.891] (95%)``."""
+        text = f"{self.get('metric', 'value')} {self.value_text}"
+        return text if self.interval_text == "–" else f"{text} {self.interval_text}"
+
+    @property
+    def confidence_text(self) -> str:
+        confidence = self.raw.get("confidence")
+        return f"{confidence:.0%}" if _is_number(confidence) else "confidence"
+
+    @property
+    def threshold_text(self) -> str:
+        return threshold_text(self.raw.get("min_value"), self.raw.get("max_value"))
+
+    @property
+    def threshold(self) -> float | None:
+        low, high = self.raw.get("min_value"), self.raw.get("max_value")
+        return low if _is_number(low) else high if _is_number(high) else None
+
+    @property
+    def notes(self) -> list[str]:
+        return [str(note) for note in self.raw.get("notes") or []]
+
+    @property
+    def extras(self) -> list[tuple[str, str]]:
+        """Keys this page has no place for (added by later versions or plugins), shown as text rather than dropped."""
+        return [(str(key), _text(value)) for key, value in sorted(self.raw.items()) if key not in CLAIM_KEYS]
+
+    @property
+    def parameters(self) -> list[tuple[str, str]]:
+        params = self.raw.get("parameters") or {}
+        if not isinstance(params, dict):
+            return [("parameters", _text(params))]
+        # sorted, as in the JSON file, so that a re-rendered page is identical to the first one
+        return [(str(key), _text(value)) for key, value in sorted(params.items())]
+
+
+def threshold_text(low, high) -> str:
+    if _is_number(low) and _is_number(high):
+        return f"between {format_number(low)} and {format_number(high)}"
+    if _is_number(low):
+        return f"≥ {format_number(low)}"
+    if _is_number(high):
+        return f"≤ {format_number(high)}"
+    return "–"
+
+
+def checkpoint_of(claim: dict) -> str | None:
+    """The checkpoint a claim was measured on.
+
+    Its ``checkpoint`` key when set, else ``parameters["checkpoint"]``, else the
+    part after ``@`` of its model spec (``zoo:induction-2l@step800`` -> ``step800``).
+    """
+    if claim.get("checkpoint") not in (None, ""):
+        return str(claim["checkpoint"])
+    params = claim.get("parameters") if isinstance(claim.get("parameters"), dict) else {}
+    if params.get("checkpoint") not in (None, ""):
+        return str(params["checkpoint"])
+    for spec in (claim.get("model"), params.get("model"), params.get("model_spec"), params.get("spec")):
+        if isinstance(spec, str) and "@" in spec:
+            return spec.rsplit("@", 1)[1]
+    return None
+
+
+def model_base(model: str) -> str:
+    return model.rsplit("@", 1)[0] if "@" in model else model
+
+
+def natural_key(text: str):
+    """``step800`` before ``step1000``."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(text)) if part]
+
+
+# The page ------------------------------------------------------------------------------
+
+
+def build_page(document: dict, summary: dict) -> dict[str, Any]:
+    """Everything the template shows, in section order."""
+    tests = [test for test in document.get("tests") or [] if isinstance(test, dict)]
+    claims: list[ClaimView] = []
+    test_views = []
+    for test in tests:
+        nodeid, outcome = str(test.get("nodeid", "?")), str(test.get("outcome", "?"))
+        views = []
+        for raw in test.get("claims") or []:
+            if not isinstance(raw, dict):
+                continue
+            evidence = {str(name): frame for name, value in (raw.get("evidence") or {}).items() if (frame := Frame.of(value)) is not None}
+            view = ClaimView(len(claims), nodeid, outcome, raw, evidence)
+            claims.append(view)
+            views.append(view)
+        sweeps = [s for s in test.get("sweeps") or [] if isinstance(s, dict)]
+        test_views.append({"nodeid": nodeid, "outcome": outcome, "duration": test.get("duration"), "claims": views, "sweeps": sweeps})
+
+    consumed: dict[int, set[str]] = {c.index: set() for c in claims}
+    page = {
+        "claims": claims,
+        "tests": [t for t in test_views if t["claims"] or t["sweeps"]],
+        "plain_tests": [t for t in test_views if not t["claims"] and not t["sweeps"]],
+        "failed_claims": [c for c in claims if not c.passed],
+        "checkpoints": _checkpoint_matrix(claims),
+        "outcomes": sorted(summary["tests"].items(), key=lambda item: (_outcome_rank(item[0]), item[0])),
+        "necessity": _necessity(claims, consumed),
+        "sufficiency": _sufficiency(claims, consumed),
+        "minimality": _minimality(claims, consumed),
+        "patching": _patching(test_views),
+        "attention": _attention(claims, consumed),
+        "paths": _paths(claims, consumed),
+        "definitions": DEFINITIONS,
+        "environment": [(str(key), _text(value)) for key, value in sorted((document.get("environment") or {}).items())],
+    }
+    page["other"] = [
+        {"claim": c, "tables": [(name, frame) for name, frame in c.evidence.items() if name not in consumed[c.index]]}
+        for c in claims
+        if any(name not in consumed[c.index] for name in c.evidence)
+    ]
+    for block in page["other"]:
+        block["claim"].links.append(("other evidence", f"other-{block['claim'].index}"))
+    return page
+
+
+def _necessity(claims: list[ClaimView], consumed) -> list[dict]:
+    blocks = []
+    for c in claims:
+        frame = c.evidence.get("necessity")
+        if c.kind != "necessary" or frame is None or not frame.has("ablated", "drop"):
+            continue
+        records = frame.records()
+        rows = []
+        for i, record in enumerate(records):
+            together = i == 0 and len(records) > 1
+            rows.append(
+                IntervalRow(
+                    label="all together" if together else str(record["ablated"]),
+                    value=_number(record.get("drop")),
+                    low=_number(record.get("ci_low")),
+                    high=_number(record.get("ci_high")),
+                    status=c.verdict if i == 0 else "neutral",
+                    threshold=c.threshold if i == 0 else None,
+                    title=f"drop when {record['ablated']} {'are' if together else 'is'} ablated: {_estimate(record, 'drop')}",
+                )
+            )
+        chart = charts.interval_chart(rows, label=f"necessity: {c.text}", axis_label="drop (share of performance lost)", include=(0.0, 1.0))
+        consumed[c.index].update({"necessity", "means"} if "means" in c.evidence else {"necessity"})
+        c.links.append(("necessity", f"necessity-{c.index}"))
+        blocks.append({"claim": c, "chart": chart, "table": frame, "means": _means_text(c.evidence.get("means"))})
+    return blocks
+
+
+def _sufficiency(claims: list[ClaimView], consumed) -> dict:
+    entries = []
+    for c in claims:
+        frame = c.evidence.get("sufficiency")
+        if c.kind != "sufficient":
+            continue
+        record = frame.records()[0] if frame is not None and frame.has("recovery") and frame.data else {}
+        circuit = str(record.get("circuit") or (c.raw.get("parameters") or {}).get("components") or c.text)
+        entries.append({"claim": c, "circuit": circuit, "means": _means_text(c.evidence.get("means"))})
+        consumed[c.index].update(name for name in ("sufficiency", "means") if name in c.evidence)
+        c.links.append(("sufficiency", f"sufficiency-{c.index}"))
+    if not entries:
+        return {"chart": None, "entries": []}
+    several_models = len({c["claim"].model for c in entries}) > 1
+    rows = []
+    for entry in entries:
+        c = entry["claim"]
+        label = _short_circuit(entry["circuit"])
+        if several_models:
+            label = f"{label} · {c.checkpoint or c.model}"
+        rows.append(
+            IntervalRow(
+                label=label,
+                value=_number(c.raw.get("value")),
+                low=_number(c.raw.get("ci_low")),
+                high=_number(c.raw.get("ci_high")),
+                status=c.verdict,
+                threshold=c.threshold,
+                title=f"{c.text} ({c.model}): recovery {c.value_text} {c.interval_text}, required {c.threshold_text}, {c.verdict}",
+            )
+        )
+    chart = charts.interval_chart(
+        rows, label="sufficiency: recovery of each circuit", axis_label="recovery (1 = full model)", include=(0.0, 1.0)
+    )
+    return {"chart": chart, "entries": entries}
+
+
+def _minimality(claims: list[ClaimView], consumed) -> list[dict]:
+    blocks = []
+    for c in claims:
+        frame = c.evidence.get("minimality")
+        if c.kind != "minimal" or frame is None or not frame.has("component", "contribution"):
+            continue
+        threshold = _number(c.raw.get("min_value"))
+        records = sorted(frame.records(), key=lambda r: (_number(r.get("contribution")) is None, _number(r.get("contribution")) or 0.0))
+        rows = []
+        for record in records:
+            low = _number(record.get("ci_low"))
+            bound = low if low is not None else _number(record.get("contribution"))
+            status = "neutral" if threshold is None or bound is None else ("held" if bound >= threshold else "failed")
+            rows.append(
+                IntervalRow(
+                    label=str(record["component"]),
+                    value=_number(record.get("contribution")),
+                    low=low,
+                    high=_number(record.get("ci_high")),
+                    status=status,
+                    title=f"{record['component']}: contribution {_estimate(record, 'contribution')}"
+                    + (f", recovery without it {format_number(record.get('recovery_without'))}" if "recovery_without" in record else ""),
+                )
+            )
+        chart = charts.interval_chart(
+            rows, label=f"minimality: {c.text}", axis_label="contribution to recovery", threshold=threshold, threshold_label="min"
+        )
+        consumed[c.index].add("minimality")
+        c.links.append(("minimality", f"minimality-{c.index}"))
+        blocks.append({"claim": c, "chart": chart, "table": frame})
+    return blocks
+
+
+def _patching(tests: list[dict]) -> list[dict]:
+    maps = []
+    for test in tests:
+        for k, sweep in enumerate(test["sweeps"]):
+            normalized, matrix = Frame.of(sweep.get("normalized")), Frame.of(sweep.get("matrix"))
+            shown = normalized or matrix
+            if shown is None:
+                continue
+            axes = list(sweep.get("axes") or [shown.index_name or "row", shown.columns_name or "column"])
+            row_title, column_title = str(axes[0]), str(axes[1] if len(axes) > 1 else "column")
+            values = shown.numeric()
+            extra = None
+            if normalized is not None and matrix is not None and len(matrix.data) == len(values):
+                extra = [[f"mean metric {format_number(v)}" for v in row] for row in matrix.numeric()]
+            scale = ColorScale.diverging(values)
+            value_name = "normalised" if normalized is not None else "mean metric"
+            title = str(sweep.get("title") or f"{sweep.get('what', 'sweep')} patching ({sweep.get('direction', '?')})")
+            maps.append(
+                {
+                    "nodeid": test["nodeid"],
+                    "anchor": f"sweep-{len(maps)}",
+                    "title": title,
+                    "what": str(sweep.get("what", "?")),
+                    "direction": str(sweep.get("direction", "?")),
+                    "svg": charts.heatmap(
+                        values, [str(v) for v in shown.index], [str(v) for v in shown.columns], scale=scale,
+                        row_title=row_title, column_title=column_title, label=title, value_name=value_name, hover_extra=extra,
+                    ),
+                    "legend": charts.legend(scale, "normalised (0 = corrupted, 1 = clean)" if normalized is not None else "mean metric"),
+                }
+            )
+    return maps
+
+
+def _attention(claims: list[ClaimView], consumed) -> list[dict]:
+    figures = []
+    for c in claims:
+        if not c.kind.endswith("_head"):
+            continue
+        params = c.raw.get("parameters") or {}
+        scores, attention = c.evidence.get("head_scores"), c.evidence.get("attention")
+        figure: dict[str, Any] = {"claim": c, "scores": None, "attention": None, "attention_note": "", "per_prompt": None}
+        if scores is not None:
+            cell = (scores.index.index(params["layer"]), scores.columns.index(params["head"])) if (
+                params.get("layer") in scores.index and params.get("head") in scores.columns) else None
+            scale = ColorScale.sequential(0.0, 1.0)
+            figure["scores"] = charts.heatmap(
+                scores.numeric(), [str(v) for v in scores.index], [str(v) for v in scores.columns], scale=scale,
+                row_title=str(scores.index_name or "layer"), column_title=str(scores.columns_name or "head"),
+                label=f"{c.get('metric', 'score')} of every head", value_name=str(c.get("metric", "score")),
+                highlight={cell} if cell else set(), target_width=300,
+            )
+            consumed[c.index].add("head_scores")
+        if attention is not None:
+            scale = ColorScale.sequential(0.0, 1.0)
+            size = len(attention.index)
+            shown = min(size, MAX_ATTENTION_POSITIONS)  # causal: the first k queries only see the first k keys
+            figure["attention"] = charts.heatmap(
+                [row[:shown] for row in attention.numeric()[:shown]], [str(v) for v in attention.index[:shown]],
+                [str(v) for v in attention.columns[:shown]], scale=scale,
+                row_title=str(attention.index_name or "query"), column_title=str(attention.columns_name or "key"),
+                label=f"attention pattern of {params.get('component', c.text)} on the first prompt", value_name="attention",
+                target_width=560, background_value=0.0,
+            )
+            figure["attention_note"] = f"first {shown} of {size} positions" if shown < size else ""
+            consumed[c.index].add("attention")
+        per_prompt = c.evidence.get("per_prompt")
+        if per_prompt is not None and per_prompt.data:
+            values = [v for row in per_prompt.numeric() for v in row if v is not None]
+            if values:
+                figure["per_prompt"] = (
+                    f"{len(values)} prompts: min {format_number(min(values))}, mean {format_number(sum(values) / len(values))}, "
+                    f"max {format_number(max(values))}"
+                )
+                consumed[c.index].add("per_prompt")
+        if figure["scores"] is None and figure["attention"] is None and figure["per_prompt"] is None:
+            continue
+        figure["legend"] = charts.legend(ColorScale.sequential(0.0, 1.0), "score / attention weight")
+        c.links.append(("attention", f"attention-{c.index}"))
+        figures.append(figure)
+    return figures
+
+
+def _paths(claims: list[ClaimView], consumed) -> list[dict]:
+    rows = []
+    for c in claims:
+        if c.kind != "path":
+            continue
+        params = c.raw.get("parameters") or {}
+        frame = c.evidence.get("path")
+        rows.append({"claim": c, "path": str(params.get("components", "")), "direction": str(params.get("direction", "")),
+                     "means": _means_text(frame)})
+        if frame is not None and frame.has("run", "mean_metric"):
+            consumed[c.index].add("path")
+        c.links.append(("paths", f"path-{c.index}"))
+    return rows
+
+
+def _checkpoint_matrix(claims: list[ClaimView]) -> dict | None:
+    """Claims measured on several checkpoints: one row per (claim, model), one column per checkpoint."""
+    measured = [c for c in claims if c.checkpoint is not None]
+    if not measured:
+        return None
+    checkpoints = sorted({c.checkpoint for c in measured}, key=natural_key)
+    rows: dict[tuple[str, str], dict[str, ClaimView]] = {}
+    for c in measured:
+        rows.setdefault((c.text, model_base(c.model)), {})[c.checkpoint] = c
+    return {
+        "checkpoints": checkpoints,
+        "rows": [{"claim": text, "model": model, "cells": [cells.get(cp) for cp in checkpoints]} for (text, model), cells in rows.items()],
+    }
+
+
+# Helpers ----------------------------------------------------------------------------------
+
+
+def _outcome_rank(outcome: str) -> int:
+    return OUTCOME_ORDER.index(outcome) if outcome in OUTCOME_ORDER else len(OUTCOME_ORDER)
+
+
+def _means_text(frame: Frame | None) -> str:
+    if frame is None or not frame.has("run", "mean_metric"):
+        return ""
+    return " · ".join(f"{run} = {format_number(value)}" for run, value in zip(frame.column("run"), frame.column("mean_metric")))
+
+
+def _estimate(record: dict, name: str) -> str:
+    text = format_number(record.get(name))
+    if record.get("ci_low") is not None and record.get("ci_high") is not None:
+        text += f" [{format_number(record.get('ci_low'))}, {format_number(record.get('ci_high'))}]"
+    return text
+
+
+def _short_circuit(label: str) -> str:
+    """``'induction' (L0H0 L1H3)`` -> ``induction``: the chart shows the name, the hover the members."""
+    match = re.match(r"^'([^']+)' \(", label)
+    return match.group(1) if match else label
+
+
+def _number(value) -> float | None:
+    return float(value) if _is_number(value) and math.isfinite(value) else None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return format_number(value) if isinstance(value, float) else str(value)
