@@ -45,7 +45,46 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("results", type=Path, help="the JSON results file (from --circuitcheck-json)")
     report.add_argument("-o", "--output", type=Path, default=None, help="the HTML file to write (default: RESULTS with the suffix .html)")
     report.set_defaults(run=_report)
+
+    spec = commands.add_parser("spec", help="executable spec files (*.circuit.yaml)", description="Work with executable spec files.")
+    spec_commands = spec.add_subparsers(dest="spec_command", metavar="SPEC_COMMAND", required=True)
+    new = spec_commands.add_parser(
+        "new",
+        help="write a commented starter spec for a model",
+        description="Write a commented starter *.circuit.yaml for MODEL (for zoo models, pre-filled from the model card). "
+        "An existing file is never overwritten.",
+    )
+    new.add_argument("model", help="a model spec, e.g. zoo:induction-2l")
+    new.add_argument("path", nargs="?", type=Path, default=None, help="file (NAME.circuit.yaml) or directory to write into (default: .)")
+    new.set_defaults(run=_spec_new)
+
+    models = commands.add_parser("models", help="list the model sources and the bundled zoo", description="List the installed model sources.")
+    models.set_defaults(run=_models)
     return parser
+
+
+def _spec_new(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .errors import CircuitCheckError
+    from .spec import write_new_spec
+
+    try:
+        path = write_new_spec(args.path or Path("."), args.model)
+    except CircuitCheckError as error:
+        print(f"circuitcheck spec new: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    print(f"circuitcheck: wrote {path}")
+    return 0
+
+
+def _models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import registry, zoo
+
+    print("model sources:")
+    for line in registry.model_sources():
+        print(f"  {line}")
+    for name in zoo.names():
+        print(f"zoo:{name}: checkpoints {', '.join(zoo.checkpoints(name))}")
+    return 0
 
 
 def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -67,6 +67,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(state, "circuitcheck-state")
 
 
+def pytest_collect_file(file_path, parent):
+    """``*.circuit.yaml`` files are executable specs: one test item per claim (see circuitcheck.spec)."""
+    if file_path.name.endswith(".circuit.yaml"):
+        from .spec import SpecFile
+
+        return SpecFile.from_parent(parent, path=file_path)
+    return None
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(_STATE, None)
     if state is not None:

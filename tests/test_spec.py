@@ -1,0 +1,420 @@
+"""Executable spec files (``*.circuit.yaml``): collection, running, validation errors, starter specs."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+# Imported here, before any inner pytester run: modules first imported inside one are
+# dropped from sys.modules afterwards, and a re-imported circuitcheck.tasks would make a
+# second Task class.
+import circuitcheck.checks.causal  # noqa: F401
+import circuitcheck.tasks  # noqa: F401
+from circuitcheck import CircuitCheckError
+from circuitcheck.spec import SpecError, load_spec, new_spec_text, write_new_spec
+
+HOOK = '''
+def pytest_collect_file(file_path, parent):
+    if file_path.name.endswith(".circuit.yaml"):
+        from circuitcheck.spec import SpecFile
+        return SpecFile.from_parent(parent, path=file_path)
+'''
+
+# A small induction task keeps the causal claims fast.
+SMALL_TASK = """\
+task:
+  name: induction
+  n_prompts: 8
+  seq_len: 10
+"""
+
+
+def write_spec(pytester, text: str, name: str = "claims.circuit.yaml"):
+    """Write a spec; register the collector through a conftest until the plugin has the hook itself."""
+    import circuitcheck.plugin
+
+    if not hasattr(circuitcheck.plugin, "pytest_collect_file") and not (pytester.path / "conftest.py").exists():
+        pytester.makeconftest(HOOK)
+    path = pytester.path / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def spec_error(text: str) -> str:
+    with pytest.raises(SpecError) as info:
+        load_spec("s.circuit.yaml", text=textwrap.dedent(text).lstrip())
+    return str(info.value)
+
+
+# Running ----------------------------------------------------------------------------------------
+
+
+def test_a_spec_runs_one_item_per_claim(pytester):
+    write_spec(
+        pytester,
+        "model: zoo:induction-2l\n" + SMALL_TASK + textwrap.dedent("""
+        circuits:
+          induction: L0H0 L0H2 L1H0 L1H2 L1H3
+        claims:
+          - kind: previous_token_head
+            layer: 0
+            head: 0
+            min_score: 0.8
+          - kind: induction_head
+            layer: 0
+            head: 1
+            max_score: 0.3
+          - kind: necessary
+            circuit: induction
+            min_drop: 0.5
+          - kind: path
+            sender: L0H0
+            receiver: L1H0.k
+            min_effect: 0.05
+          - id: L1H1 is a previous-token head
+            kind: previous_token_head
+            layer: 1
+            head: 1
+            min_score: 0.5
+            xfail: "L1H1 is an induction head"
+        """),
+    )
+    result = pytester.runpytest("-v", "--circuitcheck-json=out.json")
+    result.assert_outcomes(passed=4, xfailed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*claims.circuit.yaml::previous_token_head L0H0 PASSED*",
+            "*claims.circuit.yaml::not induction_head L0H1 PASSED*",
+            "*claims.circuit.yaml::necessary induction PASSED*",
+            "*claims.circuit.yaml::path L0H0 -> L1H0.k PASSED*",  # the id's '.' is kept
+            "*claims.circuit.yaml::L1H1 is a previous-token head XFAIL*",
+        ]
+    )
+    import json
+
+    tests = json.loads((pytester.path / "out.json").read_text())["tests"]
+    claims = {test["nodeid"].split("::")[1]: test["claims"] for test in tests}
+    assert claims["necessary induction"][0]["kind"] == "necessary"
+    assert claims["necessary induction"][0]["n"] == 8  # the spec's task
+    assert claims["previous_token_head L0H0"][0]["passed"] is True
+
+
+def test_a_failing_claim_prints_the_lab_note_and_the_spec_line(pytester):
+    write_spec(
+        pytester,
+        """
+        model: zoo:induction-2l
+        claims:
+          - kind: induction_head
+            layer: 1
+            head: 3
+            min_score: 0.95
+        """,
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*induction_head L1H3 (claims[[]0[]])*",
+            "claim failed: L1H3 is an induction head (model zoo:induction-2l)",
+            "  measured: induction score 0.8*",
+            "spec: claims.circuit.yaml:3: claims[[]0[]] (induction_head L1H3) on zoo:induction-2l",
+            "FAILED claims.circuit.yaml::induction_head L1H3 - claim failed: L1H3*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() and "def runtest" not in result.stdout.str()
+
+
+def test_checkpoints_give_one_item_per_claim_per_checkpoint(pytester):
+    write_spec(
+        pytester,
+        """
+        model: zoo:induction-2l
+        checkpoints: [step0, step3000]
+        claims:
+          - kind: induction_head
+            layer: 1
+            head: 0
+            min_score: 0.8
+          - kind: induction_head
+            layer: 0
+            head: 1
+            max_score: 0.3
+        """,
+    )
+    result = pytester.runpytest("-v")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*::induction_head L1H0[[]step0[]] FAILED*",
+            "*::not induction_head L0H1[[]step0[]] PASSED*",
+            "*::induction_head L1H0[[]step3000[]] PASSED*",
+            "*::not induction_head L0H1[[]step3000[]] PASSED*",
+            "claim failed: L1H0 is an induction head (model zoo:induction-2l@step0)",
+        ]
+    )
+
+
+def test_checkpoints_all_lists_the_zoo_checkpoints_and_is_an_error_elsewhere():
+    from circuitcheck import zoo
+
+    spec = load_spec("s.circuit.yaml", text="model: zoo:induction-2l\ncheckpoints: all\nclaims: []\n")
+    assert spec.checkpoints == zoo.checkpoints("induction-2l")
+    assert spec.model_specs()[0] == (f"zoo:induction-2l@{spec.checkpoints[0]}", spec.checkpoints[0])
+    message = spec_error("model: gpt2\ncheckpoints: all\nclaims: []\n")
+    assert "s.circuit.yaml:2: checkpoints 'all' is not available for model 'gpt2'" in message
+    assert "s.circuit.yaml:2: checkpoints 'step9': zoo model 'induction-2l' has no such checkpoint" in spec_error(
+        "model: zoo:induction-2l\ncheckpoints: [step0, step9]\nclaims: []\n"
+    )
+
+
+def test_the_task_is_built_once_per_model_and_task(pytester, monkeypatch):
+    import circuitcheck.tasks
+
+    built = []
+    original = circuitcheck.tasks.induction
+
+    def counting(model, **kwargs):
+        built.append(kwargs)
+        return original(model, **kwargs)
+
+    monkeypatch.setattr(circuitcheck.tasks, "induction", counting)
+    write_spec(
+        pytester,
+        "model: zoo:induction-2l\n" + SMALL_TASK + textwrap.dedent("""
+        claims:
+          - kind: sufficient
+            circuit: L0H0 L0H2 L1H0 L1H2 L1H3
+            min_recovery: 0.8
+          - kind: necessary
+            circuit: L0H0 L0H2 L1H0 L1H2 L1H3
+            min_drop: 0.5
+            seed: 3
+        """),
+    )
+    pytester.runpytest("--circuitcheck-seed=5").assert_outcomes(passed=2)
+    assert built == [{"n_prompts": 8, "seq_len": 10, "seed": 5}]  # the task's seed: the run's seed
+
+
+def test_a_usage_error_while_running_points_to_the_spec_line(pytester):
+    write_spec(
+        pytester,
+        """
+        model: zoo:induction-2l
+        task:
+          clean: ["a b c a b"]
+          corrupt: ["a b c d e"]
+          answers: ["c d"]
+          wrong_answers: [e]
+        claims:
+          - kind: necessary
+            circuit: L1H0
+        """,
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["error: answer 'c d' is 2 tokens; answers must be single tokens", "spec: claims.circuit.yaml:3: task (necessary L1H0) on zoo:induction-2l"]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_a_prompts_task_builds_with_from_prompts(induction_2l):
+    spec = load_spec(
+        "s.circuit.yaml",
+        text=textwrap.dedent(
+            """
+            model: zoo:induction-2l
+            task:
+              name: copy
+              clean: ["a b c d a b c", "x y z w x y z"]
+              corrupt: ["a b c d e f g", "x y z w q r s"]
+              answers: [d, w]
+              wrong_answers: [e, q]
+            claims: []
+            """
+        ),
+    )
+    task = spec.task.build(induction_2l, default_seed=0)
+    assert (task.name, task.n_examples, task.seq_len) == ("copy", 2, 8)
+
+
+# Validation errors: file, line and key, with what is allowed ---------------------------------------
+
+HEAD = "model: zoo:induction-2l\nclaims:\n  - kind: induction_head\n    layer: 1\n    head: 0\n"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        pytest.param(
+            "model: zoo:induction-2l\nclaims:\n  - kind: inductoin_head\n    layer: 1\n    head: 0\n",
+            "s.circuit.yaml:3: claims[0].kind 'inductoin_head' is not valid (did you mean 'induction_head'?): valid kinds are previous_token_head, duplicate_token_head, induction_head, bos_head, necessary, sufficient, minimal, path",
+            id="bad-kind",
+        ),
+        pytest.param(
+            HEAD + "    min_scor: 0.8\n",
+            "s.circuit.yaml:6: claims[0]: unknown key 'min_scor' (did you mean 'min_score'?): an induction_head claim takes kind, id, xfail, tolerance, layer, head, min_score, max_score,",
+            id="unknown-key",
+        ),
+        pytest.param(
+            "model: zoo:induction-2l\nclaims:\n  - kind: previous_token_head\n    layer: 0\n",
+            "s.circuit.yaml:3: claims[0]: missing required key 'head': a previous_token_head claim needs layer, head",
+            id="missing-key",
+        ),
+        pytest.param(HEAD + "    min_score: high\n", "s.circuit.yaml:6: claims[0].min_score must be a number, got 'high' (a string)", id="wrong-type"),
+        pytest.param(
+            "model: zoo:induction-2l\nclaims:\n  - kind: induction_head\n    layer: one\n    head: 0\n",
+            "s.circuit.yaml:4: claims[0].layer must be an integer, got 'one' (a string)",
+            id="wrong-type-int",
+        ),
+        pytest.param(
+            "model: zoo:induction-2l\ntask: induction\ncircuits:\n  induction: L0H0 L1H0\nclaims:\n  - kind: necessary\n    circuit: inducton\n",
+            "s.circuit.yaml:7: claims[0].circuit 'inducton' is neither a circuit of this spec (did you mean 'induction'?) nor a component string: circuits defined here are induction",
+            id="unknown-circuit",
+        ),
+        pytest.param(
+            "model: zoo:induction-2l\ncircuits:\n  induction: L0H0 L1Q0\nclaims: []\n",
+            "s.circuit.yaml:3: circuits.induction cannot parse component 'L1Q0': valid forms: L{layer}H{head}",
+            id="bad-component",
+        ),
+        pytest.param(
+            "model: zoo:induction-2l\ntask: induction\nclaims:\n  - kind: path\n    sender: L0H0\n    receiver: L1H0.z\n",
+            "s.circuit.yaml:6: claims[0].receiver bad head input 'z' in 'L1H0.z': a head's inputs are .q, .k and .v (or 'logits')",
+            id="bad-receiver",
+        ),
+        pytest.param(
+            "model: zoo:induction-2l\nclaims:\n  - kind: induction_head\n    layer: [1\n    head: 0\n",
+            "s.circuit.yaml:5: invalid YAML (column 9): expected ',' or ']', but got ':' (while parsing a flow sequence on line 4)",
+            id="yaml-syntax",
+        ),
+        pytest.param(
+            "model: zoo:induction-2l\nclaims:\n  - kind: induction_head\n    layer: 2\n    head: 0\n",
+            "s.circuit.yaml:4: claims[0]: layer 2 does not exist in L2H0: model zoo:induction-2l has layers 0-1",
+            id="zoo-layer-out-of-range",
+        ),
+        pytest.param("model: zoo:induction-9l\nclaims: []\n", "s.circuit.yaml:1: model 'zoo:induction-9l': no zoo model named 'induction-9l'", id="unknown-zoo-model"),
+        pytest.param("model: zoo:induction-2l\n", "s.circuit.yaml:1: missing required key 'claims': a spec needs model, claims", id="missing-claims"),
+        pytest.param("model: zoo:induction-2l\nclaim: []\n", "s.circuit.yaml:2: unknown key 'claim' (did you mean 'claims'?)", id="unknown-top-key"),
+        pytest.param(
+            "model: zoo:induction-2l\nclaims:\n  - kind: necessary\n    circuit: L1H0\n",
+            "s.circuit.yaml:3: claims[0]: a necessary claim needs the spec's task: add a top-level `task:`",
+            id="no-task",
+        ),
+        pytest.param("model: zoo:induction-2l\ntask: inductoin\nclaims: []\n", "s.circuit.yaml:2: task 'inductoin' is not a built-in task (did you mean 'induction'?)", id="bad-task"),
+        pytest.param(HEAD + "    xfail: true\n", "s.circuit.yaml:6: claims[0].xfail must be a non-empty string", id="xfail-not-a-reason"),
+        pytest.param(HEAD + "    tolerance: {abs: 0.1, rell: 0.2}\n", "s.circuit.yaml:6: claims[0].tolerance must be a number or a mapping with abs and/or rel", id="bad-tolerance"),
+        pytest.param(HEAD + "    min_score: 0.8\n    max_score: 0.5\n", "s.circuit.yaml:6: claims[0]: min_score=0.8 is above max_score=0.5", id="min-above-max"),
+        pytest.param(HEAD + "    layer: 0\n", "s.circuit.yaml:6: duplicate key 'layer' (first given on line 4)", id="duplicate-key"),
+        pytest.param(HEAD + "    id: x\n" + HEAD.split("claims:\n")[1] + "    id: x\n", "s.circuit.yaml:10: claims[1].id 'x' is already used by claims[0]", id="duplicate-id"),
+        pytest.param(HEAD + "    id: a::b\n", "s.circuit.yaml:6: claims[0].id 'a::b' is not valid: an id is one line without '::'", id="bad-id"),
+        pytest.param("- model\n", "s.circuit.yaml:1: a spec is a mapping with keys model,", id="not-a-mapping"),
+        pytest.param("", "s.circuit.yaml:1: the spec is empty", id="empty"),
+    ],
+)
+def test_validation_errors_name_file_line_and_key(text, expected):
+    assert expected in spec_error(text)
+
+
+def test_every_problem_of_a_file_is_reported_in_file_order():
+    message = spec_error(
+        "model: zoo:induction-2l\nclaims:\n  - kind: bogus\n  - kind: induction_head\n    layer: x\n    head: 0\n    extra: 1\n"
+    )
+    lines = message.splitlines()
+    assert [line.split(":")[1] for line in lines] == ["3", "5", "7"]
+
+
+def test_optional_keys_and_defaults_are_accepted():
+    spec = load_spec(
+        "s.circuit.yaml",
+        text=textwrap.dedent(
+            """
+            model: zoo:induction-2l
+            description: all the optional keys
+            task: {name: induction, n_prompts: 4, seq_len: 6, seed: 2}
+            circuits:
+              induction: [L0H0, L1H0]
+            claims:
+              - kind: bos_head
+                layer: 1
+                head: 0
+                max_score: 0.6
+                tolerance: {abs: 0.02}
+              - kind: sufficient
+                circuit: induction
+                min_recovery: 0.5
+                ablation: noise(0.1)
+                confidence: 0.9
+                tolerance: 0.05
+              - kind: path
+                sender: [L0H0, L0H2]
+                receiver: logits
+                max_effect: 0.9
+                direction: denoise
+              - kind: sufficient
+                circuit: induction
+            """
+        ),
+    )
+    assert [c.id for c in spec.claims] == ["not bos_head L1H0", "sufficient induction", "not path L0H0 + L0H2 -> logits", "sufficient induction #2"]
+    assert spec.claims[0].tolerance == {"abs": 0.02} and spec.claims[1].tolerance == 0.05
+    assert spec.claims[1].params == {"min_recovery": 0.5, "ablation": "noise(0.1)", "confidence": 0.9}
+    assert spec.task.params == {"n_prompts": 4, "seq_len": 6, "seed": 2}
+
+
+def test_a_collection_error_shows_the_problems_without_a_traceback(pytester):
+    write_spec(pytester, "model: zoo:induction-2l\nclaims:\n  - kind: inductoin_head\n    layer: 1\n    head: 0\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR collecting claims.circuit.yaml*",
+            "claims.circuit.yaml:3: claims[[]0[]].kind 'inductoin_head' is not valid*",
+            "ERROR claims.circuit.yaml - claims.circuit.yaml:3: claims*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() and "spec.py" not in result.stdout.str()
+
+
+# Starter specs ---------------------------------------------------------------------------------------
+
+
+def test_the_starter_spec_for_a_zoo_model_is_valid_and_passes(pytester):
+    text = new_spec_text("zoo:induction-2l")
+    spec = load_spec("new.circuit.yaml", text=text)
+    kinds = [claim.kind for claim in spec.claims]
+    assert {"previous_token_head", "induction_head", "necessary", "sufficient", "minimal"} <= set(kinds)
+    assert "induction" in spec.circuits
+    write_spec(pytester, text, name="new.circuit.yaml")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=len(spec.claims))
+
+
+def test_starter_specs_for_other_models_are_commented_templates():
+    spec = load_spec("new.circuit.yaml", text=new_spec_text("gpt2"))
+    assert spec.model == "gpt2" and spec.claims == []
+    assert load_spec("new.circuit.yaml", text=new_spec_text("zoo:induction-1l")).claims  # "is not" claims for a control
+    with pytest.raises(CircuitCheckError, match="no zoo model named 'nope'"):
+        new_spec_text("zoo:nope")
+
+
+def test_write_new_spec_never_overwrites(tmp_path):
+    path = write_new_spec(tmp_path / "ind.circuit.yaml", "zoo:induction-2l")
+    assert path.read_text() == new_spec_text("zoo:induction-2l")
+    with pytest.raises(CircuitCheckError, match="already exists"):
+        write_new_spec(path, "zoo:induction-1l")
+    assert path.read_text() == new_spec_text("zoo:induction-2l")
+    assert write_new_spec(tmp_path, "zoo:induction-1l") == tmp_path / "induction-1l.circuit.yaml"
+    with pytest.raises(CircuitCheckError, match=r"does not end with \.circuit\.yaml"):
+        write_new_spec(tmp_path / "spec.yaml", "zoo:induction-2l")
+
+
+def test_the_example_suite_spec_is_valid():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "example_suites" / "induction-2l.circuit.yaml"
+    spec = load_spec(path)
+    assert spec.model == "zoo:induction-2l" and set(spec.circuits) == {"induction"}
+    assert [c.kind for c in spec.claims].count("induction_head") == 3
+    assert [c.id for c in spec.claims if c.xfail] == ["the backup head L1H1 belongs in the minimal circuit"]
