@@ -115,3 +115,18 @@ def test_under_xdist_checkpoints_are_grouped_per_worker(pytester):
         for name in ("test_induction_head", "test_previous_token_head")
         for step in (FIRST, LAST)
     )
+
+
+def test_the_example_spec_flips_at_the_phase_change(pytester):
+    """The example suite's spec, run across induction-2l's checkpoints: L1H0 becomes an induction head."""
+    from pathlib import Path
+
+    spec = (Path(__file__).parent.parent / "example_suites" / "induction-2l.circuit.yaml").read_text()
+    steps = ["step0", "step550", "step600", "step1000", "step2400", "step3000"]
+    assert set(steps) <= set(STEPS)
+    spec = spec.replace("model: zoo:induction-2l\n", f"model: zoo:induction-2l\ncheckpoints: [{', '.join(steps)}]\n", 1)
+    pytester.makefile(".circuit.yaml", **{"induction-2l": spec})
+    result = pytester.runpytest("-v", "-k", "induction_head and L1H0", "--circuitcheck-json=results.json")
+    result.assert_outcomes(passed=2, failed=4)
+    verdicts = {t["checkpoint"]: t["claims"][0]["passed"] for t in json.loads((pytester.path / "results.json").read_text())["tests"]}
+    assert verdicts == {"step0": False, "step550": False, "step600": False, "step1000": False, "step2400": True, "step3000": True}
