@@ -294,6 +294,7 @@ class CircuitCheckState:
     def pytest_collection_modifyitems(self, session, config, items: list[pytest.Item]) -> None:
         """Group checkpoint-parametrised tests by (model, checkpoint): each checkpoint loads once, in order."""
         order: dict[str, int] = {}
+        steps: dict[str, dict[str, int]] = {}
         keys = {}
         for item in items:
             identity = item_identity(item)
@@ -303,7 +304,9 @@ class CircuitCheckState:
                 continue
             group = identity["model_spec"]
             order.setdefault(group, len(order))
-            keys[item] = (1, order[group], item.callspec.indices["model"])
+            seen = steps.setdefault(group, {})
+            seen.setdefault(checkpoint, len(seen))  # checkpoints in the order they first appear
+            keys[item] = (1, order[group], seen[checkpoint])
             item.add_marker(pytest.mark.xdist_group(f"circuitcheck:{group}@{checkpoint}"))
         if order:
             items.sort(key=lambda item: keys[item])  # stable: the original order within a group
@@ -423,7 +426,11 @@ def item_identity(item: pytest.Item) -> dict[str, Any]:
     """The test's id for baselines and reports, its checkpoint, and its model spec group."""
     nodeid = item.nodeid.split("@circuitcheck:")[0]  # xdist's loadgroup suffix
     callspec = getattr(item, "callspec", None)
-    checkpoint = callspec.params.get("model") if callspec is not None else None
+    if callspec is None:  # e.g. spec-file items, which know their own model and checkpoint
+        checkpoint, spec = getattr(item, "checkpoint", None), getattr(item, "model_spec", None)
+        base = nodeid[: -len(f"[{checkpoint}]")] if checkpoint and nodeid.endswith(f"[{checkpoint}]") else nodeid
+        return {"test_id": nodeid, "checkpoint": checkpoint, "model_spec": spec, "test": base}
+    checkpoint = callspec.params.get("model")
     state = item.config.stash.get(_STATE, None)
     spec = _spec_for(item, state) if state is not None else None
     return {

@@ -110,6 +110,8 @@ def load_model(spec: str, device: str | None = "auto"):
         parameter.requires_grad_(False)
     try:
         model.circuitcheck_spec = spec
+        if "@" in spec:  # zoo:NAME@STEP, NAME@REVISION
+            model.circuitcheck_checkpoint = spec.rpartition("@")[2]
     except (AttributeError, TypeError):  # pragma: no cover - exotic model classes
         pass
     return model

@@ -409,6 +409,8 @@ class Claim:
         params = dict(self.params)
         if seed is not None and "seed" not in params:
             params["seed"] = seed
+        if self.tolerance is not None:
+            params["tolerance"] = self.tolerance  # for --circuitcheck-baseline
         if self.kind in HEAD_KINDS:
             layer, head = params.pop("layer"), params.pop("head")
             return assert_head(layer, head, self.kind[: -len("_head")], model=model, **params)
