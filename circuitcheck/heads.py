@@ -22,6 +22,8 @@ Kinds:
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -262,10 +264,37 @@ def _checked_pattern(pattern: torch.Tensor, length: int) -> torch.Tensor:
     return pattern
 
 
+_PATTERN_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_PATTERN_CACHE_SIZE = 8
+
+
 def _attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
-    """Attention patterns of every layer, ``[n_layers, batch, n_heads, q, k]`` on CPU, fp32."""
+    """Attention patterns of every layer, ``[n_layers, batch, n_heads, q, k]`` on CPU, fp32.
+
+    The last few inputs per model are remembered, so several claims about the
+    heads of one model on the same seeded input run the model once.
+    """
+    from .session import tokens_digest
+
+    try:
+        cache = _PATTERN_CACHE.setdefault(model, OrderedDict())
+    except TypeError:  # a model that cannot be weakly referenced
+        cache = OrderedDict()
+    key = (tokens_digest(tokens), _weights_version(model))
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
     device = getattr(model.cfg, "device", None) or "cpu"
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda name: name in names)
-    return torch.stack([cache[name].detach().float().cpu() for name in names])
+        _, run = model.run_with_cache(tokens.to(device), names_filter=lambda name: name in names)
+    patterns = torch.stack([run[name].detach().float().cpu() for name in names])
+    cache[key] = patterns
+    while len(cache) > _PATTERN_CACHE_SIZE:
+        cache.popitem(last=False)
+    return patterns
+
+
+def _weights_version(model) -> int:
+    """Changes whenever a parameter is modified in place (so cached patterns are never stale)."""
+    return sum(int(p._version) for p in model.parameters())

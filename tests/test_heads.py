@@ -95,3 +95,25 @@ def test_too_long_prompts_name_the_context_window(induction_2l):
     n_ctx = induction_2l.cfg.n_ctx
     with pytest.raises(ValueError, match=rf"needs 2 to {n_ctx} tokens"):
         head_scores(induction_2l, "induction", half_len=n_ctx)
+
+
+def test_repeated_claims_on_the_same_input_run_the_model_once(zoo_tokenizer_dir):
+    from conftest import build_native
+
+    model = build_native(d_vocab=64, tokenizer_dir=zoo_tokenizer_dir)
+    calls = []
+    original = model.run_with_cache
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    model.run_with_cache = counting
+    first = head_scores(model, "induction")
+    head_scores(model, "previous_token")
+    head_scores(model, "induction")
+    assert len(calls) == 1
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # an in-place edit of the weights
+    head_scores(model, "induction")
+    assert len(calls) == 2  # the edit invalidated the cached patterns
