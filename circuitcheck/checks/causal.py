@@ -177,6 +177,11 @@ def _decide(estimate: stats.Estimate, minimum, maximum) -> tuple[bool, str, floa
     return bool(passed), decided, estimate.mean
 
 
+def _interval(estimate: stats.Estimate) -> dict:
+    """The CheckResult fields of an estimate's interval."""
+    return {"n": estimate.n, "ci_low": estimate.low, "ci_high": estimate.high, "confidence": estimate.confidence}
+
+
 def _label(components: Sequence[Component], circuit_name: str | None = None) -> str:
     text = " ".join(map(str, components))
     return f"{circuit_name!r} ({text})" if circuit_name else text
@@ -248,12 +253,9 @@ def check_necessary(
         claim=f"{label} {'are' if len(comps) > 1 else 'is'} {'not ' if negative else ''}necessary for {setup.task.name}",
         value=value,
         passed=passed,
-        n=total.n,
+        **_interval(total),
         min_value=min_drop,
         max_value=max_drop,
-        ci_low=total.low,
-        ci_high=total.high,
-        confidence=total.confidence,
         decided_on=decided,
         evidence={"necessity": table, "means": means},
         notes=notes + _lines(setup),
@@ -319,12 +321,9 @@ def check_sufficient(
         claim=f"{label} {'is not' if negative else 'is'} sufficient for {setup.task.name}",
         value=value,
         passed=passed,
-        n=estimate.n,
+        **_interval(estimate),
         min_value=min_recovery,
         max_value=max_recovery,
-        ci_low=estimate.low,
-        ci_high=estimate.high,
-        confidence=estimate.confidence,
         decided_on=decided,
         evidence={"sufficiency": recovery, "means": means},
         notes=[f"m(M) = {samples[0].mean():.4g}, m(C) = {samples[2].mean():.4g}, m(∅) = {samples[1].mean():.4g} ({setup.task.metric})",
@@ -397,11 +396,8 @@ def check_minimal(
         claim=f"{label} is minimal for {setup.task.name} (every component contributes)",
         value=weakest_estimate.mean,
         passed=not failing,
-        n=weakest_estimate.n,
+        **_interval(weakest_estimate),
         min_value=min_contribution,
-        ci_low=weakest_estimate.low,
-        ci_high=weakest_estimate.high,
-        confidence=weakest_estimate.confidence,
         decided_on="lower bound of every component",
         evidence={"minimality": table},
         notes=notes + _lines(setup),
@@ -484,12 +480,9 @@ def check_path(
         claim=f"the path {sender_label} -> {target} {'does not carry' if negative else 'carries'} the effect on {setup.task.name}",
         value=value,
         passed=passed,
-        n=estimate.n,
+        **_interval(estimate),
         min_value=min_effect,
         max_value=max_effect,
-        ci_low=estimate.low,
-        ci_high=estimate.high,
-        confidence=estimate.confidence,
         decided_on=decided,
         evidence={"path": table},
         notes=[f"m(clean) = {samples[0].mean():.4g}, m(corrupt) = {samples[1].mean():.4g}, m(path) = {samples[2].mean():.4g} ({setup.task.metric})",
