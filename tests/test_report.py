@@ -122,6 +122,58 @@ def document_with_every_section(complete: bool = True) -> dict:
     return document
 
 
+# L1H0's induction score in zoo:induction-2l over training (as check_head measures it): it fails until step1000
+# and holds from step2400, the phase change; listed out of order, as xdist may deliver them
+INDUCTION_OVER_TRAINING = {
+    "step2400": (0.836, 0.821, 0.852), "step0": (0.032, 0.028, 0.036), "step600": (0.390, 0.365, 0.415),
+    "step3000": (0.844, 0.827, 0.860), "step300": (0.023, 0.019, 0.027), "step1000": (0.734, 0.711, 0.758),
+    "step550": (0.128, 0.117, 0.138),
+}
+CHECKPOINT_ORDER = ["step0", "step300", "step550", "step600", "step1000", "step2400", "step3000"]
+
+
+def checkpoint_tests(test: str = "tests/test_training.py::test_induction_forms") -> list[dict]:
+    """Test records of a run with ``--circuitcheck-checkpoints``: one per checkpoint, each with three claims.
+
+    L1H0 is an induction head (min 0.8: fails, then holds), L0H0 is not one (max 0.2: holds throughout), and a
+    claim measured on one checkpoint only. Baselines: step3000 regressed, step2400 within tolerance, step0 new.
+    """
+    records = []
+    for checkpoint, (value, low, high) in INDUCTION_OVER_TRAINING.items():
+        model = f"zoo:induction-2l@{checkpoint}"
+        induction = head_claim(layer=1, head=0, value=value, low=low, high=high, min_value=0.8, passed=low >= 0.8, model=model)
+        induction["checkpoint"] = checkpoint
+        not_induction = claim("induction_head", "L0H0 is not an induction head", value=value / 8, low=low / 8, high=high / 8,
+                              min_value=None, max_value=0.2, model=model, metric="induction score", decided_on="mean")
+        claims = [induction, not_induction]
+        if checkpoint == "step3000":
+            induction["baseline"] = {"status": "regressed", "stored": 0.95, "measured": value, "allowed": 0.05,
+                                     "delta": round(value - 0.95, 6)}
+            claims.append(claim("previous_token_head", "L0H1 is a previous-token head", model=model))
+        elif checkpoint == "step2400":
+            induction["baseline"] = {"status": "ok", "stored": 0.835, "measured": value, "allowed": 0.05, "delta": round(value - 0.835, 6)}
+        elif checkpoint == "step0":
+            induction["baseline"] = {"status": "new", "stored": None, "measured": value, "allowed": None, "delta": None}
+        for c in claims:
+            if "baseline" in c:
+                c["baseline_key"] = f"{test}[{checkpoint}] :: {c['claim']}"
+                c["baseline_test"] = f"{test}[{checkpoint}]"
+        records.append({"nodeid": f"{test}[{checkpoint}]", "test": test, "test_id": f"{test}[{checkpoint}]", "checkpoint": checkpoint,
+                        "outcome": "passed" if all(c["passed"] for c in claims) else "failed", "duration": 0.5, "claims": claims})
+    return records
+
+
+def document_across_checkpoints(**kwargs) -> dict:
+    document = report.new_document({"python": "3.11.9"})
+    document["complete"] = True
+    document["tests"] = checkpoint_tests(**kwargs)
+    return document
+
+
+def checkpoint_charts(html: str) -> list[str]:
+    return re.findall(r'<svg class="chart checkpoint-chart".*?</svg>', section(html, "checkpoints"), re.S)
+
+
 def section(html: str, name: str) -> str:
     match = re.search(rf'<section id="{name}">(.*?)</section>', html, re.S)
     assert match, f"no section {name!r}"
@@ -174,7 +226,8 @@ def test_claims_are_grouped_by_the_checkpoint_after_the_at_sign():
 def test_a_claim_measured_on_several_checkpoints_is_one_row_in_checkpoint_order(html):
     table = re.search(r'<table class="checkpoints">(.*?)</table>', html, re.S).group(1)
     assert table.index(">step800<") < table.index(">step1000<")
-    row = re.search(r"<tr><td>&#39;induction&#39; \(L0H0 L1H3\) is sufficient for induction</td>(.*?)</tr>", table, re.S).group(1)
+    row = re.search(r'<td class="cp-claim">&#39;induction&#39; \(L0H0 L1H3\) is sufficient for induction<br>(.*?)</tr>', table,
+                    re.S).group(1)
     assert re.findall(r'class="cp (held|failed)"', row) == ["failed", "held"]
 
 
@@ -190,10 +243,10 @@ def test_a_claims_own_checkpoint_key_wins_over_the_model_spec():
 def test_claim_keys_the_page_does_not_know_are_shown_as_text():
     document = report.new_document({})
     extended = head_claim()
-    extended["baseline"] = {"status": "regressed", "value": 0.91}
+    extended["drift"] = {"status": "large", "value": 0.91}
     document["tests"] = [{"nodeid": "t", "outcome": "failed", "claims": [extended]}]
     tests = section(report.render_html(document), "tests")
-    assert '<b>baseline</b> {&#34;status&#34;: &#34;regressed&#34;, &#34;value&#34;: 0.91}' in tests
+    assert '<b>drift</b> {&#34;status&#34;: &#34;large&#34;, &#34;value&#34;: 0.91}' in tests
 
 
 def test_without_checkpoints_there_is_no_checkpoint_table():
@@ -201,6 +254,144 @@ def test_without_checkpoints_there_is_no_checkpoint_table():
     document["tests"] = [{"nodeid": "t", "outcome": "passed", "claims": [head_claim()]}]
     assert report.summarize(document)["by_checkpoint"] == {}
     assert 'class="checkpoints"' not in report.render_html(document)
+
+
+# Claims across checkpoints ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoints_html() -> str:
+    return report.render_html(document_across_checkpoints())
+
+
+def test_the_checkpoints_section_has_one_line_chart_per_claim_measured_on_several_checkpoints(checkpoints_html):
+    assert '<a href="#checkpoints">' in checkpoints_html
+    charts = checkpoint_charts(checkpoints_html)
+    assert len(charts) == 2  # L1H0 and L0H0; the previous-token claim was measured on step3000 only
+    assert 'aria-label="L1H0 is an induction head over checkpoints"' in charts[0]
+    assert 'aria-label="L0H0 is not an induction head over checkpoints"' in charts[1]
+    for chart in charts:
+        assert chart.count('<g class="point ') == len(CHECKPOINT_ORDER)
+        assert chart.count('class="whisker"') == len(CHECKPOINT_ORDER)
+        assert 'class="value-line"' in chart
+
+
+def test_checkpoints_are_in_natural_order_in_the_matrix_and_the_charts(checkpoints_html):
+    checkpoints = section(checkpoints_html, "checkpoints")
+    header = re.search(r'<table class="checkpoints">\s*<thead>(.*?)</thead>', checkpoints, re.S).group(1)
+    assert re.findall(r'<th class="num">([^<]+)</th>', header) == CHECKPOINT_ORDER
+    for chart in checkpoint_charts(checkpoints_html):
+        assert re.findall(r'class="tick mono checkpoint-label">([^<]+)</text>', chart) == CHECKPOINT_ORDER
+        xs = [float(x) for x in re.findall(r'<circle cx="([\d.]+)"', chart)]
+        gaps = {round(b - a, 1) for a, b in zip(xs, xs[1:])}
+        assert len(gaps) == 1  # evenly spaced, whatever the step numbers
+
+
+def test_the_induction_chart_switches_from_failed_to_held_points_across_the_threshold(checkpoints_html):
+    chart = checkpoint_charts(checkpoints_html)[0]
+    assert re.findall(r'<g class="point (held|failed)">', chart) == ["failed"] * 5 + ["held"] * 2
+    assert 'class="threshold min"' in chart and ">min 0.800</text>" in chart and 'stroke-dasharray="5 3"' in chart
+    assert 'class="fail-region"' in chart
+    assert "<title>step600: induction score 0.390 [0.365, 0.415] (95%), required ≥ 0.800: failed</title>" in chart
+    assert "<title>step3000: induction score 0.844 [0.827, 0.860] (95%), required ≥ 0.800: held (baseline regressed)</title>" in chart
+    # failing points sit below the dashed line, passing ones above it (SVG y grows downwards)
+    y_threshold = float(re.search(r'<polyline points="[\d.]+,([\d.]+) [^"]*"[^>]*class="threshold min"', chart).group(1))
+    ys = [float(y) for y in re.findall(r'<circle cx="[\d.]+" cy="([\d.]+)"', chart)]
+    assert all(y > y_threshold for y in ys[:5]) and all(y < y_threshold for y in ys[5:])
+    figure = re.search(r'<figure class="block checkpoint-figure" id="checkpoint-chart-0">(.*?)</figure>', checkpoints_html, re.S).group(1)
+    assert "failed step0–step1000 · held step2400–step3000" in figure and "whiskers: 95% interval" in figure
+
+
+def test_an_is_not_claim_over_checkpoints_draws_its_maximum(checkpoints_html):
+    chart = checkpoint_charts(checkpoints_html)[1]
+    assert 'class="threshold max"' in chart and ">max 0.200</text>" in chart and 'class="threshold min"' not in chart
+    assert set(re.findall(r'<g class="point (held|failed)">', chart)) == {"held"}
+
+
+def test_points_link_to_their_claims_and_claims_to_their_chart(checkpoints_html):
+    chart = checkpoint_charts(checkpoints_html)[0]
+    for anchor in re.findall(r'<a href="#(claim-\d+)"><g class="point', chart):
+        assert f'id="{anchor}"' in checkpoints_html
+    assert checkpoints_html.count('<a href="#checkpoint-chart-0">over checkpoints</a>') == len(CHECKPOINT_ORDER)
+
+
+def test_the_matrix_cells_show_verdict_and_value(checkpoints_html):
+    table = re.search(r'<table class="checkpoints">(.*?)</table>', checkpoints_html, re.S).group(1)
+    row = re.search(r'<td class="cp-claim">L1H0 is an induction head<br>(.*?)</tr>', table, re.S).group(1)
+    assert re.findall(r'class="cp (held|failed)"', row) == ["failed"] * 5 + ["held"] * 2
+    assert "✗</span> 0.390" in row and "✓</span> 0.844" in row and 'class="regressed-mark"' in row
+    single = re.search(r'<td class="cp-claim">L0H1 is a previous-token head<br>(.*?)</tr>', table, re.S).group(1)
+    assert single.count('<td class="cp muted">–</td>') == len(CHECKPOINT_ORDER) - 1
+
+
+def test_the_same_claim_is_found_by_test_id_or_by_the_nodeid_without_its_checkpoint():
+    by_nodeid = [{k: v for k, v in record.items() if k not in ("test", "test_id", "checkpoint")} for record in checkpoint_tests()]
+    for record in by_nodeid:
+        for c in record["claims"]:
+            c.pop("checkpoint", None)  # only the model spec says it: zoo:induction-2l@step600
+    document = report.new_document({})
+    document["tests"] = by_nodeid + checkpoint_tests(test="tests/test_other.py::test_again")
+    html = report.render_html(document)
+    assert len(checkpoint_charts(html)) == 4  # two claims in each of two tests
+    table = re.search(r'<table class="checkpoints">(.*?)</table>', html, re.S).group(1)
+    assert table.count('<td class="cp-claim">L1H0 is an induction head<br>') == 2
+    assert "tests/test_training.py::test_induction_forms</span>" in table and "tests/test_other.py::test_again</span>" in table
+
+
+def test_checkpoint_text_is_escaped_in_the_chart():
+    document = report.new_document({})
+    records = []
+    for checkpoint, value in ((f"{XSS}1", 0.2), (f"{XSS}2", 0.9)):
+        hostile = head_claim(value=value, low=value - 0.01, high=value + 0.01, min_value=0.8, passed=value > 0.8)
+        hostile["checkpoint"], hostile["claim"] = checkpoint, XSS
+        records.append({"nodeid": f"t[{checkpoint}]", "outcome": "passed", "claims": [hostile]})
+    document["tests"] = records
+    html = report.render_html(document)
+    assert "<script" not in html
+    chart = checkpoint_charts(html)[0]
+    assert f'aria-label="{ESCAPED} over checkpoints"' in chart and ">&lt;script&gt;alert…<title>" in chart
+    assert f"<title>{ESCAPED}1: induction score 0.200" in chart
+
+
+def test_baseline_status_shows_in_the_claim_row_and_regressions_are_counted(checkpoints_html):
+    summary, tests = section(checkpoints_html, "summary"), section(checkpoints_html, "tests")
+    assert re.search(r'<div class="stat failed baseline-stat"><span class="big">1</span>baseline regression<br>', summary)
+    assert "3 compared: regressed 1 · ok 1 · new 1" in summary
+    regressions = re.search(r'<ul class="regressed-list">(.*?)</ul>', summary, re.S).group(1)
+    assert regressions.count("<li>") == 1 and "L1H0 is an induction head" in regressions and "stored 0.950, down 0.106" in regressions
+    regressed = re.search(r'<tr class="claim-row held-claim regressed-claim" id="claim-\d+">.*?<tr class="note-row[^"]*">(.*?)</tr>',
+                          tests, re.S)
+    assert regressed is not None
+    key = "tests/test_training.py::test_induction_forms[step3000] :: L1H0 is an induction head"
+    assert f'<span class="baseline regressed" title="baseline entry: {key}">baseline regressed</span>' in regressed.group(1)
+    assert '<span class="baseline-text">stored 0.950, down 0.106, allowed ±0.050</span>' in regressed.group(1)
+    assert '<span class="baseline ok"' in tests and "stored 0.835, up 0.001, allowed ±0.050" in tests
+    assert '<span class="baseline new"' in tests and "not in the baseline yet" in tests
+    assert "<b>baseline</b>" not in tests and "<b>baseline_key</b>" not in tests  # not repeated as unknown keys
+
+
+def test_without_a_baseline_the_summary_has_no_baseline_count(html):
+    assert "baseline-stat" not in html and "regressed-list" not in html
+
+
+def test_real_induction_claims_over_checkpoints_switch_from_failing_to_passing():
+    import circuitcheck as cc
+
+    records = []
+    for checkpoint in ("step3000", "step0", "step600", "step2400"):  # out of order on purpose
+        result = cc.check_head(1, 0, "induction", model=cc.load_model(f"zoo:induction-2l@{checkpoint}", device="cpu"), min_score=0.8,
+                               n_prompts=8)
+        record = result.to_dict()
+        record["checkpoint"] = checkpoint
+        nodeid = f"tests/test_zoo.py::test_l1h0[{checkpoint}]"
+        records.append({"nodeid": nodeid, "test": "tests/test_zoo.py::test_l1h0", "test_id": nodeid, "checkpoint": checkpoint,
+                        "outcome": "passed" if result.passed else "failed", "claims": [record]})
+    document = report.new_document({})
+    document["tests"] = json.loads(json.dumps(records))
+    html = report.render_html(document)
+    [chart] = checkpoint_charts(html)
+    assert re.findall(r'class="tick mono checkpoint-label">([^<]+)</text>', chart) == ["step0", "step600", "step2400", "step3000"]
+    assert re.findall(r'<g class="point (held|failed)">', chart) == ["failed", "failed", "held", "held"]
+    assert ">min 0.800</text>" in chart
 
 
 def test_each_claim_shows_value_interval_threshold_verdict_and_lab_note(html):

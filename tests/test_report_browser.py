@@ -4,6 +4,9 @@ Needs the Debian packages ``chromium`` and ``chromium-driver`` (``.ci/run``
 installs them). Without them the tests are skipped, except under CI (the
 ``CI`` environment variable is set), where a missing browser is a failure.
 WebDriver is spoken over HTTP with ``urllib``: no Python package needed.
+
+Set ``CIRCUITCHECK_SCREENSHOT=/some/path.png`` to keep the screenshot
+(1280 x 3000: the summary and the claims-across-checkpoints section with its charts).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import pytest
 from circuitcheck import report
 
 # tests/ is on sys.path (pytest's default "prepend" import mode); one document serves both files
-from test_report import XSS, document_with_every_section
+from test_report import XSS, checkpoint_tests, document_with_every_section
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -40,7 +43,8 @@ FLAGS = [
     "--no-first-run",
     "--hide-scrollbars",
 ]
-SECTIONS = ["summary", "tests", "necessity", "sufficiency", "minimality", "heatmaps", "paths", "environment"]
+SCREENSHOT_HEIGHT = 3000
+SECTIONS = ["summary", "checkpoints", "tests", "necessity", "sufficiency", "minimality", "heatmaps", "paths", "environment"]
 
 
 def require(path: str) -> None:
@@ -54,9 +58,10 @@ def require(path: str) -> None:
 
 @pytest.fixture(scope="module")
 def report_file(tmp_path_factory) -> Path:
-    """A report with every section populated (and the incomplete-run banner, and hostile text)."""
+    """A report with every section populated (and the incomplete-run banner, hostile text, claims over 7 checkpoints)."""
     document = document_with_every_section(complete=False)
     document["tests"][0]["claims"][0]["notes"].append(XSS)
+    document["tests"] += checkpoint_tests()
     return report.write_html(tmp_path_factory.mktemp("report") / "report.html", document)
 
 
@@ -67,15 +72,17 @@ def test_the_report_renders_to_a_non_trivial_screenshot(report_file, tmp_path):
     require(CHROMIUM)
     screenshot = tmp_path / "report.png"
     result = subprocess.run(
-        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1280,2400",
-         report_file.as_uri()],
+        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}",
+         f"--window-size=1280,{SCREENSHOT_HEIGHT}", report_file.as_uri()],
         capture_output=True, text=True, timeout=120,
     )
     assert screenshot.exists(), f"chromium wrote no screenshot (exit {result.returncode}):\n{result.stderr[-3000:]}"
     png = screenshot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
-    assert (width, height) == (1280, 2400)
+    assert (width, height) == (1280, SCREENSHOT_HEIGHT)
+    if os.environ.get("CIRCUITCHECK_SCREENSHOT"):
+        shutil.copyfile(screenshot, os.environ["CIRCUITCHECK_SCREENSHOT"])
     # a blank page of this size compresses to a few kB; text, tables and charts do not
     assert len(png) > 60_000, f"suspiciously small screenshot ({len(png)} bytes): {screenshot}"
 
@@ -171,6 +178,8 @@ def test_every_section_renders_visibly_and_the_page_fits_the_window(browser, rep
         return {
           sections: Object.fromEntries(%s.map((id) => [id, document.getElementById(id) ? box(document.getElementById(id)) : null])),
           charts: Array.from(document.querySelectorAll('svg.chart')).map(box),
+          lineCharts: Array.from(document.querySelectorAll('svg.checkpoint-chart')).map(
+            (el) => { const r = el.getBoundingClientRect(); return [r.width, r.height, r.bottom + window.scrollY]; }),
           summary: document.getElementById('summary').innerText,
           banner: document.querySelector('.banner.incomplete') ? box(document.querySelector('.banner.incomplete')) : null,
           scrollWidth: document.documentElement.scrollWidth,
@@ -183,6 +192,9 @@ def test_every_section_renders_visibly_and_the_page_fits_the_window(browser, rep
     for name, size in layout["sections"].items():
         assert size is not None and size[0] > 500 and size[1] > 40, f"section {name} is missing or empty: {size}"
     assert len(layout["charts"]) >= 10 and all(w > 50 and h > 30 for w, h in layout["charts"])
+    # one line chart per claim measured on several checkpoints; the first two (L1H0's phase change) are in the screenshot
+    assert len(layout["lineCharts"]) == 3 and all(w > 300 and h > 150 for w, h, _ in layout["lineCharts"])
+    assert layout["lineCharts"][1][2] < SCREENSHOT_HEIGHT, f"the checkpoint charts are below the screenshot: {layout['lineCharts']}"
     assert "claims held" in layout["summary"] and "claims failed" in layout["summary"]
     assert layout["banner"] is not None and layout["banner"][1] > 20
     assert layout["scrollWidth"] <= layout["innerWidth"], "the page scrolls sideways"

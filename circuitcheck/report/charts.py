@@ -12,6 +12,8 @@ Charts:
   attention patterns, layer x head score grids) and :func:`legend`, its colour bar.
 - :func:`interval_chart`: horizontal bars with confidence-interval whiskers
   and thresholds (sufficiency, minimality, necessity).
+- :func:`checkpoint_chart`: one claim's value over training checkpoints, a line
+  with interval whiskers, points coloured by verdict and dashed thresholds.
 """
 
 from __future__ import annotations
@@ -319,6 +321,157 @@ def interval_chart(
         )
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+# A claim over checkpoints -------------------------------------------------------------
+
+
+@dataclass
+class CheckpointPoint:
+    """One checkpoint of a :func:`checkpoint_chart`: its value, interval, thresholds and verdict (held, failed, neutral)."""
+
+    checkpoint: str
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    status: str = "neutral"
+    title: str = ""
+    href: str | None = None
+
+
+def checkpoint_chart(points: Sequence[CheckpointPoint], *, label: str, axis_label: str, plot_height: int = 170) -> Markup:
+    """A line chart of one claim's value over checkpoints, in the order given, evenly spaced.
+
+    Each point is coloured by its verdict and carries a ``<title>`` (and a link
+    to the claim when ``href`` is set); ``low``/``high`` draw interval whiskers.
+    ``min_value``/``max_value`` draw dashed threshold lines (a straight line when
+    every checkpoint has the same threshold, else one through each checkpoint's),
+    and a constant threshold tints the side of it where the claim fails.
+    """
+    n = len(points)
+    numbers = [v for p in points for v in (p.value, p.low, p.high, p.min_value, p.max_value) if _finite(v)]
+    lo, hi = min(numbers, default=0.0), max(numbers, default=1.0)
+    ticks = nice_ticks(lo, hi)
+    lo, hi = min(lo, ticks[0]), max(hi, ticks[-1])
+    digits = _tick_digits(ticks)
+    tick_texts = [format_number(t, digits) for t in ticks]
+    labels = [_clip(p.checkpoint, 14) for p in points]
+    step = max(52.0, min(96.0, 600.0 / max(n, 1)))
+    step = max(step, 320.0 / max(n, 1))  # two or three checkpoints still get a chart of a readable width
+    rotate = max((len(text) for text in labels), default=0) * 6.6 > step - 6
+    left = max(max(len(t) for t in tick_texts) * 6.6 + 16, 44)
+    plot_w = step * n
+    constant = {name: _constant([getattr(p, name) for p in points]) for name in ("min_value", "max_value")}
+    right = 78 if any(_finite(v) for p in points for v in (p.min_value, p.max_value)) else 12
+    top = 26
+    label_h = (max(len(t) for t in labels) * 6.6 * 0.82 + 14) if rotate else 20
+    bottom = label_h + 24
+    width = left + plot_w + right
+    height = top + plot_height + bottom
+    y_top, y_bottom = top, top + plot_height
+
+    def x_of(i: int) -> float:
+        return left + step * (i + 0.5)
+
+    def y_of(value: float) -> float:
+        return y_bottom - (value - lo) / (hi - lo) * plot_height
+
+    parts = [_svg_open(width, height, label, "checkpoint-chart")]
+    parts.append(f'<text x="{left - 8:.1f}" y="{top - 12}" class="axis-title">{escape(_clip(axis_label, 60))}</text>')
+    # the side of a constant threshold where the claim fails, faintly tinted
+    for name, fails_below in (("min_value", True), ("max_value", False)):
+        bound = constant[name]
+        if _finite(bound) and lo < bound < hi:
+            y = y_of(bound)
+            y0, y1 = (y, y_bottom) if fails_below else (y_top, y)
+            parts.append(
+                f'<rect x="{left}" y="{y0:.1f}" width="{plot_w:.1f}" height="{y1 - y0:.1f}" fill="{FAILED}" fill-opacity="0.06" '
+                f'class="fail-region"/>'
+            )
+    for tick, text in zip(ticks, tick_texts):
+        y = y_of(tick)
+        parts.append(f'<line x1="{left}" x2="{left + plot_w:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}" stroke-width="1"/>')
+        parts.append(f'<text x="{left - 6:.1f}" y="{y + 4:.1f}" text-anchor="end" class="tick">{text}</text>')
+    parts.append(f'<line x1="{left}" x2="{left + plot_w:.1f}" y1="{y_bottom}" y2="{y_bottom}" stroke="{MUTED}" stroke-width="1"/>')
+    for i, text in enumerate(labels):
+        x = x_of(i)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y_bottom}" y2="{y_bottom + 4}" stroke="{MUTED}"/>')
+        whole = f"<title>{escape(points[i].checkpoint)}</title>" if text != points[i].checkpoint else ""
+        if rotate:
+            parts.append(
+                f'<text x="{x:.1f}" y="{y_bottom + 14}" transform="rotate(-40 {x:.1f} {y_bottom + 14})" text-anchor="end" '
+                f'class="tick mono checkpoint-label">{escape(text)}{whole}</text>'
+            )
+        else:
+            parts.append(
+                f'<text x="{x:.1f}" y="{y_bottom + 16}" text-anchor="middle" class="tick mono checkpoint-label">'
+                f"{escape(text)}{whole}</text>"
+            )
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 6:.1f}" text-anchor="middle" class="axis-title">checkpoint</text>')
+    # thresholds: dashed, labelled at the right end
+    for name, word in (("min_value", "min"), ("max_value", "max")):
+        bounds = [getattr(p, name) for p in points]
+        if not any(_finite(b) for b in bounds):
+            continue
+        if _finite(constant[name]):
+            ys = [(left, y_of(constant[name])), (left + plot_w, y_of(constant[name]))]
+        else:
+            ys = [(x_of(i), y_of(b)) for i, b in enumerate(bounds) if _finite(b)]
+        coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in ys)
+        parts.append(
+            f'<polyline points="{coords}" fill="none" stroke="{INK}" stroke-width="1.5" stroke-dasharray="5 3" class="threshold {word}">'
+            f"<title>required {word} {escape(' / '.join(format_number(b) for b in _distinct(bounds)))}</title></polyline>"
+        )
+        last = next(b for b in reversed(bounds) if _finite(b))
+        parts.append(
+            f'<text x="{left + plot_w + 6:.1f}" y="{y_of(last) + 4:.1f}" class="axis-title threshold-label">'
+            f"{word} {format_number(last)}</text>"
+        )
+    # the measured values: a line through them (broken where one is missing), whiskers, then the points on top
+    run: list[str] = []
+    for i, p in enumerate([*points, None]):
+        if p is not None and _finite(p.value):
+            run.append(f"{x_of(i):.1f},{y_of(p.value):.1f}")
+            continue
+        if len(run) > 1:
+            parts.append(f'<polyline points="{" ".join(run)}" fill="none" stroke="{MUTED}" stroke-width="1.5" class="value-line"/>')
+        run = []
+    for i, p in enumerate(points):
+        if _finite(p.low) and _finite(p.high):
+            colour = STATUS_COLOURS.get(p.status, NEUTRAL)
+            x, a, b = x_of(i), y_of(p.low), y_of(p.high)
+            parts.append(
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{a:.1f}" y2="{b:.1f}" stroke="{colour}" stroke-width="1.5" class="whisker"/>'
+            )
+            for y in (a, b):
+                parts.append(f'<line x1="{x - 4:.1f}" x2="{x + 4:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" stroke-width="1.5"/>')
+    for i, p in enumerate(points):
+        if not _finite(p.value):
+            continue
+        colour = STATUS_COLOURS.get(p.status, NEUTRAL)
+        point = (
+            f'<g class="point {escape(p.status)}"><title>{escape(p.title or f"{p.checkpoint}: {format_number(p.value)}")}</title>'
+            f'<circle cx="{x_of(i):.1f}" cy="{y_of(p.value):.1f}" r="4.5" fill="{colour}" stroke="#ffffff" stroke-width="1.5"/></g>'
+        )
+        parts.append(f'<a href="{escape(p.href)}">{point}</a>' if p.href else point)
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _constant(values: Sequence[float | None]) -> float | None:
+    """The one value every entry has (missing ones aside); None when they differ or none is set."""
+    distinct = _distinct(values)
+    return distinct[0] if len(distinct) == 1 else None
+
+
+def _distinct(values: Sequence[float | None]) -> list[float]:
+    out: list[float] = []
+    for value in values:
+        if _finite(value) and value not in out:
+            out.append(value)
+    return out
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import charts
-from .charts import ColorScale, IntervalRow, format_number
+from .charts import CheckpointPoint, ColorScale, IntervalRow, format_number
 
 CLAIM_KEYS = {"schema", "kind", "claim", "metric", "value", "passed", "n", "min_value", "max_value", "ci_low", "ci_high",
-              "confidence", "decided_on", "model", "checkpoint", "parameters", "notes", "evidence"}
+              "confidence", "decided_on", "model", "checkpoint", "parameters", "notes", "evidence",
+              "baseline", "baseline_key", "baseline_test"}
+BASELINE_STATUSES = ("regressed", "ok", "new", "recorded")
 MAX_ATTENTION_POSITIONS = 80  # beyond this an attention map is megabytes of cells nobody can tell apart
 OUTCOME_ORDER = ["passed", "failed", "error", "skipped", "xfailed", "xpassed"]
 
@@ -94,6 +96,7 @@ class ClaimView:
     raw: dict
     evidence: dict[str, Frame]
     links: list[tuple[str, str]] = field(default_factory=list)
+    test_record: dict = field(default_factory=dict)
 
     @property
     def anchor(self) -> str:
@@ -125,7 +128,45 @@ class ClaimView:
 
     @property
     def checkpoint(self) -> str | None:
-        return checkpoint_of(self.raw)
+        """The claim's checkpoint (:func:`checkpoint_of`), else its test's ``checkpoint``."""
+        own = checkpoint_of(self.raw)
+        if own is None and self.test_record.get("checkpoint") not in (None, ""):
+            return str(self.test_record["checkpoint"])
+        return own
+
+    @property
+    def test(self) -> str:
+        """The test without its checkpoint parameter: the same claim on other checkpoints has the same ``test``."""
+        return test_of(self.test_record or {"nodeid": self.nodeid}, self.checkpoint)
+
+    @property
+    def baseline(self) -> dict | None:
+        """The baseline comparison for the page: ``status``, ``text`` ("stored 0.844, down 0.230, allowed ±0.050"), ``key``."""
+        raw = self.raw.get("baseline")
+        if not isinstance(raw, dict) or not raw.get("status"):
+            return None
+        status = str(raw["status"])
+        stored, measured, allowed, delta = (raw.get(k) for k in ("stored", "measured", "allowed", "delta"))
+        if not _is_number(delta) and _is_number(stored) and _is_number(measured):
+            delta = measured - stored
+        bits = []
+        if status == "new":
+            bits.append("not in the baseline yet")
+        elif status == "recorded":
+            bits.append("value written to the baseline")
+        if _is_number(stored):
+            bits.append(f"stored {format_number(stored)}")
+        if _is_number(delta):
+            bits.append("unchanged" if delta == 0 else f"{'up' if delta > 0 else 'down'} {format_number(abs(delta))}")
+        if _is_number(allowed):
+            bits.append(f"allowed ±{format_number(allowed)}")
+        key = self.raw.get("baseline_key")
+        return {"status": status, "text": ", ".join(bits), "key": str(key) if key else ""}
+
+    @property
+    def regressed(self) -> bool:
+        baseline = self.baseline
+        return baseline is not None and baseline["status"] == "regressed"
 
     @property
     def value_text(self) -> str:
@@ -204,6 +245,24 @@ def checkpoint_of(claim: dict) -> str | None:
     return None
 
 
+def test_of(test: dict, checkpoint: str | None = None) -> str:
+    """A test's id without its checkpoint parameter: its ``test`` key, else ``nodeid`` less ``[checkpoint]``.
+
+    ``t.py::test_x[step600]`` -> ``t.py::test_x``; ``t.py::test_x[step600-L1H0]`` -> ``t.py::test_x[L1H0]``.
+    """
+    if isinstance(test.get("test"), str) and test["test"]:
+        return test["test"]
+    nodeid = str(test.get("nodeid", "?"))
+    checkpoint = checkpoint if checkpoint is not None else test.get("checkpoint")
+    if checkpoint in (None, ""):
+        return nodeid
+    cp = str(checkpoint)
+    for old, new in ((f"[{cp}]", ""), (f"[{cp}-", "["), (f"-{cp}]", "]"), (f"-{cp}-", "-")):
+        if old in nodeid:
+            return nodeid.replace(old, new, 1)
+    return nodeid
+
+
 def model_base(model: str) -> str:
     return model.rsplit("@", 1)[0] if "@" in model else model
 
@@ -228,19 +287,22 @@ def build_page(document: dict, summary: dict) -> dict[str, Any]:
             if not isinstance(raw, dict):
                 continue
             evidence = {str(name): frame for name, value in (raw.get("evidence") or {}).items() if (frame := Frame.of(value)) is not None}
-            view = ClaimView(len(claims), nodeid, outcome, raw, evidence)
+            view = ClaimView(len(claims), nodeid, outcome, raw, evidence, test_record=test)
             claims.append(view)
             views.append(view)
         sweeps = [s for s in test.get("sweeps") or [] if isinstance(s, dict)]
         test_views.append({"nodeid": nodeid, "outcome": outcome, "duration": test.get("duration"), "claims": views, "sweeps": sweeps})
 
     consumed: dict[int, set[str]] = {c.index: set() for c in claims}
+    matrix = _checkpoint_matrix(claims)
     page = {
         "claims": claims,
         "tests": [t for t in test_views if t["claims"] or t["sweeps"]],
         "plain_tests": [t for t in test_views if not t["claims"] and not t["sweeps"]],
         "failed_claims": [c for c in claims if not c.passed],
-        "checkpoints": _checkpoint_matrix(claims),
+        "checkpoints": matrix,
+        "checkpoint_charts": _checkpoint_charts(matrix),
+        "baseline": _baseline_summary(claims),
         "outcomes": sorted(summary["tests"].items(), key=lambda item: (_outcome_rank(item[0]), item[0])),
         "necessity": _necessity(claims, consumed),
         "sufficiency": _sufficiency(claims, consumed),
@@ -458,17 +520,103 @@ def _paths(claims: list[ClaimView], consumed) -> list[dict]:
 
 
 def _checkpoint_matrix(claims: list[ClaimView]) -> dict | None:
-    """Claims measured on several checkpoints: one row per (claim, model), one column per checkpoint."""
+    """Claims measured on checkpoints: one row per (test, claim, model), one column per checkpoint, in natural order.
+
+    "The same claim" on another checkpoint is the one with the same test (its id
+    without the checkpoint parameter, :func:`test_of`), claim text and model (less ``@checkpoint``).
+    """
     measured = [c for c in claims if c.checkpoint is not None]
     if not measured:
         return None
     checkpoints = sorted({c.checkpoint for c in measured}, key=natural_key)
-    rows: dict[tuple[str, str], dict[str, ClaimView]] = {}
+    rows: dict[tuple[str, str, str], dict[str, ClaimView]] = {}
     for c in measured:
-        rows.setdefault((c.text, model_base(c.model)), {})[c.checkpoint] = c
+        rows.setdefault((c.test, c.text, model_base(c.model)), {})[c.checkpoint] = c
+    several_tests = len({test for test, _, _ in rows}) > 1
     return {
         "checkpoints": checkpoints,
-        "rows": [{"claim": text, "model": model, "cells": [cells.get(cp) for cp in checkpoints]} for (text, model), cells in rows.items()],
+        "rows": [
+            {"test": test, "claim": text, "model": model, "cells": [cells.get(cp) for cp in checkpoints],
+             "show_test": several_tests, "anchor": f"checkpoint-row-{i}"}
+            for i, ((test, text, model), cells) in enumerate(rows.items())
+        ],
+    }
+
+
+def _checkpoint_charts(matrix: dict | None) -> list[dict]:
+    """A line chart of each claim measured (with a value) on two checkpoints or more."""
+    if matrix is None:
+        return []
+    figures = []
+    for row in matrix["rows"]:
+        cells = [c for c in row["cells"] if c is not None]  # already in checkpoint order
+        if sum(_number(c.raw.get("value")) is not None for c in cells) < 2:
+            continue
+        anchor = f"checkpoint-chart-{len(figures)}"
+        points = [
+            CheckpointPoint(
+                checkpoint=c.checkpoint or "?",
+                value=_number(c.raw.get("value")),
+                low=_number(c.raw.get("ci_low")),
+                high=_number(c.raw.get("ci_high")),
+                min_value=_number(c.raw.get("min_value")),
+                max_value=_number(c.raw.get("max_value")),
+                status=c.verdict,
+                title=f"{c.checkpoint}: {c.measured_text}, required {c.threshold_text}: {c.verdict}"
+                + (f" (baseline {c.baseline['status']})" if c.baseline else ""),
+                href=f"#{c.anchor}",
+            )
+            for c in cells
+        ]
+        metrics = {str(c.get("metric", "value")) for c in cells}
+        metric = metrics.pop() if len(metrics) == 1 else _common_metric(sorted(metrics))
+        chart = charts.checkpoint_chart(points, label=f"{row['claim']} over checkpoints", axis_label=metric)
+        for c in cells:
+            c.links.append(("over checkpoints", anchor))
+        first = cells[0]
+        figures.append({
+            "anchor": anchor,
+            "row": row,
+            "chart": chart,
+            "runs": _verdict_runs(cells),
+            "threshold": first.threshold_text if len({c.threshold_text for c in cells}) == 1 else "per checkpoint",
+            "confidence": first.confidence_text,
+            "has_interval": any(p.low is not None and p.high is not None for p in points),
+            "decided_on": str(first.get("decided_on", "mean")),
+        })
+    return figures
+
+
+def _verdict_runs(cells: list[ClaimView]) -> str:
+    """``failed step0–step1000 · held step2400–step3000``: the verdicts in runs of consecutive checkpoints."""
+    runs: list[list] = []
+    for c in cells:
+        if runs and runs[-1][0] == c.verdict:
+            runs[-1][2] = c.checkpoint
+        else:
+            runs.append([c.verdict, c.checkpoint, c.checkpoint])
+    return " · ".join(f"{verdict} {first}" + (f"–{last}" if last != first else "") for verdict, first, last in runs)
+
+
+def _common_metric(metrics: list[str]) -> str:
+    """``contribution of the weakest component (L1H2)`` and ``(L0H0)`` -> ``contribution of the weakest component``."""
+    stripped = {re.sub(r"\s*\([^)]*\)$", "", m) for m in metrics}
+    return stripped.pop() if len(stripped) == 1 else "value"
+
+
+def _baseline_summary(claims: list[ClaimView]) -> dict | None:
+    """Claims compared with a baseline, counted by status; the regressed ones listed. None when no claim was compared."""
+    compared = [c for c in claims if c.baseline is not None]
+    if not compared:
+        return None
+    counts: dict[str, int] = {}
+    for c in compared:
+        counts[c.baseline["status"]] = counts.get(c.baseline["status"], 0) + 1
+    order = {status: i for i, status in enumerate(BASELINE_STATUSES)}
+    return {
+        "compared": len(compared),
+        "regressed": [c for c in compared if c.regressed],
+        "counts": sorted(counts.items(), key=lambda item: (order.get(item[0], len(order)), item[0])),
     }
 
 
