@@ -43,10 +43,16 @@ _LAZY = {
     "assert_sufficient": "checks.causal",
     "assert_minimal": "checks.causal",
     "assert_path": "checks.causal",
+    "logit_lens": "lens",
+    "tuned_lens": "lens",
+    "TunedLens": "lens",
+    "check_logit_lens_converges_by": "checks.lens",
+    "assert_logit_lens_converges_by": "checks.lens",
     "Patcher": "patcher",
     "Patch": "patcher",
     "Task": "tasks",
     "task_fixture": "fixtures",
+    "lens": None,
     "zoo": None,
     "tasks": None,
     "metrics": None,
@@ -87,7 +93,7 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import ablation, heads, inputs, metrics, stats, strategies, tasks, zoo
+    from . import ablation, heads, inputs, lens, metrics, stats, strategies, tasks, zoo
     from .checks.causal import (
         assert_minimal,
         assert_necessary,
@@ -98,7 +104,9 @@ if TYPE_CHECKING:  # pragma: no cover
         check_path,
         check_sufficient,
     )
+    from .checks.lens import assert_logit_lens_converges_by, check_logit_lens_converges_by
     from .fixtures import task_fixture
+    from .lens import TunedLens, logit_lens, tuned_lens
     from .patcher import Patch, Patcher
     from .tasks import Task
     from .checks.heads import (

@@ -1,0 +1,265 @@
+"""Lens claims: "the logit lens converges by layer L".
+
+Definition (DESIGN.md "Metric definitions"): the lens *converges by layer L*
+when at every layer L' >= L (residual stream after layer L', read through the
+final norm and unembedding, see :mod:`circuitcheck.lens`)
+
+- the lens's top-1 token equals the model's final top-1 at every evaluated position, and
+- the mean over evaluated positions of KL(final || lens), in nats, is <= ``max_kl``.
+
+The reported value is the largest of those per-layer mean KLs (layers >= L);
+the share of positions whose top-1 agrees is in the evidence and the lab note.
+With ``lens="tuned"`` each layer is first mapped by its trained affine
+translator (a tuned lens, cached on disk; see :func:`circuitcheck.lens.tuned_lens`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from .. import context
+from .. import lens as _lens
+from ..components import model_checkpoint, model_label
+from ..errors import CircuitCheckError
+from ..result import CheckResult
+from .decision import conclude
+
+DEFAULT_MAX_KL = 0.1
+"""Default ``max_kl`` in nats. 0.1 nats is small next to the spread of an unconverged lens
+(a layer that predicts a different token typically sits at 1-10 nats) and still tolerant of
+a lens that has the right answer with a somewhat different confidence: e.g. final
+p(top-1) = 0.9 read as 0.75 by the lens is about 0.1 nats."""
+
+MAX_TOPK_ROWS = 200  # rows of the top-k evidence table (the first prompt's positions, every layer)
+
+
+def check_logit_lens_converges_by(
+    layer: int,
+    *,
+    prompt: str | Sequence[str] | None = None,
+    tokens: torch.Tensor | None = None,
+    task=None,
+    positions=None,
+    max_kl: float = DEFAULT_MAX_KL,
+    lens="logit",
+    model=None,
+    seed: int | None = None,
+    k: int = 5,
+) -> CheckResult:
+    """Measure whether the lens has converged to the model's output from ``layer`` on (never raises on failure).
+
+    Inputs: ``prompt`` (a string or prompts of equal token length), ``tokens``
+    (``[batch, pos]``) or ``task`` (its clean inputs); with none of them, the
+    running test's task. ``positions``: int, list or slice (default: every
+    position except BOS). ``lens``: ``"logit"``, ``"tuned"`` (the model's tuned
+    lens, trained with ``seed`` on seeded random tokens, cached) or a fitted
+    :class:`circuitcheck.lens.TunedLens`.
+    """
+    model = context.resolve_model(model)
+    seed = context.resolve_seed(seed)
+    n_layers = model.cfg.n_layers
+    _lens.check_layers(model, [layer], allow_embed=False)
+    _check_max_kl(max_kl)
+    given = [name for name, value in (("prompt", prompt), ("tokens", tokens), ("task", task)) if value is not None]
+    if len(given) > 1:
+        raise CircuitCheckError(f"give one of prompt=, tokens= or task=, not {' and '.join(given)}")
+    if prompt is not None:
+        token_input = _lens.as_tokens(model, prompt)
+        source = f"prompt {prompt!r}" if isinstance(prompt, str) else f"{len(prompt)} given prompts"
+    elif tokens is not None:
+        token_input = _lens.as_tokens(model, tokens)
+        source = "given tokens"
+    else:
+        task = context.resolve_task(task, model)
+        task.validate(model)
+        token_input = task.clean
+        source = f"clean inputs of task {task.name!r}"
+    chosen = _lens.resolve_positions(model, token_input, positions)
+
+    lens_name, lens_obj, lens_params = _resolve_lens(model, lens, seed)
+    layers = list(range(n_layers))
+    run = _lens.measure(model, token_input, chosen, layers, lens=lens_obj, k=k)
+
+    table = run.per_layer()
+    table["converged"] = (table["top1_agreement"] >= 1.0) & (table["mean_kl"] <= max_kl)
+    from_here = table["converged"][::-1].cummin()[::-1]
+    table["converged_from_here"] = from_here
+    first = next((int(L) for L in table.index if bool(from_here.loc[L])), None)
+    later = table.loc[table.index >= layer]
+    value = float(later["mean_kl"].max())
+    passed = bool(later["converged"].all())
+    n = int(token_input.shape[0] * len(chosen))
+
+    lens_words = "logit lens" if lens_name == "logit" else "tuned lens"
+    notes = [
+        f"input:    {source}: {token_input.shape[0]} x {token_input.shape[1]} tokens; {len(chosen)} position(s) each"
+        + (" (BOS excluded)" if positions is None and chosen[0] == 1 else ""),
+        "top-1 agreement with the final prediction, layers >= {}: {} (required: 100%)".format(
+            layer, ", ".join(f"L{L} {share:.0%}" for L, share in later["top1_agreement"].items())
+        ),
+        "mean KL(final || lens) per layer: " + ", ".join(f"L{L} {kl:.3g}" for L, kl in table["mean_kl"].items()),
+    ]
+    if passed:
+        if first is not None and first < layer:
+            notes.append(f"the {lens_words} already converges by layer {first}")
+    else:
+        notes.append(
+            f"the {lens_words} converges by layer {first} instead" if first is not None
+            else f"the {lens_words} never converges: not even at the last layer ({n_layers - 1})"
+        )
+        notes += _worst_positions(model, run, later, max_kl)
+    parameters = {
+        "layer": layer,
+        "lens": lens_name,
+        "max_kl": max_kl,
+        "positions": chosen,
+        "n_prompts": int(token_input.shape[0]),
+        "seq_len": int(token_input.shape[1]),
+        "converges_by": first,
+        "seed": seed,
+        "k": k,
+        **lens_params,
+    }
+    if task is not None:
+        parameters["task"] = task.name
+    return CheckResult(
+        kind="logit_lens",
+        claim=f"the {lens_words} converges by layer {layer}",
+        value=value,
+        passed=passed,
+        n=n,
+        metric="KL(final || lens)",
+        max_value=float(max_kl),
+        decided_on=f"max over layers >= {layer}",
+        model=model_label(model),
+        checkpoint=model_checkpoint(model),
+        parameters=parameters,
+        evidence={"lens_by_layer": table, "lens_top_k": _topk_frame(model, run, k)},
+        notes=notes,
+    )
+
+
+def assert_logit_lens_converges_by(
+    layer: int,
+    *,
+    prompt: str | Sequence[str] | None = None,
+    tokens: torch.Tensor | None = None,
+    task=None,
+    positions=None,
+    max_kl: float = DEFAULT_MAX_KL,
+    lens="logit",
+    model=None,
+    seed: int | None = None,
+    k: int = 5,
+    tolerance=None,
+) -> CheckResult:
+    """Assert that the logit lens (or ``lens="tuned"``) has converged to the model's output from ``layer`` on.
+
+    Passes when at every layer >= ``layer`` the lens's top-1 token equals the
+    model's final top-1 at every evaluated position and the mean KL(final || lens)
+    over those positions is <= ``max_kl`` nats (default 0.1). The reported value
+    is the largest per-layer mean KL over layers >= ``layer``; a failure names the
+    first layer from which the lens does converge ("converges by layer 2 instead").
+
+    Keyword arguments: ``prompt`` / ``tokens`` / ``task`` (default: the test's
+    task), ``positions`` (default: all but BOS), ``lens`` (``"logit"``,
+    ``"tuned"``: the model's tuned lens trained with ``seed`` on seeded random
+    tokens and cached, or a fitted :class:`~circuitcheck.lens.TunedLens`, e.g.
+    ``tuned_lens(model, task=task)``), ``model``, ``seed``, ``k`` (top-k tokens
+    in the evidence), ``tolerance`` (against a baseline).
+    Returns the :class:`CheckResult`; raises :class:`CircuitAssertionError` if it fails.
+    """
+    __tracebackhide__ = True
+    result = check_logit_lens_converges_by(
+        layer, prompt=prompt, tokens=tokens, task=task, positions=positions, max_kl=max_kl, lens=lens, model=model, seed=seed, k=k
+    )
+    return conclude(result, tolerance)
+
+
+def _check_max_kl(max_kl) -> None:
+    if isinstance(max_kl, bool) or not isinstance(max_kl, (int, float)) or math.isnan(max_kl) or max_kl <= 0:
+        raise ValueError(
+            f"max_kl={max_kl!r} is not valid: it must be a positive number of nats "
+            "(KL(final || lens) is >= 0, and exactly 0 only where the lens is the model's output)"
+        )
+
+
+def _resolve_lens(model, lens, seed: int):
+    if isinstance(lens, _lens.TunedLens):
+        lens.check_model(model)
+        return "tuned", lens, _tuned_params(lens)
+    if lens == "logit":
+        return "logit", "logit", {}
+    if lens == "tuned":
+        fitted = _lens.tuned_lens(model, seed=seed)
+        return "tuned", fitted, _tuned_params(fitted)
+    raise ValueError(f"lens={lens!r} is not valid: give 'logit', 'tuned' or a fitted circuitcheck.lens.TunedLens")
+
+
+def _tuned_params(lens: "_lens.TunedLens") -> dict:
+    s = lens.settings
+    return {
+        "tuned_lens_seed": s.seed,
+        "tuned_lens_data": s.data if s.data == "random" else "given tokens",
+        "tuned_lens_prompts": s.n_prompts,
+        "tuned_lens_from_cache": lens.from_cache,
+        "tuned_lens_file": lens.path.name if lens.path is not None else None,
+    }
+
+
+def _worst_positions(model, run: "_lens.LensRun", later: pd.DataFrame, max_kl: float) -> list[str]:
+    """The failing layers >= L and, for the first of them, the positions furthest from the final output."""
+    failing = [int(L) for L in later.index if not bool(later.loc[L, "converged"])]
+    if not failing:
+        return []
+    L = failing[0]
+    i = run.layers.index(L)
+    name = _lens._token_namer(model)
+    kl = run.kl[i]
+    order = torch.argsort(kl.reshape(-1), descending=True)[:3]
+    width = kl.shape[1]
+    worst = []
+    for flat in order.tolist():
+        b, j = divmod(flat, width)
+        pos = run.positions[j]
+        worst.append(
+            f"prompt {b} pos {pos} ({name(int(run.tokens[b, pos]))!s}): lens top-1 {name(int(run.topk_ids[i, b, j, 0]))!s}, "
+            f"final {name(int(run.final_top1[b, j]))!s}, KL {float(kl[b, j]):.3g}"
+        )
+    row = later.loc[L]
+    why = []
+    if row["top1_agreement"] < 1.0:
+        why.append(f"top-1 agrees at {row['top1_agreement']:.0%} of positions")
+    if row["mean_kl"] > max_kl:
+        why.append(f"mean KL {row['mean_kl']:.3g} > {max_kl:.3g}")
+    lines = [f"not converged at layer{'s' if len(failing) > 1 else ''} {', '.join(map(str, failing))}; layer {L}: {'; '.join(why)}"]
+    lines.append("furthest positions at layer {}: {}".format(L, "; ".join(worst)))
+    return lines
+
+
+def _topk_frame(model, run: "_lens.LensRun", k: int) -> pd.DataFrame:
+    """The first prompt's top-k lens predictions per (layer, position), as text for the report."""
+    name = _lens._token_namer(model)
+    rows = []
+    for i, L in enumerate(run.layers):
+        for j, pos in enumerate(run.positions):
+            rows.append(
+                {
+                    "layer": L,
+                    "position": pos,
+                    "token": str(name(int(run.tokens[0, pos]))),
+                    "final_top1": str(name(int(run.final_top1[0, j]))),
+                    "lens_top_k": ", ".join(
+                        f"{name(int(t))} {float(p):.2f}" for t, p in zip(run.topk_ids[i, 0, j], run.topk_probs[i, 0, j])
+                    ),
+                    "p_final_top1": float(run.p_final[i, 0, j]),
+                    "kl": float(run.kl[i, 0, j]),
+                }
+            )
+            if len(rows) >= MAX_TOPK_ROWS:
+                return pd.DataFrame(rows)
+    return pd.DataFrame(rows)
