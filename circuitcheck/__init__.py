@@ -48,11 +48,29 @@ _LAZY = {
     "TunedLens": "lens",
     "check_logit_lens_converges_by": "checks.lens",
     "assert_logit_lens_converges_by": "checks.lens",
+    "check_direct_effect": "checks.attribution",
+    "assert_direct_effect": "checks.attribution",
+    "check_top_direct_effects": "checks.attribution",
+    "assert_top_direct_effects": "checks.attribution",
+    "check_copying_head": "checks.attribution",
+    "assert_copying_head": "checks.attribution",
+    "check_composition": "checks.attribution",
+    "assert_composition": "checks.attribution",
+    "direct_logit_attribution": "attribution",
+    "ov_circuit": "composition",
+    "qk_circuit": "composition",
+    "copying_score": "composition",
+    "copying_scores": "composition",
+    "composition_score": "composition",
+    "composition_scores": "composition",
+    "random_composition_baseline": "composition",
     "Patcher": "patcher",
     "Patch": "patcher",
     "Task": "tasks",
     "task_fixture": "fixtures",
     "lens": None,
+    "attribution": None,
+    "composition": None,
     "zoo": None,
     "tasks": None,
     "metrics": None,
@@ -93,7 +111,27 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import ablation, heads, inputs, lens, metrics, stats, strategies, tasks, zoo
+    from . import ablation, attribution, composition, heads, inputs, lens, metrics, stats, strategies, tasks, zoo
+    from .attribution import direct_logit_attribution
+    from .checks.attribution import (
+        assert_composition,
+        assert_copying_head,
+        assert_direct_effect,
+        assert_top_direct_effects,
+        check_composition,
+        check_copying_head,
+        check_direct_effect,
+        check_top_direct_effects,
+    )
+    from .composition import (
+        composition_score,
+        composition_scores,
+        copying_score,
+        copying_scores,
+        ov_circuit,
+        qk_circuit,
+        random_composition_baseline,
+    )
     from .checks.causal import (
         assert_minimal,
         assert_necessary,
