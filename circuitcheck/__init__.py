@@ -64,6 +64,10 @@ _LAZY = {
     "composition_score": "composition",
     "composition_scores": "composition",
     "random_composition_baseline": "composition",
+    "Prober": "probe",
+    "ProbeResult": "probe",
+    "check_probe_accuracy": "checks.probe",
+    "assert_probe_accuracy": "checks.probe",
     "Patcher": "patcher",
     "Patch": "patcher",
     "Task": "tasks",
@@ -142,6 +146,8 @@ if TYPE_CHECKING:  # pragma: no cover
         check_path,
         check_sufficient,
     )
+    from .checks.probe import assert_probe_accuracy, check_probe_accuracy
+    from .probe import Prober, ProbeResult
     from .checks.lens import assert_logit_lens_converges_by, check_logit_lens_converges_by
     from .fixtures import task_fixture
     from .lens import TunedLens, logit_lens, tuned_lens

@@ -517,6 +517,14 @@ def patcher(request: pytest.FixtureRequest, model):
 
 
 @pytest.fixture
+def probe(request: pytest.FixtureRequest, model):
+    """Fits linear probes on the test model's activations (circuitcheck.probe.Prober at the run's seed)."""
+    from .probe import Prober
+
+    return Prober(model, seed=request.config.stash[_STATE].seed())
+
+
+@pytest.fixture
 def induction_task(request: pytest.FixtureRequest, model):
     """``circuitcheck.tasks.induction`` on the test's model (32 prompts, seq_len 20, the run's seed), built once per model."""
     from . import tasks

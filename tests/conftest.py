@@ -19,6 +19,7 @@ import circuitcheck.baseline  # noqa: F401,E402
 import circuitcheck.checks.causal  # noqa: F401,E402
 import circuitcheck.fixtures  # noqa: F401,E402
 import circuitcheck.patcher  # noqa: F401,E402
+import circuitcheck.probe  # noqa: F401,E402
 import circuitcheck.report  # noqa: F401,E402
 import circuitcheck.strategies  # noqa: F401,E402
 import circuitcheck.tasks  # noqa: F401,E402
