@@ -112,9 +112,29 @@ class TaskRuns:
     clean: _RunCache
     corrupt: _RunCache
     reference: _RunCache
-    clean_metric: torch.Tensor
-    corrupt_metric: torch.Tensor
+    score: object  # (logits, task, clean_logits) -> [batch]
     ablated: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    _metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    # The metrics are computed lazily, so that the first forward of each run
+    # can also cache every activation the first check needs.
+    @property
+    def clean_metric(self) -> torch.Tensor:
+        """Per-example metric of the clean run, ``[batch]``."""
+        return self._metric_of("clean")
+
+    @property
+    def corrupt_metric(self) -> torch.Tensor:
+        """Per-example metric of the corrupted run, ``[batch]``."""
+        return self._metric_of("corrupt")
+
+    def _metric_of(self, which: str) -> torch.Tensor:
+        if which not in self._metrics:
+            run = getattr(self, which)
+            run.ensure([])
+            self.clean.ensure([])
+            self._metrics[which] = self.score(run.logits, self.task, self.clean.logits)
+        return self._metrics[which]
 
 
 class Patcher:
@@ -146,11 +166,7 @@ class Patcher:
             clean = _RunCache(self.model, task.clean.to(self.device))
             corrupt = _RunCache(self.model, task.corrupt.to(self.device))
             reference = clean if task.reference is None else _RunCache(self.model, task.reference.to(self.device))
-            clean.ensure([])
-            corrupt.ensure([])
-            clean_metric = self._metric(clean.logits, task, clean.logits)
-            corrupt_metric = self._metric(corrupt.logits, task, clean.logits)
-            self._runs[key] = TaskRuns(task, clean, corrupt, reference, clean_metric, corrupt_metric)
+            self._runs[key] = TaskRuns(task, clean, corrupt, reference, self._metric)
         return self._runs[key]
 
     def _metric(self, logits: torch.Tensor, task: Task, clean_logits: torch.Tensor) -> torch.Tensor:
@@ -194,7 +210,7 @@ class Patcher:
         out = torch.empty(n_variants, batch)
         if n_variants == 0:
             return out
-        self._prefetch(runs, variants, abl)
+        self._prefetch(runs, variants, abl, base)
         per_chunk = max(1, self.max_batch // batch)
         start = 0
         shown = self._progress_start(desc, n_variants)
@@ -213,7 +229,7 @@ class Patcher:
         self._progress_end(shown)
         return out
 
-    def _prefetch(self, runs: TaskRuns, variants: Sequence[Variant], abl: _ablation.Ablation) -> None:
+    def _prefetch(self, runs: TaskRuns, variants: Sequence[Variant], abl: _ablation.Ablation, base: str) -> None:
         by_source: dict[str, set[str]] = {"clean": set(), "corrupt": set(), "ablated": set()}
         for variant in variants:
             for patch in variant:
@@ -225,7 +241,8 @@ class Patcher:
             for need in abl.needs:
                 getattr(runs, need).ensure(by_source["ablated"])
         runs.clean.ensure(by_source["clean"])
-        runs.corrupt.ensure(by_source["corrupt"])
+        if base == "corrupt" or by_source["corrupt"]:
+            runs.corrupt.ensure(by_source["corrupt"])
 
     def _run_chunk(self, runs: TaskRuns, variants: Sequence[Variant], base: str, abl, seed: int) -> torch.Tensor:
         task = runs.task
