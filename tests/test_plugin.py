@@ -423,3 +423,24 @@ def test_the_terminal_summary_lists_only_failed_claims_unless_verbose(tiny):
     result = tiny.runpytest("--circuitcheck-model=tiny:x")
     result.stdout.fnmatch_lines(["*circuitcheck claims*", "1 claims held, 1 failed (-v lists every claim)", "*::test_mixed", "  FAILED*L1H1 is an induction head"])
     assert "L0H0 is not a previous-token head" not in result.stdout.str().split("circuitcheck claims")[1]
+
+
+def test_claims_appear_in_the_pytest_html_report(tiny):
+    pytest.importorskip("pytest_html")
+    tiny.makepyfile(
+        """
+        import circuitcheck as cc
+
+        def test_p(model):
+            cc.assert_previous_token_head(0, 0, max_score=1.0)
+            cc.assert_previous_token_head(0, 1, max_score=1.0)
+        """
+    )
+    tiny.runpytest("--circuitcheck-model=tiny:x", "--html=page.html", "--self-contained-html").assert_outcomes(passed=1)
+    page = (tiny.path / "page.html").read_text()
+    assert "circuitcheck claims" in page and "L0H1 is not a previous-token head" in page
+
+
+def test_without_pytest_html_nothing_changes(tiny):
+    tiny.makepyfile("import circuitcheck as cc\n\ndef test_p(model):\n    cc.assert_previous_token_head(0, 0, max_score=1.0)\n")
+    tiny.runpytest("-p", "no:html", "--circuitcheck-model=tiny:x").assert_outcomes(passed=1)
