@@ -87,7 +87,8 @@ class CircuitCheckState:
 
     def __init__(self, config: pytest.Config):
         self.config = config
-        self.models = ModelStore(loader=registry.load_model)
+        self.models = ModelStore(loader=self._load_model)
+        self.model_info: dict[str, str] = {}
         self.activations = ActivationStore()
         self.patchers: dict[int, Any] = {}
         self.tasks: dict[tuple, Any] = {}
@@ -172,6 +173,18 @@ class CircuitCheckState:
             if not isinstance(self.tasks[key], Task):
                 raise pytest.UsageError(f"the task function in {nodeid} returned {type(self.tasks[key]).__name__}, not a circuitcheck Task")
         return self.tasks[key]
+
+    def _load_model(self, spec: str, device: str):
+        """Load through the model sources and note what was loaded, for the report's environment."""
+        from .lens import weights_hash
+
+        model = registry.load_model(spec, device)
+        cfg = model.cfg
+        shape = f"{cfg.n_layers} layers x {cfg.n_heads} heads, d_model {cfg.d_model}, d_vocab {cfg.d_vocab}"
+        if getattr(cfg, "attn_only", False):
+            shape += ", attention-only"
+        self.model_info[f"model {spec}"] = f"{type(model).__name__} on {device}; {shape}; weights sha256 {weights_hash(model)[:16]}"
+        return model
 
     # baselines ---------------------------------------------------------------------
     def load_baseline(self) -> None:
@@ -603,6 +616,7 @@ def _environment(state: CircuitCheckState) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             pass
     env["models loaded"] = ", ".join(f"{spec} on {device}" for spec, device in state.models.loads) or "none"
+    env.update(state.model_info)
     commit = _git_commit(str(state.config.rootpath))
     if commit:
         env["git commit"] = commit
