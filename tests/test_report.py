@@ -722,3 +722,143 @@ def test_real_check_results_render_in_every_section(induction_2l, tmp_path):
         assert "<svg" in section(html, name), name
     assert "L0H0 -&gt; L1H3.k" in section(html, "paths")
     assert "other" not in re.findall(r'<section id="(\w+)">', html)  # every evidence table of the checks has its place
+
+
+# Lenses, direct effects, composition, copying heads, probes ---------------------------------------
+
+HEADS = ["L0H0", "L0H1", "L1H0", "L1H1"]
+
+
+def attribution_claims() -> list[dict]:
+    """One claim of each attribution-style kind, with evidence named and shaped as the checks record it."""
+    lens_by_layer = pd.DataFrame({"mean_kl": [4.3, 0.02], "max_kl": [9.0, 0.05], "top1_agreement": [0.2, 1.0],
+                                  "mean_p_final_top1": [0.12, 0.5], "converged": [False, True], "converged_from_here": [False, True]},
+                                 index=pd.Index([0, 1], name="layer"))
+    lens_top_k = pd.DataFrame({"layer": [0, 1], "position": [1, 1], "token": ["a", "a"], "final_top1": ["b", "b"],
+                               "lens_top_k": [f"{XSS} 0.06", "b 0.9"], "p_final_top1": [0.03, 0.9], "kl": [0.36, 0.01]})
+    dla = pd.DataFrame({"kind": ["embed", "head", "head", "attn_bias", "attn", "head", "head", "attn", "total"],
+                        "layer": [None, 0, 0, 0, 0, 1, 1, 1, None], "head": [None, 0, 1, None, None, 0, 1, None, None],
+                        "in_total": [True, False, False, False, True, False, False, True, False],
+                        "mean": [0.5, -1.5, 0.2, 0.01, -1.29, 3.0, 0.1, 3.1, 2.3], "std": [0.1] * 9,
+                        "share": [0.22, -0.65, 0.09, 0.0, -0.56, 1.3, 0.04, 1.35, 1.0]},
+                       index=pd.Index(["embed", "L0H0", "L0H1", "L0.attn.b_O", "L0.attn", "L1H0", "L1H1", "L1.attn", "total"],
+                                      name="component"))
+    per_example = pd.DataFrame({"dla": [3.1, 2.9], "logit_diff": [2.4, 2.2]}, index=pd.Index([0, 1], name="example"))
+    ranking = pd.DataFrame({"rank": [1, 2], "mean_dla": [3.0, -1.5], "share": [1.3, -0.65], "listed": [True, False]},
+                           index=pd.Index(["L1H0", "L0H0"], name="component"))
+    matrix = pd.DataFrame([[None, None, 0.23, 0.21], [None, None, 0.14, 0.15], [None] * 4, [None] * 4], index=HEADS, columns=HEADS,
+                          dtype=float)
+    matrix.index.name, matrix.columns.name = "sender", "receiver"
+    baseline = pd.DataFrame({"value": [0.124, 0.007, 0.135, 200.0]}, index=pd.Index(["mean", "std", "q0.95", "samples"], name="statistic"))
+    copying = pd.DataFrame([[0.87, -0.4], [0.27, 0.82]], index=pd.Index([0, 1], name="layer"), columns=pd.Index([0, 1], name="head"))
+    probe = pd.DataFrame({"accuracy": [0.97], "ci_low": [0.95], "ci_high": [0.99], "majority_baseline": [0.05], "chance": [0.016],
+                          "control_accuracy": [0.04], "selectivity": [0.93], "selectivity_ci_low": [0.9], "selectivity_ci_high": [0.96],
+                          "train_accuracy": [1.0], "n_train": [90], "n_test": [30]}, index=pd.Index(["blocks.0.hook_resid_post"], name="hook"))
+    per_class = pd.DataFrame({"n_train": [3.0, 2.0], "n_test": [1.0, 1.0], "accuracy": [1.0, None]}, index=pd.Index(["3", "4"], name="label"))
+    return [
+        claim("logit_lens", "the logit lens converges by layer 1", metric="KL(final || lens)", value=0.02, low=None, high=None,
+              min_value=None, max_value=0.1, parameters={"layer": 1, "max_kl": 0.1},
+              evidence={"lens_by_layer": lens_by_layer, "lens_top_k": lens_top_k}),
+        claim("direct_effect", "L1H0 carries at least 10% of the direct effect on the answer logit", metric="direct-effect share",
+              value=1.3, min_value=0.1, parameters={"component": "L1H0"}, evidence={"direct_logit_attribution": dla, "per_example": per_example}),
+        claim("top_direct_effects", "L1H0, L0H0 are among the top 2 direct effects", value=1.0, low=None, high=None, min_value=1.0,
+              parameters={"components": ["L1H0", "L0H0"], "k": 2}, evidence={"direct_logit_attribution": dla, "ranking": ranking}),
+        claim("composition", "L0H0 K-composes with L1H0", metric="K-composition score", value=0.23, low=None, high=None, min_value=0.1,
+              parameters={"sender": "L0H0", "receiver": "L1H0", "composition": "k"},
+              evidence={"k_composition": matrix, "random_baseline": baseline}),
+        claim("copying_head", "L1H1 is a copying head", metric="OV copying score", value=0.82, low=None, high=None, min_value=0.5,
+              parameters={"component": "L1H1", "layer": 1, "head": 1}, evidence={"copying_scores": copying}),
+        claim("probe", "blocks.0.hook_resid_post linearly encodes the previous token", metric="probe test accuracy", value=0.97,
+              low=0.95, high=0.99, min_value=0.9, parameters={"hook": "blocks.0.hook_resid_post", "min_selectivity": 0.8},
+              evidence={"probe": probe, "per_class": per_class}),
+    ]
+
+
+def attribution_document(claims: list[dict]) -> dict:
+    document = report.new_document({})
+    document["tests"] = [{"nodeid": "tests/test_attribution.py::test_x", "outcome": "passed", "duration": 0.1, "claims": claims}]
+    return document
+
+
+@pytest.fixture(scope="module")
+def attribution_html() -> str:
+    return report.render_html(attribution_document(attribution_claims()))
+
+
+def svg_of(html: str, css_class: str) -> list[str]:
+    return re.findall(rf'<svg class="chart [^"]*\b{css_class}\b[^"]*".*?</svg>', html, re.S)
+
+
+def test_each_attribution_kind_gets_its_chart_and_keeps_every_table(attribution_html):
+    part = section(attribution_html, "attribution")
+    for css_class, count in (("lens-chart", 1), ("direct-effect-chart", 2), ("composition-chart", 1), ("copying-chart", 1),
+                             ("probe-chart", 1)):
+        assert len(svg_of(part, css_class)) == count, css_class
+    for name in ("lens_by_layer", "lens_top_k", "direct_logit_attribution", "per_example", "ranking", "k_composition",
+                 "random_baseline", "copying_scores", "probe", "per_class"):
+        assert f"<caption>{name}</caption>" in part, name
+    assert '<section id="other">' not in attribution_html  # every table has its place
+    assert 'href="#attribution"' in attribution_html and 'href="#lens-0"' in attribution_html  # nav and the claim's link
+
+
+def test_the_lens_chart_draws_mean_kl_per_layer_with_the_maximum_and_top1_agreement(attribution_html):
+    (chart,) = svg_of(attribution_html, "lens-chart")
+    assert chart.count('class="bar-row') == 2 and "layer 0" in chart and "layer 1" in chart
+    assert 'class="threshold"' in chart and "max 0.100" in chart
+    assert "top-1 0.20" in chart and "top-1 1.00" in chart
+    assert chart.count('class="highlight"') == 1  # the claimed layer
+
+
+def test_direct_effects_are_sorted_by_magnitude_coloured_by_sign_and_the_claim_outlined(attribution_html):
+    one, top = svg_of(attribution_html, "direct-effect-chart")
+    labels = re.findall(r'class="bar-label mono"[^>]*>([^<]*)<', one)
+    assert labels == ["L1H0", "L0H0", "embed", "L0H1", "L1H1", "L0.attn.b_O"]  # no total, no layer sums next to their heads
+    assert "#b2182b" in one and "#2166ac" in one  # positive red, negative blue
+    assert one.count('class="highlight"') == 1 and top.count('class="highlight"') == 2
+
+
+def test_the_composition_heatmap_outlines_the_pair_and_states_the_random_baseline(attribution_html):
+    (chart,) = svg_of(attribution_html, "composition-chart")
+    assert chart.count('class="cell"') == 4  # pairs that cannot compose are only in the table
+    assert chart.count('class="highlight"') == 1 and "sender L0H0, receiver L1H0" in chart
+    part = section(attribution_html, "attribution")
+    assert "random baseline mean 0.124" in part and "0.95 quantile 0.135" in part
+
+
+def test_the_copying_scores_are_a_diverging_heatmap_with_the_head_outlined(attribution_html):
+    (chart,) = svg_of(attribution_html, "copying-chart")
+    assert chart.count('class="cell"') == 4 and chart.count('class="highlight"') == 1
+    assert "layer 1, head 1: OV copying score 0.820" in chart
+    assert "-1.00" in section(attribution_html, "attribution")  # the legend runs from -1 to 1
+
+
+def test_the_probe_chart_compares_accuracy_with_the_baselines_and_the_threshold(attribution_html):
+    (chart,) = svg_of(attribution_html, "probe-chart")
+    for label in ("test accuracy", "majority class", "chance", "control (shuffled)", "selectivity"):
+        assert f">{label}</text>" in chart
+    assert "required 0.900" in chart
+
+
+def test_attribution_text_is_escaped_and_a_malformed_claim_falls_back_to_a_table():
+    claims = attribution_claims()
+    claims[3]["parameters"]["sender"] = XSS
+    broken = claim("direct_effect", "no mean column", evidence={"direct_logit_attribution": pd.DataFrame({"x": [1]})})
+    html = report.render_html(attribution_document([*claims, broken]))
+    assert XSS not in html and ESCAPED in html
+    assert "no mean column" in section(html, "other")
+
+
+def test_real_attribution_results_render_as_charts():
+    import circuitcheck as cc
+
+    model = cc.load_model("zoo:induction-2l", device="cpu")
+    results = [
+        cc.check_logit_lens_converges_by(1, prompt="a b c d e a b c d e", model=model),
+        cc.check_direct_effect("L1H3", min_share=0.1, task=cc.tasks.induction(model), answers="next", positions=-2, model=model),
+        cc.check_composition("L0H0", "L1H0", kind="k", min_score=0.1, model=model),
+        cc.check_copying_head(1, 1, min_score=0.5, model=model),
+    ]
+    html = report.render_html(attribution_document([r.to_dict() for r in results]))
+    for css_class in ("lens-chart", "direct-effect-chart", "composition-chart", "copying-chart"):
+        assert len(svg_of(html, css_class)) == 1, css_class
+    assert '<section id="other">' not in html

@@ -110,6 +110,7 @@ def heatmap(
     show_values: bool | None = None,
     target_width: int = 640,
     background_value: float | None = None,
+    css_class: str = "",
 ) -> Markup:
     """A ``len(rows) x len(columns)`` grid of cells coloured by ``scale``.
 
@@ -119,7 +120,7 @@ def heatmap(
     when they are big enough (or as ``show_values`` says). Cells exactly equal
     to ``background_value`` are not drawn one by one but left to a background
     of that colour (the masked upper triangle of an attention pattern), which
-    halves the size of big maps.
+    halves the size of big maps. ``css_class`` is added to the ``<svg>``'s classes.
     """
     n_rows, n_cols = len(rows), len(columns)
     cell = int(max(9, min(40, target_width // max(n_cols, 1))))
@@ -135,7 +136,7 @@ def heatmap(
     right = (col_label_px * 0.57 + 8) if rotate else 8
     width = left + n_cols * cell + right
     height = top + n_rows * cell + 6
-    parts = [_svg_open(width, height, label, "heatmap")]
+    parts = [_svg_open(width, height, label, _classes("heatmap", css_class))]
     # axis titles, in the top-left corner
     parts.append(
         f'<text x="{left - 8:.1f}" y="{top - 22 if not rotate else 14:.1f}" text-anchor="end" class="axis-title">'
@@ -227,6 +228,9 @@ class IntervalRow:
     status: str = "neutral"
     threshold: float | None = None
     title: str = ""
+    colour: str | None = None  # overrides the status colour (e.g. the sign of a direct effect)
+    highlight: bool = False  # outlined, label in bold: the component a claim is about
+    note: str = ""  # shown after the value, e.g. "top-1 0.20"
 
 
 def interval_chart(
@@ -238,6 +242,7 @@ def interval_chart(
     threshold_label: str = "threshold",
     include: Sequence[float] = (0.0,),
     plot_width: int = 440,
+    css_class: str = "",
 ) -> Markup:
     """Horizontal bars from 0 to each row's value, a whisker for its interval and thresholds.
 
@@ -245,6 +250,8 @@ def interval_chart(
     ``min_contribution``); a row's own ``threshold`` draws a tick on that row
     only (sufficiency claims may each have their own ``min_recovery``).
     ``include`` widens the axis to show these values (e.g. ``(0, 1)`` for recovery).
+    A row's ``colour`` overrides its status colour, ``highlight`` outlines it and
+    ``note`` follows its value; ``css_class`` is added to the ``<svg>``'s classes.
     """
     numbers = list(include)
     for row in rows:
@@ -257,14 +264,14 @@ def interval_chart(
     labels = [_clip(row.label, 34) for row in rows]
     row_h, top, bottom = 28, 30, 40
     left = max(max((len(text) for text in labels), default=4) * 6.9 + 16, 60)
-    annotation_w = 170
+    annotation_w = 170 + max((len(row.note) for row in rows), default=0) * 6.6
     width = left + plot_width + annotation_w
     height = top + row_h * len(rows) + bottom
 
     def x_of(value: float) -> float:
         return left + (value - lo) / (hi - lo) * plot_width
 
-    parts = [_svg_open(width, height, label, "interval-chart")]
+    parts = [_svg_open(width, height, label, _classes("interval-chart", css_class))]
     for tick in ticks:
         x = x_of(tick)
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 6}" y2="{height - bottom + 4}" stroke="{GRID}" stroke-width="1"/>')
@@ -278,13 +285,21 @@ def interval_chart(
     for i, row in enumerate(rows):
         y = top + i * row_h
         mid = y + row_h / 2
-        colour = STATUS_COLOURS.get(row.status, NEUTRAL)
+        colour = row.colour or STATUS_COLOURS.get(row.status, NEUTRAL)
         hover = row.title or row.label
-        parts.append(f'<g class="bar-row"><title>{escape(hover)}</title>')
+        parts.append(f'<g class="bar-row{" claimed" if row.highlight else ""}"><title>{escape(hover)}</title>')
         parts.append(
             f'<rect x="{left - 4:.1f}" y="{y + 1:.1f}" width="{plot_width + 8}" height="{row_h - 2}" fill="transparent" class="row-hit"/>'
         )
-        parts.append(f'<text x="{left - 10:.1f}" y="{mid + 4:.1f}" text-anchor="end" class="bar-label mono">{escape(labels[i])}</text>')
+        if row.highlight:
+            parts.append(
+                f'<rect x="{left - 4:.1f}" y="{y + 2:.1f}" width="{plot_width + 8}" height="{row_h - 4}" rx="3" fill="none" '
+                f'stroke="{INK}" stroke-width="1.5" class="highlight"/>'
+            )
+        weight = ' style="font-weight:700"' if row.highlight else ""
+        parts.append(
+            f'<text x="{left - 10:.1f}" y="{mid + 4:.1f}" text-anchor="end" class="bar-label mono"{weight}>{escape(labels[i])}</text>'
+        )
         if _finite(row.value):
             x0, x1 = sorted((zero, x_of(row.value)))
             parts.append(
@@ -307,6 +322,8 @@ def interval_chart(
         text = format_number(row.value)
         if _finite(row.low) and _finite(row.high):
             text += f"  [{format_number(row.low)}, {format_number(row.high)}]"
+        if row.note:
+            text += f"  {row.note}"
         parts.append(f'<text x="{left + plot_width + 12:.1f}" y="{mid + 4:.1f}" class="bar-value mono">{escape(text)}</text>')
         parts.append("</g>")
     if _finite(threshold):
@@ -530,6 +547,10 @@ def _finite(value) -> bool:
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _classes(base: str, extra: str) -> str:
+    return f"{base} {extra}" if extra else base
 
 
 def _svg_open(width: float, height: float, label: str, css_class: str) -> str:
