@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from . import ablation as _ablation
+from . import fastpath as _fastpath
 from .components import Component, Edge, model_label
 from .context import require_eval
 from .errors import CircuitCheckError, ComponentError
@@ -144,8 +145,12 @@ class Patcher:
     >>> values = patcher.run(task, [[Patch.at("blocks.1.attn.hook_z", h=[3])]])   # [variants, batch]
     """
 
-    def __init__(self, model, max_batch: int | None = None, progress: bool | None = None):
+    def __init__(self, model, max_batch: int | None = None, progress: bool | None = None, fast: bool | None = None):
         require_eval(model)
+        # fast: None = the verified fast path where it applies (see circuitcheck.fastpath),
+        # False = always the general path, True = also try architectures it does not list.
+        self.fast = fast
+        self.fast_passes = 0
         self.model = model
         if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
             raise ValueError(f"max_batch={max_batch!r} is not valid: it must be a positive number of rows")
@@ -211,13 +216,21 @@ class Patcher:
         if n_variants == 0:
             return out
         self._prefetch(runs, variants, abl, base)
+        order, starts = list(range(n_variants)), [0] * n_variants
+        if self.fast is not False and _fastpath.supports(self.model, forced=self.fast is True):
+            # Chunks of variants that start at the same layer, so that each can skip the blocks before it.
+            layers = [_fastpath.start_layer([variant]) for variant in variants]
+            order = sorted(order, key=layers.__getitem__)
+            starts = [layers[i] for i in order]
         per_chunk = max(1, self.max_batch // batch)
         start = 0
         shown = self._progress_start(desc, n_variants)
         while start < n_variants:
             stop = min(n_variants, start + per_chunk)
+            stop = next((i for i in range(start + 1, stop) if starts[i] != starts[start]), stop)
+            rows = order[start:stop]
             try:
-                out[start:stop] = self._run_chunk(runs, variants[start:stop], base, abl, seed)
+                out[rows] = self._run_chunk(runs, [variants[i] for i in rows], base, abl, seed)
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if not _is_oom(error) or stop - start == 1:
                     raise
@@ -240,6 +253,10 @@ class Patcher:
         if by_source["ablated"]:
             for need in abl.needs:
                 getattr(runs, need).ensure(by_source["ablated"])
+        if self.fast is not False and _fastpath.supports(self.model, forced=self.fast is True):
+            # the fast path restarts from the base run's residual
+            by_source[base] |= {f"blocks.{layer}.hook_resid_pre" for layer in
+                                {_fastpath.start_layer([v]) for v in variants} if 0 < layer < self.model.cfg.n_layers}
         runs.clean.ensure(by_source["clean"])
         if base == "corrupt" or by_source["corrupt"]:
             runs.corrupt.ensure(by_source["corrupt"])
@@ -247,9 +264,23 @@ class Patcher:
     def _run_chunk(self, runs: TaskRuns, variants: Sequence[Variant], base: str, abl, seed: int) -> torch.Tensor:
         task = runs.task
         n, batch = len(variants), task.n_examples
-        base_tokens = (runs.clean if base == "clean" else runs.corrupt).tokens
-        tokens = base_tokens.repeat(n, 1)
+        logits = None
+        if self.fast is not False:
+            logits = _fastpath.chunk_logits(
+                self, runs, variants, base, lambda vs: self._chunk_hooks(runs, vs, abl, seed),
+                lambda vs: self._general_logits(runs, vs, base, abl, seed),
+                lambda lg: self._metric(lg, task, runs.clean.logits),
+            )
+        if logits is None:
+            logits = self._general_logits(runs, variants, base, abl, seed)
+        self.forward_passes += 1
+        logits = logits.view(n, batch, *logits.shape[1:])
+        return torch.stack([self._metric(logits[v], task, runs.clean.logits) for v in range(n)])
 
+    def _chunk_hooks(self, runs: TaskRuns, variants: Sequence[Variant], abl, seed: int):
+        """The chunk's (hook name, function) list and its plans."""
+        task = runs.task
+        n, batch = len(variants), task.n_examples
         # Per hook: a boolean mask [n, *index] per named source, and explicit-tensor patches.
         plans: dict[str, _HookPlan] = {}
         for v, variant in enumerate(variants):
@@ -262,15 +293,19 @@ class Patcher:
             "corrupt": lambda hook: runs.corrupt[hook],
             "ablated": lambda hook: self.ablated_value(task, abl, hook, seed),
         }
-        hooks = [(hook, plan.hook_fn(batch, sources)) for hook, plan in plans.items()]
+        return [(hook, plan.hook_fn(batch, sources)) for hook, plan in plans.items()], plans
+
+    def _general_logits(self, runs: TaskRuns, variants: Sequence[Variant], base: str, abl, seed: int) -> torch.Tensor:
+        """One full forward of the base input repeated per variant, with the variants' hooks."""
+        base_tokens = (runs.clean if base == "clean" else runs.corrupt).tokens
+        tokens = base_tokens.repeat(len(variants), 1)
+        hooks, plans = self._chunk_hooks(runs, variants, abl, seed)
         with torch.no_grad():
             logits = self.model.run_with_hooks(tokens, fwd_hooks=hooks)
-        self.forward_passes += 1
         for hook, plan in plans.items():
             if not plan.fired:
                 raise CircuitCheckError(f"hook {hook!r} never fired: model {model_label(self.model)} has no such activation")
-        logits = logits.view(n, batch, *logits.shape[1:])
-        return torch.stack([self._metric(logits[v], task, runs.clean.logits) for v in range(n)])
+        return logits
 
     # Progress on a terminal only ------------------------------------------------
 

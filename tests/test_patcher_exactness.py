@@ -51,23 +51,25 @@ def wide_gpt2(tmp_path_factory):
     return circuitcheck.load_model(str(directory), device="cpu")
 
 
+@pytest.mark.parametrize("fast", [False, True])
 @pytest.mark.parametrize("what", sorted(SWEEPS))
 @pytest.mark.parametrize("which", ["random_model", "wide_gpt2"])
-def test_sweeps_equal_transformer_lens_on_models_with_mlps(what, which, request):
+def test_sweeps_equal_transformer_lens_on_models_with_mlps(what, which, fast, request):
     model = request.getfixturevalue(which)
     task = random_task(model.cfg.d_vocab)
     _, clean_cache = model.run_with_cache(task.clean)
-    ours = Patcher(model, max_batch=12).sweep(task, what).mean
+    ours = Patcher(model, max_batch=12, fast=fast).sweep(task, what).mean
     theirs = SWEEPS[what](model, task.corrupt, clean_cache, tl_metric(task))
     assert ours.shape == theirs.shape
     torch.testing.assert_close(ours, theirs.float(), atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("fast", [False, True])
 @pytest.mark.parametrize("what", ["resid_pre", "head_out", "head_out_by_pos", "pattern"])
-def test_sweeps_equal_transformer_lens_on_the_zoo(what, induction_2l):
+def test_sweeps_equal_transformer_lens_on_the_zoo(what, fast, induction_2l):
     task = tasks.induction(induction_2l, n_prompts=6, seq_len=8)
     _, clean_cache = induction_2l.run_with_cache(task.clean)
-    ours = Patcher(induction_2l).sweep(task, what).mean
+    ours = Patcher(induction_2l, fast=fast).sweep(task, what).mean
     theirs = SWEEPS[what](induction_2l, task.corrupt, clean_cache, tl_metric(task))
     torch.testing.assert_close(ours, theirs.float(), atol=ATOL, rtol=0)
 
@@ -169,7 +171,7 @@ def test_chunking_does_not_change_results(random_model):
 
 def test_out_of_memory_halves_the_chunk(random_model, monkeypatch):
     task = random_task(64, seed=7)
-    patcher = Patcher(random_model, max_batch=64)
+    patcher = Patcher(random_model, max_batch=64, fast=False)  # the fast path would cut chunks at layer changes
     expected = patcher.sweep(task, "head_out").values
     real = patcher._run_chunk
     sizes = []
@@ -187,9 +189,12 @@ def test_out_of_memory_halves_the_chunk(random_model, monkeypatch):
 
 def test_one_forward_runs_many_variants(random_model):
     task = random_task(64, seed=8)
-    patcher = Patcher(random_model, max_batch=10_000)
+    patcher = Patcher(random_model, max_batch=10_000, fast=False)
     patcher.sweep(task, "resid_pre")
     assert patcher.forward_passes == 1
+    fast = Patcher(random_model, max_batch=10_000)
+    fast.sweep(task, "resid_pre")
+    assert fast.forward_passes == 2 and fast.fast_passes == 1  # layer 0 in full, layer 1 from the cached residual
 
 
 def test_unknown_sweep_lists_the_valid_ones(random_model):
@@ -208,3 +213,91 @@ def test_sweep_frame_and_matrix(random_model):
 def test_a_patch_with_an_unknown_dimension_is_refused(random_model):
     with pytest.raises(ValueError, match="indexed by"):
         Patcher(random_model).run(random_task(64), [[Patch.at("blocks.0.hook_resid_pre", "clean", h=[1])]])
+
+
+# The fast path (circuitcheck.fastpath): reuse the base run before the first patched layer.
+
+FAST_SWEEPS = ["resid_pre", "resid_mid", "head_out", "head_out_by_pos", "mlp_out", "attn_out", "head_v", "pattern"]
+
+
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+@pytest.mark.parametrize("which", ["induction_2l", "random_model", "wide_gpt2"])
+def test_fast_path_equals_the_general_path(which, direction, request):
+    model = request.getfixturevalue(which)
+    if which == "induction_2l":
+        task = tasks.induction(model, n_prompts=6, seq_len=8)
+        whats = ["resid_pre", "head_out", "head_out_by_pos", "attn_out", "pattern"]
+    else:
+        task = random_task(model.cfg.d_vocab, seed=9)
+        whats = FAST_SWEEPS
+    for what in whats:
+        general = Patcher(model, max_batch=12, fast=False)
+        fast = Patcher(model, max_batch=12, fast=True)
+        expected = general.sweep(task, what, direction=direction).values
+        got = fast.sweep(task, what, direction=direction).values
+        torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+        assert general.fast_passes == 0
+        assert fast.fast_passes > 0, f"{what}: the fast path was never taken"
+
+
+def test_fast_path_is_taken_for_later_layers_and_runs_only_later_blocks(random_model):
+    task = random_task(64, seed=10)
+    variants = [[Patch.at("blocks.1.hook_resid_pre", "clean", p=[pos])] for pos in range(task.seq_len)]
+    patcher = Patcher(random_model, max_batch=10_000)
+    expected = Patcher(random_model, max_batch=10_000, fast=False).run(task, variants, base="corrupt")
+    torch.testing.assert_close(patcher.run(task, variants, base="corrupt"), expected, atol=ATOL, rtol=0)  # verifies, once
+    calls = [0, 0]
+    handles = [random_model.blocks[layer].register_forward_hook(lambda *a, layer=layer: calls.__setitem__(layer, calls[layer] + 1))
+               for layer in range(2)]
+    try:
+        again = patcher.run(task, variants, base="corrupt")
+    finally:
+        for handle in handles:
+            handle.remove()
+    torch.testing.assert_close(again, expected, atol=ATOL, rtol=0)
+    assert calls == [0, 1]  # one chunk: block 1 only, block 0 reused from the cached corrupted run
+    assert patcher.fast_passes == 2 and patcher.forward_passes == 2
+
+
+def test_fast_path_is_not_taken_for_layer_0_or_outside_the_blocks(random_model):
+    task = random_task(64, seed=11)
+    patcher = Patcher(random_model)
+    layer_0 = Patch.at("blocks.0.attn.hook_z", "clean", h=[1])
+    layer_1 = Patch.at("blocks.1.attn.hook_z", "clean", h=[1])
+    patcher.run(task, [[layer_0], [layer_1, layer_0]])  # a variant starts at its first patched layer
+    patcher.run(task, [[Patch.at("hook_embed", "clean", p=[2]), layer_1]])
+    assert patcher.fast_passes == 0 and patcher.forward_passes == 2
+    patcher.run(task, [[layer_0], [layer_1], [layer_0, layer_1]])  # chunks are cut where the start layer changes
+    assert patcher.fast_passes == 1 and patcher.forward_passes == 4
+
+
+def test_fast_path_falls_back_when_verification_fails(zoo_tokenizer_dir, monkeypatch, capsys):
+    from conftest import build_native
+    from circuitcheck import fastpath
+
+    model = build_native(n_layers=3, n_heads=4, d_model=32, d_vocab=64, seed=3, tokenizer_dir=zoo_tokenizer_dir)
+    task = random_task(64, seed=12)
+    expected = Patcher(model, max_batch=12, fast=False).sweep(task, "resid_pre").values
+    real = fastpath.later_blocks_logits
+
+    def broken(*args, **kwargs):
+        return real(*args, **kwargs) + 1.0  # a fast path that gets everything wrong
+
+    monkeypatch.setattr(fastpath, "later_blocks_logits", broken)
+    try:
+        patcher = Patcher(model, max_batch=12)
+        got = patcher.sweep(task, "resid_pre").values
+        torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)  # the general path's results
+        assert patcher.fast_passes == 0
+        err = capsys.readouterr().err
+        assert err.count("circuitcheck: fast path disabled for") == 1 and "differs by 1.00e+00" in err
+        monkeypatch.setattr(fastpath, "later_blocks_logits", real)
+        again = Patcher(model, max_batch=12)
+        again.sweep(task, "resid_pre")
+        assert again.fast_passes == 0  # off for this model for the rest of the session
+        assert "fast path disabled" not in capsys.readouterr().err  # said once
+    finally:
+        fastpath.reset(model)
+    fresh = Patcher(model, max_batch=12)
+    torch.testing.assert_close(fresh.sweep(task, "resid_pre").values, expected, atol=ATOL, rtol=0)
+    assert fresh.fast_passes > 0
