@@ -862,3 +862,15 @@ def test_real_attribution_results_render_as_charts():
     for css_class in ("lens-chart", "direct-effect-chart", "composition-chart", "copying-chart"):
         assert len(svg_of(html, css_class)) == 1, css_class
     assert '<section id="other">' not in html
+
+
+def test_failed_claims_of_xfail_tests_are_listed_as_expected_not_as_failures():
+    document = report.new_document({})
+    document["tests"] = [
+        {"nodeid": "t.py::test_real", "outcome": "failed", "duration": 0.1, "claims": [claim("induction_head", "L1H0 is an induction head", passed=False)]},
+        {"nodeid": "t.py::test_documented", "outcome": "xfailed", "duration": 0.1, "claims": [claim("induction_head", "L0H1 is an induction head", passed=False)]},
+    ]
+    summary = section(report.render_html(document), "summary")
+    failed, _, expected = summary.partition("Failed as expected")
+    assert "L1H0 is an induction head" in failed and "L0H1 is an induction head" not in failed
+    assert "L0H1 is an induction head" in expected
