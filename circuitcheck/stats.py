@@ -25,6 +25,10 @@ class Estimate:
     n: int
     confidence: float
 
+    def interval_fields(self) -> dict:
+        """The CheckResult fields of this estimate's interval: n, ci_low, ci_high, confidence."""
+        return {"n": self.n, "ci_low": self.low, "ci_high": self.high, "confidence": self.confidence}
+
     def describe(self) -> str:
         return f"{self.mean:.3f} ({self.confidence:.0%} CI {self.low:.3f} to {self.high:.3f}, n={self.n})"
 

@@ -177,11 +177,6 @@ def _decide(estimate: stats.Estimate, minimum, maximum) -> tuple[bool, str, floa
     return bool(passed), decided, estimate.mean
 
 
-def _interval(estimate: stats.Estimate) -> dict:
-    """The CheckResult fields of an estimate's interval."""
-    return {"n": estimate.n, "ci_low": estimate.low, "ci_high": estimate.high, "confidence": estimate.confidence}
-
-
 def _label(components: Sequence[Component], circuit_name: str | None = None) -> str:
     text = " ".join(map(str, components))
     return f"{circuit_name!r} ({text})" if circuit_name else text
@@ -253,7 +248,7 @@ def check_necessary(
         claim=f"{label} {'are' if len(comps) > 1 else 'is'} {'not ' if negative else ''}necessary for {setup.task.name}",
         value=value,
         passed=passed,
-        **_interval(total),
+        **total.interval_fields(),
         min_value=min_drop,
         max_value=max_drop,
         decided_on=decided,
@@ -321,7 +316,7 @@ def check_sufficient(
         claim=f"{label} {'is not' if negative else 'is'} sufficient for {setup.task.name}",
         value=value,
         passed=passed,
-        **_interval(estimate),
+        **estimate.interval_fields(),
         min_value=min_recovery,
         max_value=max_recovery,
         decided_on=decided,
@@ -396,7 +391,7 @@ def check_minimal(
         claim=f"{label} is minimal for {setup.task.name} (every component contributes)",
         value=weakest_estimate.mean,
         passed=not failing,
-        **_interval(weakest_estimate),
+        **weakest_estimate.interval_fields(),
         min_value=min_contribution,
         decided_on="lower bound of every component",
         evidence={"minimality": table},
@@ -480,7 +475,7 @@ def check_path(
         claim=f"the path {sender_label} -> {target} {'does not carry' if negative else 'carries'} the effect on {setup.task.name}",
         value=value,
         passed=passed,
-        **_interval(estimate),
+        **estimate.interval_fields(),
         min_value=min_effect,
         max_value=max_effect,
         decided_on=decided,
