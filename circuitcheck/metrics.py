@@ -26,6 +26,15 @@ class Metric:
     name: str
     fn: Callable
     description: str = ""
+    # Which logit positions the metric reads, given the input length (None: possibly all).
+    # The patcher's fast path unembeds only these; a metric that reads others must leave it None.
+    positions: Callable[[int], Sequence[int]] | None = None
+
+    def reads(self, seq_len: int) -> list[int] | None:
+        """The sorted logit positions this metric reads on inputs of ``seq_len`` tokens; None if unknown."""
+        if self.positions is None:
+            return None
+        return sorted({_position_index(int(p), seq_len) for p in self.positions(seq_len)})
 
     def __call__(self, logits: torch.Tensor, task, clean_logits: torch.Tensor | None = None) -> torch.Tensor:
         values = self.fn(logits, task, clean_logits)
@@ -89,7 +98,7 @@ def logit_diff(position: int = -1) -> Metric:
         at = logits[:, _position_index(position, logits.shape[1])]
         return _gather(at, _answers(task, "answers")) - _gather(at, _answers(task, "wrong_answers"))
 
-    return Metric("logit_diff", fn, f"logit difference (answer - wrong answer) at position {position}")
+    return Metric("logit_diff", fn, f"logit difference (answer - wrong answer) at position {position}", _at(position))
 
 
 def answer_prob(position: int = -1) -> Metric:
@@ -99,7 +108,7 @@ def answer_prob(position: int = -1) -> Metric:
         at = logits[:, _position_index(position, logits.shape[1])].float().softmax(-1)
         return _gather(at, _answers(task, "answers"))
 
-    return Metric("answer_prob", fn, f"answer probability at position {position}")
+    return Metric("answer_prob", fn, f"answer probability at position {position}", _at(position))
 
 
 def answer_logprob(position: int = -1) -> Metric:
@@ -109,7 +118,7 @@ def answer_logprob(position: int = -1) -> Metric:
         at = logits[:, _position_index(position, logits.shape[1])].float().log_softmax(-1)
         return _gather(at, _answers(task, "answers"))
 
-    return Metric("answer_logprob", fn, f"answer log-probability at position {position}")
+    return Metric("answer_logprob", fn, f"answer log-probability at position {position}", _at(position))
 
 
 def next_token_logprob(positions: Sequence[int] | slice) -> Metric:
@@ -125,13 +134,19 @@ def next_token_logprob(positions: Sequence[int] | slice) -> Metric:
         targets = task.clean[:, [i + 1 for i in index]].to(logits.device)
         return logprobs.gather(-1, targets[..., None])[..., 0].mean(-1)
 
-    return Metric("next_token_logprob", fn, f"mean log-probability of the next token at positions {_describe(positions)}")
+    return Metric(
+        "next_token_logprob", fn, f"mean log-probability of the next token at positions {_describe(positions)}",
+        lambda seq_len: _positions(positions, seq_len - 1),
+    )
 
 
 def loss(positions: Sequence[int] | slice) -> Metric:
     """Mean next-token cross-entropy over the chosen predicting ``positions`` (lower is better)."""
     inner = next_token_logprob(positions)
-    return Metric("loss", lambda logits, task, clean: -inner.fn(logits, task, clean), f"next-token loss at positions {_describe(positions)}")
+    return Metric(
+        "loss", lambda logits, task, clean: -inner.fn(logits, task, clean), f"next-token loss at positions {_describe(positions)}",
+        inner.positions,
+    )
 
 
 def kl_to_clean(position: int = -1) -> Metric:
@@ -145,7 +160,11 @@ def kl_to_clean(position: int = -1) -> Metric:
         log_q = logits[:, pos].float().log_softmax(-1)
         return (log_p.exp() * (log_p - log_q)).sum(-1)
 
-    return Metric("kl_to_clean", fn, f"KL(clean || intervened) at position {position}")
+    return Metric("kl_to_clean", fn, f"KL(clean || intervened) at position {position}", _at(position))
+
+
+def _at(position: int) -> Callable[[int], list[int]]:
+    return lambda seq_len: [_position_index(position, seq_len)]
 
 
 def _positions(positions, n: int) -> list[int]:

@@ -151,6 +151,9 @@ class Patcher:
         # False = always the general path, True = also try architectures it does not list.
         self.fast = fast
         self.fast_passes = 0
+        # What the fast path computed: tokens through one block, tokens of the last block
+        # needed only as keys and values, and unembedded logit rows.
+        self.fast_work = {"token_layers": 0, "kv_only": 0, "unembedded": 0}
         self.model = model
         if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
             raise ValueError(f"max_batch={max_batch!r} is not valid: it must be a positive number of rows")
@@ -216,18 +219,16 @@ class Patcher:
         if n_variants == 0:
             return out
         self._prefetch(runs, variants, abl, base)
-        order, starts = list(range(n_variants)), [0] * n_variants
+        order = list(range(n_variants))
         if self.fast is not False and _fastpath.supports(self.model, forced=self.fast is True):
-            # Chunks of variants that start at the same layer, so that each can skip the blocks before it.
+            # Variants that start at similar layers share chunks, so that each chunk skips more blocks.
             layers = [_fastpath.start_layer([variant]) for variant in variants]
             order = sorted(order, key=layers.__getitem__)
-            starts = [layers[i] for i in order]
         per_chunk = max(1, self.max_batch // batch)
         start = 0
         shown = self._progress_start(desc, n_variants)
         while start < n_variants:
             stop = min(n_variants, start + per_chunk)
-            stop = next((i for i in range(start + 1, stop) if starts[i] != starts[start]), stop)
             rows = order[start:stop]
             try:
                 out[rows] = self._run_chunk(runs, [variants[i] for i in rows], base, abl, seed)
@@ -254,9 +255,7 @@ class Patcher:
             for need in abl.needs:
                 getattr(runs, need).ensure(by_source["ablated"])
         if self.fast is not False and _fastpath.supports(self.model, forced=self.fast is True):
-            # the fast path restarts from the base run's residual
-            by_source[base] |= {f"blocks.{layer}.hook_resid_pre" for layer in
-                                {_fastpath.start_layer([v]) for v in variants} if 0 < layer < self.model.cfg.n_layers}
+            by_source[base].add("blocks.0.hook_resid_pre")  # where the fast path's own run of the base input starts
         runs.clean.ensure(by_source["clean"])
         if base == "corrupt" or by_source["corrupt"]:
             runs.corrupt.ensure(by_source["corrupt"])
@@ -332,7 +331,8 @@ class Patcher:
         ``what``: ``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_out``, ``mlp_out``
         (layer x position); ``head_out`` (layer x head, all positions);
         ``head_out_by_pos`` (layer x position x head); ``head_q``, ``head_k``, ``head_v``
-        (layer x head); ``pattern`` (layer x head).
+        (layer x head; for ``head_k`` and ``head_v`` of a grouped-query model, layer x
+        key-value head); ``pattern`` (layer x head).
 
         ``direction="denoise"`` (default, as TransformerLens's ``get_act_patch_*``):
         run the corrupted input and patch in each clean activation.
@@ -360,6 +360,8 @@ class Patcher:
                 variants = [[Patch.at(f"blocks.{layer}.{layer_pos[what]}", source, p=[pos])] for layer, pos in index]
         elif what in layer_head:
             axes = ("layer", "head")
+            if what in ("head_k", "head_v"):  # grouped-query attention: one key/value per key-value head
+                heads = range(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
             index = [(layer, head) for layer in layers for head in heads]
             variants = [[Patch.at(f"blocks.{layer}.{layer_head[what]}", source, h=[head])] for layer, head in index]
         elif what == "head_out_by_pos":

@@ -26,8 +26,8 @@ import circuitcheck.tasks  # noqa: F401,E402
 import circuitcheck.zoo.circuits  # noqa: F401,E402
 
 
-def build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=29, n_ctx=64, attn_only=False, seed=0, tokenizer_dir=None):
-    """A randomly initialised TransformerLens-native model, in eval mode."""
+def build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=29, n_ctx=64, attn_only=False, seed=0, tokenizer_dir=None, **extra):
+    """A randomly initialised TransformerLens-native model, in eval mode (``extra``: more config fields)."""
     import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge import TransformerBridge
@@ -41,8 +41,8 @@ def build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=29, n_ctx=64, attn_o
         d_vocab=d_vocab,
         d_mlp=None if attn_only else 4 * d_model,
         attn_only=attn_only,
-        act_fn="gelu",
         seed=seed,
+        **{"act_fn": "gelu", **extra},
     )
     tokenizer = None
     if tokenizer_dir is not None:

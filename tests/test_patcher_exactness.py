@@ -171,7 +171,7 @@ def test_chunking_does_not_change_results(random_model):
 
 def test_out_of_memory_halves_the_chunk(random_model, monkeypatch):
     task = random_task(64, seed=7)
-    patcher = Patcher(random_model, max_batch=64, fast=False)  # the fast path would cut chunks at layer changes
+    patcher = Patcher(random_model, max_batch=64)
     expected = patcher.sweep(task, "head_out").values
     real = patcher._run_chunk
     sizes = []
@@ -194,7 +194,7 @@ def test_one_forward_runs_many_variants(random_model):
     assert patcher.forward_passes == 1
     fast = Patcher(random_model, max_batch=10_000)
     fast.sweep(task, "resid_pre")
-    assert fast.forward_passes == 2 and fast.fast_passes == 1  # layer 0 in full, layer 1 from the cached residual
+    assert fast.forward_passes == 1 and fast.fast_passes == 1  # every start layer and position in one ragged batch
 
 
 def test_unknown_sweep_lists_the_valid_ones(random_model):
@@ -215,24 +215,57 @@ def test_a_patch_with_an_unknown_dimension_is_refused(random_model):
         Patcher(random_model).run(random_task(64), [[Patch.at("blocks.0.hook_resid_pre", "clean", h=[1])]])
 
 
-# The fast path (circuitcheck.fastpath): reuse the base run before the first patched layer.
+# The fast path (circuitcheck.fastpath): compute only what a patch can change.
 
-FAST_SWEEPS = ["resid_pre", "resid_mid", "head_out", "head_out_by_pos", "mlp_out", "attn_out", "head_v", "pattern"]
+FAST_SWEEPS = ["resid_pre", "resid_mid", "resid_post", "head_out", "head_out_by_pos", "mlp_out", "attn_out",
+               "head_q", "head_k", "head_v", "pattern"]
+
+
+@pytest.fixture(scope="module")
+def rotary_model(zoo_tokenizer_dir):
+    """Rotary + RMSNorm + grouped-query attention + gated (SwiGLU) MLP: the Llama layout, TransformerLens-native."""
+    from conftest import build_native
+
+    return build_native(n_layers=3, n_heads=4, d_model=32, d_vocab=64, seed=4, tokenizer_dir=zoo_tokenizer_dir,
+                        act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary", gated_mlp=True,
+                        final_rms=True, n_key_value_heads=2)
+
+
+@pytest.fixture(scope="module")
+def hf_llama(tmp_path_factory):
+    """A Hugging Face Llama (rotary half-split, RMSNorm, grouped-query attention, SwiGLU), saved and loaded offline."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    directory = tmp_path_factory.mktemp("hf-llama")
+    torch.manual_seed(2)
+    config = LlamaConfig(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=3,
+                         intermediate_size=64, vocab_size=64, max_position_embeddings=32, rms_norm_eps=1e-6,
+                         initializer_range=0.3)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    build_tokenizer().save_pretrained(directory)
+    return circuitcheck.load_model(str(directory), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def attn_only_model(zoo_tokenizer_dir):
+    from conftest import build_native
+
+    return build_native(n_layers=3, n_heads=4, d_model=32, d_vocab=64, attn_only=True, seed=5, tokenizer_dir=zoo_tokenizer_dir)
 
 
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
-@pytest.mark.parametrize("which", ["induction_2l", "random_model", "wide_gpt2"])
+@pytest.mark.parametrize("which", ["induction_2l", "random_model", "wide_gpt2", "rotary_model", "hf_llama", "attn_only_model"])
 def test_fast_path_equals_the_general_path(which, direction, request):
     model = request.getfixturevalue(which)
     if which == "induction_2l":
-        task = tasks.induction(model, n_prompts=6, seq_len=8)
-        whats = ["resid_pre", "head_out", "head_out_by_pos", "attn_out", "pattern"]
+        task = tasks.induction(model, n_prompts=6, seq_len=8)  # a metric over several positions
+        whats = ["resid_pre", "head_out", "head_out_by_pos", "attn_out", "pattern", "head_q"]
     else:
         task = random_task(model.cfg.d_vocab, seed=9)
-        whats = FAST_SWEEPS
+        whats = [w for w in FAST_SWEEPS if not (model.cfg.attn_only and w in ("resid_mid", "mlp_out"))]
     for what in whats:
         general = Patcher(model, max_batch=12, fast=False)
-        fast = Patcher(model, max_batch=12, fast=True)
+        fast = Patcher(model, max_batch=12)
         expected = general.sweep(task, what, direction=direction).values
         got = fast.sweep(task, what, direction=direction).values
         torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
@@ -240,50 +273,142 @@ def test_fast_path_equals_the_general_path(which, direction, request):
         assert fast.fast_passes > 0, f"{what}: the fast path was never taken"
 
 
-def test_fast_path_is_taken_for_later_layers_and_runs_only_later_blocks(random_model):
-    task = random_task(64, seed=10)
-    variants = [[Patch.at("blocks.1.hook_resid_pre", "clean", p=[pos])] for pos in range(task.seq_len)]
+@pytest.mark.parametrize("which", ["wide_gpt2", "rotary_model", "hf_llama"])
+def test_fast_path_handles_mixed_variants_and_every_patch_source(which, request):
+    model = request.getfixturevalue(which)
+    task = random_task(64, seed=13)
+    explicit = torch.randn(task.n_examples, task.seq_len, model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    variants = [
+        [Patch.at("blocks.2.hook_resid_pre", "clean", p=[5])],
+        [Patch.at("blocks.0.attn.hook_z", "ablated", h=[1, 3], p=[2, 4])],
+        [Patch.at("blocks.1.hook_mlp_out", explicit, p=[3]), Patch.at("blocks.2.attn.hook_v", "clean", h=[0])],
+        [Patch.at("blocks.1.attn.hook_pattern", "clean", h=[2], q=[6], k=[1])],
+        [Patch.at("blocks.2.mlp.hook_post", "ablated", p=[-1])],
+        [Patch.at("blocks.1.mlp.hook_in", "clean")],
+        [Patch.at("blocks.0.hook_resid_post", "corrupt", p=[0, 6]), Patch.at("blocks.2.hook_attn_out", "clean", p=[1])],
+        [],
+    ]
+    for ablation in ("resample", "mean", "zero"):
+        for base in ("clean", "corrupt"):
+            expected = Patcher(model, max_batch=3, fast=False).run(task, variants, base=base, ablation=ablation)
+            fast = Patcher(model, max_batch=3)
+            torch.testing.assert_close(fast.run(task, variants, base=base, ablation=ablation), expected, atol=ATOL, rtol=0)
+            assert fast.fast_passes > 0
+
+
+def test_fast_path_computes_only_later_layers_and_positions(random_model):
+    task = random_task(64, seed=10)  # 4 examples x 7 tokens, 2 layers; logit difference at the last position
     patcher = Patcher(random_model, max_batch=10_000)
-    expected = Patcher(random_model, max_batch=10_000, fast=False).run(task, variants, base="corrupt")
-    torch.testing.assert_close(patcher.run(task, variants, base="corrupt"), expected, atol=ATOL, rtol=0)  # verifies, once
+    patcher.sweep(task, "resid_pre")  # caches the clean and corrupted runs (and verifies, on first use)
+    patcher.fast_work = dict.fromkeys(patcher.fast_work, 0)
     calls = [0, 0]
     handles = [random_model.blocks[layer].register_forward_hook(lambda *a, layer=layer: calls.__setitem__(layer, calls[layer] + 1))
                for layer in range(2)]
     try:
-        again = patcher.run(task, variants, base="corrupt")
+        sweep = patcher.sweep(task, "resid_pre")
     finally:
         for handle in handles:
             handle.remove()
-    torch.testing.assert_close(again, expected, atol=ATOL, rtol=0)
-    assert calls == [0, 1]  # one chunk: block 1 only, block 0 reused from the cached corrupted run
-    assert patcher.fast_passes == 2 and patcher.forward_passes == 2
+    expected = Patcher(random_model, max_batch=10_000, fast=False).sweep(task, "resid_pre").values
+    torch.testing.assert_close(sweep.values, expected, atol=ATOL, rtol=0)
+    assert calls == [0, 0]  # the patched variants ran through none of the model's blocks
+    # Variant (layer L, position p) computes 4 examples x (7 - p) positions in layer 0 if L = 0 ...
+    in_layer_0 = 4 * sum(7 - p for p in range(7))
+    # ... and in the last layer only position 6 in full (the metric reads only its logits),
+    # the others from p on as keys and values: 14 variants.
+    assert patcher.fast_work["token_layers"] == in_layer_0 + 14 * 4
+    assert patcher.fast_work["kv_only"] == 2 * (in_layer_0 - 7 * 4)
+    assert patcher.fast_work["unembedded"] == 14 * 4  # one logit row per example and variant
 
 
-def test_fast_path_is_not_taken_for_layer_0_or_outside_the_blocks(random_model):
+def test_fast_path_unembeds_every_position_a_metric_reads(random_model):
+    from circuitcheck import metrics
+
+    task = random_task(64, seed=14)
+    task = tasks.from_tokens(task.clean, task.corrupt, metric=metrics.loss(slice(1, 4)), d_vocab=64)
+    assert task.metric.reads(7) == [1, 2, 3]
+    expected = Patcher(random_model, fast=False).sweep(task, "head_out").values
+    patcher = Patcher(random_model)
+    torch.testing.assert_close(patcher.sweep(task, "head_out").values, expected, atol=ATOL, rtol=0)
+    assert patcher.fast_work["unembedded"] == 8 * 4 * 3
+    # head_out: layer 0 heads compute layer 0 at every position; all 8 variants compute the last layer at 1-3
+    assert patcher.fast_work["token_layers"] == 4 * 4 * 7 + 8 * 4 * 3
+    custom = tasks.from_tokens(task.clean, task.corrupt, metric=lambda logits: logits[:, 2, 5] - logits[:, 6, 7], d_vocab=64)
+    assert custom.metric.reads(7) is None  # a plain function may read anything: every position is unembedded
+    expected = Patcher(random_model, fast=False).sweep(custom, "head_out").values
+    patcher = Patcher(random_model)
+    torch.testing.assert_close(patcher.sweep(custom, "head_out").values, expected, atol=ATOL, rtol=0)
+    assert patcher.fast_work["unembedded"] == 8 * 4 * 7
+
+
+def test_metric_positions():
+    from circuitcheck import metrics
+
+    assert metrics.logit_diff(-1).reads(9) == [8]
+    assert metrics.answer_prob(2).reads(9) == [2]
+    assert metrics.kl_to_clean(-3).reads(9) == [6]
+    assert metrics.next_token_logprob(slice(4, None)).reads(9) == [4, 5, 6, 7]
+    assert metrics.loss([0, -1]).reads(9) == [0, 7]
+    with pytest.raises(ValueError, match="position 12 does not exist"):
+        metrics.logit_diff(12).reads(9)
+
+
+def test_fast_path_does_not_take_hooks_it_does_not_know(random_model):
     task = random_task(64, seed=11)
     patcher = Patcher(random_model)
-    layer_0 = Patch.at("blocks.0.attn.hook_z", "clean", h=[1])
     layer_1 = Patch.at("blocks.1.attn.hook_z", "clean", h=[1])
-    patcher.run(task, [[layer_0], [layer_1, layer_0]])  # a variant starts at its first patched layer
-    patcher.run(task, [[Patch.at("hook_embed", "clean", p=[2]), layer_1]])
+    patcher.run(task, [[Patch.at("hook_embed", "clean", p=[2]), layer_1]])  # outside the blocks
+    patcher.run(task, [[Patch.at("blocks.1.ln1.hook_normalized", "clean", p=[2])]])  # a hook point it does not patch
     assert patcher.fast_passes == 0 and patcher.forward_passes == 2
-    patcher.run(task, [[layer_0], [layer_1], [layer_0, layer_1]])  # chunks are cut where the start layer changes
-    assert patcher.fast_passes == 1 and patcher.forward_passes == 4
+    patcher.run(task, [[Patch.at("blocks.0.attn.hook_z", "clean", h=[1])], [layer_1]])
+    assert patcher.fast_passes == 1 and patcher.forward_passes == 3
+    with pytest.raises(circuitcheck.CircuitCheckError, match="index 9 is out of range"):  # the same error either way
+        patcher.run(task, [[Patch.at("blocks.1.attn.hook_z", "clean", h=[9])]])
 
 
-def test_fast_path_falls_back_when_verification_fails(zoo_tokenizer_dir, monkeypatch, capsys):
+def test_fast_path_is_not_taken_for_architectures_it_does_not_know(random_model, monkeypatch):
+    from circuitcheck import fastpath
+
+    monkeypatch.setattr(fastpath, "KNOWN_BLOCKS", frozenset({"SomethingElse"}))
+    fastpath.reset(random_model)
+    try:
+        task = random_task(64, seed=15)
+        patcher = Patcher(random_model)
+        patcher.sweep(task, "head_out")
+        assert patcher.fast_passes == 0 and "block type NativeBlock" in fastpath.state(random_model).unsupported
+        forced = Patcher(random_model, fast=True)  # fast=True tries any bridge it can read (still verified)
+        forced.sweep(task, "head_out")
+        assert forced.fast_passes > 0
+    finally:
+        fastpath.reset(random_model)
+
+
+def test_start_position():
+    from circuitcheck.fastpath import start_position
+
+    assert start_position([Patch.at("blocks.0.hook_resid_pre", p=[3, 5])], 7) == 3
+    assert start_position([Patch.at("blocks.0.hook_resid_pre", p=[-2])], 7) == 5
+    assert start_position([Patch.at("blocks.0.attn.hook_z", h=[1])], 7) == 0  # all positions
+    assert start_position([Patch.at("blocks.0.attn.hook_pattern", q=[4], k=[0])], 7) == 4  # queries from 4
+    assert start_position([Patch.at("blocks.0.attn.hook_pattern", k=[5])], 7) == 0
+    assert start_position([Patch.at("blocks.1.hook_mlp_out", p=[6]), Patch.at("blocks.0.attn.hook_v", p=[2])], 7) == 2
+
+
+@pytest.mark.parametrize("where", ["variants", "base run"])
+def test_fast_path_falls_back_when_verification_fails(zoo_tokenizer_dir, monkeypatch, capsys, where):
     from conftest import build_native
     from circuitcheck import fastpath
 
     model = build_native(n_layers=3, n_heads=4, d_model=32, d_vocab=64, seed=3, tokenizer_dir=zoo_tokenizer_dir)
     task = random_task(64, seed=12)
     expected = Patcher(model, max_batch=12, fast=False).sweep(task, "resid_pre").values
-    real = fastpath.later_blocks_logits
+    real = fastpath.forward
 
-    def broken(*args, **kwargs):
-        return real(*args, **kwargs) + 1.0  # a fast path that gets everything wrong
+    def broken(*args, **kwargs):  # a fast path that gets everything wrong
+        wrong = (kwargs.get("record") is None) == (where == "variants")
+        return real(*args, **kwargs) + (1.0 if wrong else 0.0)
 
-    monkeypatch.setattr(fastpath, "later_blocks_logits", broken)
+    monkeypatch.setattr(fastpath, "forward", broken)
     try:
         patcher = Patcher(model, max_batch=12)
         got = patcher.sweep(task, "resid_pre").values
@@ -291,7 +416,7 @@ def test_fast_path_falls_back_when_verification_fails(zoo_tokenizer_dir, monkeyp
         assert patcher.fast_passes == 0
         err = capsys.readouterr().err
         assert err.count("circuitcheck: fast path disabled for") == 1 and "differs by 1.00e+00" in err
-        monkeypatch.setattr(fastpath, "later_blocks_logits", real)
+        monkeypatch.setattr(fastpath, "forward", real)
         again = Patcher(model, max_batch=12)
         again.sweep(task, "resid_pre")
         assert again.fast_passes == 0  # off for this model for the rest of the session
@@ -301,3 +426,34 @@ def test_fast_path_falls_back_when_verification_fails(zoo_tokenizer_dir, monkeyp
     fresh = Patcher(model, max_batch=12)
     torch.testing.assert_close(fresh.sweep(task, "resid_pre").values, expected, atol=ATOL, rtol=0)
     assert fresh.fast_passes > 0
+
+
+def test_a_metric_that_misdeclares_its_positions_is_caught(random_model, capsys):
+    from circuitcheck import fastpath
+    from circuitcheck.metrics import Metric
+
+    task = random_task(64, seed=16)
+    lying = Metric("lying", lambda logits, task, clean: logits[:, 0, 5], positions=lambda n: [n - 1])  # reads position 0
+    task = tasks.from_tokens(task.clean, task.corrupt, metric=lying, d_vocab=64)
+    try:
+        expected = Patcher(random_model, fast=False).sweep(task, "resid_pre").values
+        patcher = Patcher(random_model)
+        torch.testing.assert_close(patcher.sweep(task, "resid_pre").values, expected, atol=ATOL, rtol=0)
+        assert patcher.fast_passes == 0 and "fast path disabled" in capsys.readouterr().err
+    finally:
+        fastpath.reset(random_model)
+
+
+def test_fast_path_follows_changed_weights(zoo_tokenizer_dir):
+    from conftest import build_native
+
+    model = build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=64, seed=6, tokenizer_dir=zoo_tokenizer_dir)
+    task = random_task(64, seed=17)
+    Patcher(model).sweep(task, "head_out")
+    with torch.no_grad():
+        for parameter in model.blocks[1].parameters():
+            parameter.mul_(1.5)  # in place: same tensors, new values
+    expected = Patcher(model, fast=False).sweep(task, "head_out").values
+    patcher = Patcher(model)
+    torch.testing.assert_close(patcher.sweep(task, "head_out").values, expected, atol=ATOL, rtol=0)
+    assert patcher.fast_passes > 0
