@@ -518,7 +518,7 @@ def forward(
 
         if "hook_resid_pre" in at:
             resid = at["hook_resid_pre"](resid.view(R, P, d), hook=None).reshape(R * P, d)
-        x = resid.index_select(0, flat)
+        x = resid if len(flat) == R * P else resid.index_select(0, flat)
 
         # Attention: only the computed tokens are projected; earlier keys and values are the base run's.
         normed = layer.ln1(x)
@@ -538,6 +538,8 @@ def forward(
             keys, values = k, v
             record.keys.append(k.view(batch, P, kv, dh))
             record.values.append(v.view(batch, P, kv, dh))
+        elif len(flat) == R * P:  # every token computed: nothing of the base run's to keep
+            keys, values = k, v
         else:
             keys = full(base.keys, l).index_copy_(0, flat, k)
             values = full(base.values, l).index_copy_(0, flat, v)
@@ -556,7 +558,8 @@ def forward(
         z = (pattern @ values).transpose(1, 2)  # [R, P, h, dh]
         if "attn.hook_z" in at:
             z = at["attn.hook_z"](z, hook=None)
-        z = z.reshape(R * P, h * dh).index_select(0, out)
+        z = z.reshape(R * P, h * dh)
+        z = z if len(out) == R * P else z.index_select(0, out)
         attn_out = through("hook_attn_out", _linear(z, layer.W_O, layer.b_O))
         x = x + attn_out
 
@@ -575,6 +578,8 @@ def forward(
         if record is not None:
             resid = x
             record.resid.append(x.view(batch, P, d))
+        elif len(out) == R * P:
+            resid = x
         else:
             resid = full(base.resid, l + 1).index_copy_(0, out, x)
         if "hook_resid_post" in at:
