@@ -175,13 +175,20 @@ class Norm:
 
 @dataclass
 class Layer:
+    """One block's weights, as views of the model's own parameters where the layout allows (no copies)."""
+
     ln1: Norm
-    W_qkv: torch.Tensor  # [d_model, (n_heads + 2 n_kv) d_head]
-    b_qkv: torch.Tensor | None
+    W_Q: torch.Tensor  # [d_model, n_heads d_head]
+    W_K: torch.Tensor  # [d_model, n_kv d_head]
+    W_V: torch.Tensor
+    b_Q: torch.Tensor | None
+    b_K: torch.Tensor | None
+    b_V: torch.Tensor | None
     W_O: torch.Tensor  # [n_heads d_head, d_model]
     b_O: torch.Tensor | None
     ln2: Norm | None = None
-    W_in: torch.Tensor | None = None  # [d_model, d_mlp], or [d_model, 2 d_mlp] (gate, then in) when gated
+    W_gate: torch.Tensor | None = None  # [d_model, d_mlp] (gated MLPs)
+    W_in: torch.Tensor | None = None  # [d_model, d_mlp]
     b_in: torch.Tensor | None = None
     W_out: torch.Tensor | None = None
     b_out: torch.Tensor | None = None
@@ -279,14 +286,12 @@ def _scale(model, original_attn, d_head: int) -> float:
 
 
 def _flat_heads(W: torch.Tensor) -> torch.Tensor:
-    """``[heads, d_model, d_head]`` -> ``[d_model, heads * d_head]``."""
+    """``[heads, d_model, d_head]`` -> ``[d_model, heads * d_head]`` (a view where the layout allows)."""
     return W.permute(1, 0, 2).reshape(W.shape[1], -1)
 
 
-def _bias(b, size: int, like: torch.Tensor) -> torch.Tensor:
-    if b is None:
-        return torch.zeros(size, dtype=like.dtype, device=like.device)
-    return b.reshape(-1)
+def _flat_bias(b: torch.Tensor | None) -> torch.Tensor | None:
+    return None if b is None else b.reshape(-1)
 
 
 def _rotary_tables(model, arch_cfg) -> tuple[str, int, torch.Tensor, torch.Tensor]:
@@ -347,33 +352,28 @@ def read_arch(model, forced: bool = False) -> Arch:
                 raise Unsupported(f"attention weights shaped {tuple(W_Q.shape)} / {tuple(W_K.shape)}")
             if n_heads % n_kv:
                 raise Unsupported(f"{n_heads} heads over {n_kv} key-value heads")
-            W_qkv = torch.cat([_flat_heads(W_Q), _flat_heads(W_K), _flat_heads(W_V)], dim=1).contiguous()
-            b_qkv = torch.cat([
-                _bias(attn.b_Q, n_heads * d_head, W_qkv), _bias(attn.b_K, n_kv * d_head, W_qkv), _bias(attn.b_V, n_kv * d_head, W_qkv)
-            ])
-            layer = Layer(_norm(block.ln1), W_qkv, b_qkv, W_O.reshape(n_heads * d_head, d_model).contiguous(), attn.b_O)
+            layer = Layer(
+                _norm(block.ln1), _flat_heads(W_Q), _flat_heads(W_K), _flat_heads(W_V),
+                _flat_bias(attn.b_Q), _flat_bias(attn.b_K), _flat_bias(attn.b_V),
+                W_O.reshape(n_heads * d_head, d_model), attn.b_O,
+            )
             if not attn_only:
                 mlp = block.mlp
                 if getattr(_original(mlp), "ln", None) is not None:
                     raise Unsupported("an MLP with a LayerNorm inside (SoLU-LN)")
                 act = act or _activation(model, _original(mlp))
-                W_in = mlp.W_in
-                d_mlp = W_in.shape[1]
+                layer.W_in, layer.b_in, layer.W_out, layer.b_out = mlp.W_in, mlp.b_in, mlp.W_out, mlp.b_out
+                d_mlp = layer.W_in.shape[1]
                 if gated:
-                    W_gate = mlp.W_gate
-                    if W_gate is None:
+                    layer.W_gate = mlp.W_gate
+                    if layer.W_gate is None:
                         raise Unsupported("a gated MLP without W_gate")
-                    W_in = torch.cat([W_gate, W_in], dim=1)
-                    b_in = None if mlp.b_in is None else torch.cat([torch.zeros_like(mlp.b_in), mlp.b_in])
-                else:
-                    b_in = mlp.b_in
-                layer.ln2, layer.W_in, layer.b_in = _norm(block.ln2), W_in.contiguous(), b_in
-                layer.W_out, layer.b_out = mlp.W_out.contiguous(), mlp.b_out
+                layer.ln2 = _norm(block.ln2)
             layers.append(layer)
         arch = Arch(
             n_heads=n_heads, n_kv=n_kv, d_head=d_head, d_model=d_model, d_mlp=d_mlp,
             scale=_scale(model, first_attn, d_head), gated=gated, attn_only=attn_only, act=act or (lambda x: x),
-            layers=layers, ln_final=_norm(model.ln_final), W_U=model.W_U.contiguous(), b_U=getattr(model, "b_U", None),
+            layers=layers, ln_final=_norm(model.ln_final), W_U=model.W_U, b_U=getattr(model, "b_U", None),
         )
         if (getattr(cfg, "positional_embedding_type", "standard") or "standard").lower() == "rotary":
             arch.rotary, arch.rotary_dim, arch.cos, arch.sin = _rotary_tables(model, cfg)
@@ -522,13 +522,11 @@ def forward(
 
         # Attention: only the computed tokens are projected; earlier keys and values are the base run's.
         normed = layer.ln1(x)
-        if out is flat:
-            q, k, v = _linear(normed, layer.W_qkv, layer.b_qkv).split([h * dh, kv * dh, kv * dh], dim=1)
-        else:
-            x, normed_q = x[keep], normed[keep]
-            b_q, b_kv = (None, None) if layer.b_qkv is None else layer.b_qkv.split([h * dh, 2 * kv * dh])
-            q = _linear(normed_q, layer.W_qkv[:, : h * dh], b_q)
-            k, v = _linear(normed, layer.W_qkv[:, h * dh :], b_kv).split([kv * dh, kv * dh], dim=1)
+        if out is not flat:
+            x = x[keep]
+        q = _linear(normed if out is flat else normed[keep], layer.W_Q, layer.b_Q)
+        k = _linear(normed, layer.W_K, layer.b_K)
+        v = _linear(normed, layer.W_V, layer.b_V)
         q = through("attn.hook_q", q.reshape(-1, h, dh))
         k = through("attn.hook_k", k.reshape(-1, kv, dh), flat)
         v = through("attn.hook_v", v.reshape(-1, kv, dh), flat)
@@ -566,12 +564,10 @@ def forward(
         if not arch.attn_only:
             mlp_in = layer.ln2(through("hook_resid_mid", x))
             mlp_in = through("mlp.hook_in", mlp_in)
-            pre = _linear(mlp_in, layer.W_in, layer.b_in)
+            pre = _linear(mlp_in, layer.W_gate if arch.gated else layer.W_in, None if arch.gated else layer.b_in)
+            post = arch.act(through("mlp.hook_pre", pre))
             if arch.gated:
-                gate, linear = pre.split([arch.d_mlp, arch.d_mlp], dim=1)
-                post = arch.act(through("mlp.hook_pre", gate)) * through("mlp.hook_pre_linear", linear)
-            else:
-                post = arch.act(through("mlp.hook_pre", pre))
+                post = post * through("mlp.hook_pre_linear", _linear(mlp_in, layer.W_in, layer.b_in))
             post = through("mlp.hook_post", post)
             x = x + through("hook_mlp_out", _linear(post, layer.W_out, layer.b_out))
 

@@ -457,3 +457,17 @@ def test_fast_path_follows_changed_weights(zoo_tokenizer_dir):
     patcher = Patcher(model)
     torch.testing.assert_close(patcher.sweep(task, "head_out").values, expected, atol=ATOL, rtol=0)
     assert patcher.fast_passes > 0
+
+
+@pytest.mark.parametrize("which", ["random_model", "rotary_model"])
+def test_fast_path_holds_no_copy_of_the_weights(which, request):
+    from circuitcheck import fastpath
+
+    model = request.getfixturevalue(which)
+    storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    arch = fastpath.read_arch(model)
+    for layer in arch.layers:
+        for name in ("W_Q", "W_K", "W_V", "W_O", "W_gate", "W_in", "W_out"):
+            weight = getattr(layer, name)
+            assert weight is None or weight.untyped_storage().data_ptr() in storages, name
+    assert arch.W_U.untyped_storage().data_ptr() in storages
