@@ -74,7 +74,7 @@ HOOKS = (
     "hook_resid_post",
 )
 
-_BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+_BLOCK_HOOK = re.compile(r"^blocks\.(0|[1-9][0-9]*)\.(.+)$")  # "blocks.01...." is no hook of TransformerLens's
 
 
 # Which hook, layer and positions a patch touches ----------------------------------------------------
@@ -109,6 +109,8 @@ def start_position(variant: Sequence, seq_len: int) -> int:
         values = dict(patch.index).get(axis) if axis else None
         if values is None:
             return 0
+        if not values:
+            continue  # selects nothing
         first = min(first, *(v + seq_len if v < 0 else v for v in values))
     return max(0, min(first, seq_len - 1))
 
@@ -220,7 +222,8 @@ class Arch:
         return len(self.layers)
 
 
-def _fingerprint(model) -> tuple:
+def weights_fingerprint(model) -> tuple:
+    """Changes when any parameter is replaced, moved or modified in place (not through ``.data``)."""
     return tuple((p.data_ptr(), p._version, p.dtype, str(p.device)) for p in model.parameters())
 
 
@@ -328,6 +331,12 @@ def read_arch(model, forced: bool = False) -> Arch:
     for cap in ("attn_scores_soft_cap", "output_logits_soft_cap"):
         if float(getattr(cfg, cap, -1.0) or -1.0) > 0:
             raise Unsupported(cap)
+    places = {(p.device, p.dtype) for p in model.parameters()}
+    if len({device for device, _ in places}) > 1:
+        raise Unsupported("weights on several devices")
+    if not forced and any(dtype not in (torch.float32, torch.float64) for _, dtype in places):
+        # Rounding in half precision differs between any two implementations by more than 1e-4.
+        raise Unsupported("half-precision weights")
     originals = {type(_original(block)).__name__ for block in model.blocks}
     if len(originals) != 1:
         raise Unsupported(f"mixed block types {sorted(originals)}")
@@ -387,7 +396,7 @@ def arch_of(model, forced: bool = False) -> Arch | None:
     model_state = state(model)
     if model_state.disabled is not None:
         return None
-    fingerprint = _fingerprint(model)
+    fingerprint = weights_fingerprint(model)
     if model_state.fingerprint != fingerprint:
         model_state.fingerprint = fingerprint
         model_state.verified.clear()
@@ -637,8 +646,8 @@ def base_trace(patcher, runs, base: str, arch: Arch) -> Trace | None:
 def expand_logits(logits: torch.Tensor, read: list[int], seq_len: int) -> torch.Tensor:
     """Logits at the ``read`` positions ``[rows, k, vocab]`` as ``[rows, seq_len, vocab]`` for a metric.
 
-    One position: a view that repeats it (no copy). Several: the other positions are NaN,
-    so that a metric reading a position it did not declare fails verification.
+    One position: a view that repeats it (no copy). Several: the other positions are NaN.
+    Metrics are checked to read only what they declare (:func:`metric_positions`).
     """
     if len(read) == seq_len:
         return logits
@@ -678,8 +687,7 @@ def chunk_logits(
     base_trace_ = base_trace(patcher, runs, base, arch)
     if base_trace_ is None:
         return None
-    read = task.metric.reads(P)
-    read = list(range(P)) if read is None else read
+    read = metric_positions(runs, base)
     n = len(variants)
     layers = torch.tensor([start_layer([v]) for v in variants], device=base_run.tokens.device)
     firsts = torch.tensor([start_position(v, P) for v in variants], device=base_run.tokens.device)
@@ -693,15 +701,20 @@ def chunk_logits(
     model_state = state(model)
     kinds = {split_hook(name)[1] for name in hook_names}
     if not kinds <= model_state.verified:
-        picks: list[int] = []
-        for kind in sorted(kinds - model_state.verified):
-            picks.append(next(i for i, v in enumerate(variants) if any(split_hook(p.hook)[1] == kind for p in v)))
-        picks = sorted(set(picks) | {n - 1})
-        expected = general([variants[i] for i in picks])
-        got = torch.cat([sub[i * batch : (i + 1) * batch] for i in picks])
+        # For each kind of hook point not yet verified, the variant using it that moves the
+        # logits most (a patch without effect would verify nothing), and the last variant.
+        reference = base_run.logits[:, read].to(sub.dtype)
+        effect = (sub.view(n, batch, *sub.shape[1:]) - reference).abs().flatten(1).amax(1)
+        picks: set[int] = {n - 1}
+        for kind in kinds - model_state.verified:
+            using = [i for i, v in enumerate(variants) if any(split_hook(p.hook)[1] == kind for p in v)]
+            picks.add(max(using, key=lambda i: float(effect[i])))
+        picks_ = sorted(picks)
+        expected = general([variants[i] for i in picks_])
+        got = torch.cat([sub[i * batch : (i + 1) * batch] for i in picks_])
         ok, diff = _close(got, expected[:, read])
         if ok:  # the results themselves (the metric) must agree to TOLERANCE, absolute
-            for i in range(len(picks)):
+            for i in range(len(picks_)):
                 rows = slice(i * batch, (i + 1) * batch)
                 metric_diff = float((score(expand_logits(got[rows], read, P)) - score(expected[rows])).abs().max())
                 diff = max(diff, metric_diff)
@@ -709,6 +722,44 @@ def chunk_logits(
         if not ok:
             _disable(model, diff)
             return None
-        model_state.verified |= kinds
+        moved = float((expected[:, read] - reference.repeat(len(picks_), 1, 1)).abs().max())
+        if moved > TOLERANCE * max(1.0, float(reference.abs().max())):
+            model_state.verified |= kinds  # else nothing was tested: verify again on the next chunk
     patcher.fast_passes += 1
     return logits
+
+
+def metric_positions(runs, base: str) -> list[int]:
+    """The logit positions the fast path computes for ``runs``' metric: those it declares, once checked.
+
+    The check (once per task): on the base run's logits, the metric must give the same
+    values when every other position is NaN, and when it is zero. A metric that reads
+    positions it does not declare gets every position computed, with one line on stderr.
+    """
+    checked = runs.__dict__.setdefault("_fast_read", {})
+    if base not in checked:
+        task = runs.task
+        base_run = getattr(runs, base)
+        P = base_run.tokens.shape[1]
+        declared = task.metric.reads(P)
+        read = list(range(P))
+        if declared is not None and len(declared) < P:
+            logits = base_run.logits
+            with torch.no_grad():
+                expected = task.metric(logits, task, runs.clean.logits).float()
+                honest = True
+                for fill in (float("nan"), 0.0):
+                    masked = torch.full_like(logits, fill)
+                    masked[:, declared] = logits[:, declared]
+                    got = task.metric(masked, task, runs.clean.logits).float()
+                    honest = honest and bool(torch.isfinite(got).all()) and bool(((got - expected).abs() <= 1e-6).all())
+            if honest:
+                read = declared
+            else:
+                sys.stderr.write(
+                    f"circuitcheck: metric {task.metric.name!r} reads logit positions it does not declare "
+                    f"(declared: {declared}); the fast path computes every position for it\n"
+                )
+                sys.stderr.flush()
+        checked[base] = read
+    return checked[base]

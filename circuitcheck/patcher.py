@@ -116,6 +116,7 @@ class TaskRuns:
     score: object  # (logits, task, clean_logits) -> [batch]
     ablated: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     _metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    weights: tuple = ()  # the model's weights fingerprint when these runs were made
 
     # The metrics are computed lazily, so that the first forward of each run
     # can also cache every activation the first check needs.
@@ -166,15 +167,18 @@ class Patcher:
     # Cached runs --------------------------------------------------------------
 
     def runs(self, task: Task) -> TaskRuns:
-        """Clean/corrupted runs of ``task``, computed once per (patcher, task)."""
+        """Clean/corrupted runs of ``task``, computed once per (patcher, task) and again if the weights change."""
         require_eval(self.model)
         key = task.digest
+        weights = _fastpath.weights_fingerprint(self.model)
+        if key in self._runs and self._runs[key].weights != weights:
+            del self._runs[key]  # the weights changed in place since: the cached runs are stale
         if key not in self._runs:
             task.validate(self.model)
             clean = _RunCache(self.model, task.clean.to(self.device))
             corrupt = _RunCache(self.model, task.corrupt.to(self.device))
             reference = clean if task.reference is None else _RunCache(self.model, task.reference.to(self.device))
-            self._runs[key] = TaskRuns(task, clean, corrupt, reference, self._metric)
+            self._runs[key] = TaskRuns(task, clean, corrupt, reference, self._metric, weights=weights)
         return self._runs[key]
 
     def _metric(self, logits: torch.Tensor, task: Task, clean_logits: torch.Tensor) -> torch.Tensor:

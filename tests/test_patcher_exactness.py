@@ -294,6 +294,7 @@ def test_fast_path_handles_mixed_variants_and_every_patch_source(which, request)
             fast = Patcher(model, max_batch=3)
             torch.testing.assert_close(fast.run(task, variants, base=base, ablation=ablation), expected, atol=ATOL, rtol=0)
             assert fast.fast_passes > 0
+    assert fastpath.state(model).disabled is None  # equal because the kernel is exact, not because it fell back
 
 
 def test_fast_path_computes_only_later_layers_and_positions(random_model):
@@ -428,35 +429,71 @@ def test_fast_path_falls_back_when_verification_fails(zoo_tokenizer_dir, monkeyp
     assert fresh.fast_passes > 0
 
 
-def test_a_metric_that_misdeclares_its_positions_is_caught(random_model, capsys):
+@pytest.mark.parametrize("declared", [[-1], [3, -1]])
+def test_a_metric_that_misdeclares_its_positions_is_caught(random_model, capsys, declared):
     from circuitcheck import fastpath
     from circuitcheck.metrics import Metric
 
     task = random_task(64, seed=16)
-    lying = Metric("lying", lambda logits, task, clean: logits[:, 0, 5], positions=lambda n: [n - 1])  # reads position 0
+    Patcher(random_model).sweep(task, "head_out")  # the model's kernel is verified already
+    lying = Metric("lying", lambda logits, task, clean: logits[:, -1, 5] - logits[:, 0, 7],  # reads position 0 too
+                   positions=lambda n: declared)
     task = tasks.from_tokens(task.clean, task.corrupt, metric=lying, d_vocab=64)
-    try:
-        expected = Patcher(random_model, fast=False).sweep(task, "resid_pre").values
-        patcher = Patcher(random_model)
-        torch.testing.assert_close(patcher.sweep(task, "resid_pre").values, expected, atol=ATOL, rtol=0)
-        assert patcher.fast_passes == 0 and "fast path disabled" in capsys.readouterr().err
-    finally:
-        fastpath.reset(random_model)
+    expected = Patcher(random_model, fast=False).sweep(task, "head_out").values
+    patcher = Patcher(random_model)
+    torch.testing.assert_close(patcher.sweep(task, "head_out").values, expected, atol=ATOL, rtol=0)
+    assert "metric 'lying' reads logit positions it does not declare" in capsys.readouterr().err
+    assert patcher.fast_passes > 0 and patcher.fast_work["unembedded"] == 8 * 4 * 7  # every position, still fast
+    assert fastpath.state(random_model).disabled is None
+
+
+def test_a_patch_that_changes_nothing_verifies_nothing(zoo_tokenizer_dir):
+    from conftest import build_native
+    from circuitcheck import fastpath
+
+    model = build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=64, seed=8, tokenizer_dir=zoo_tokenizer_dir)
+    task = random_task(64, seed=18)
+    same = [[Patch.at("blocks.1.attn.hook_z", "clean", h=[h])] for h in range(4)]  # clean into the clean run
+    Patcher(model).run(task, same, base="clean")
+    assert "attn.hook_z" not in fastpath.state(model).verified
+    Patcher(model).run(task, same, base="corrupt")
+    assert "attn.hook_z" in fastpath.state(model).verified
+
+
+def test_misspelt_layer_numbers_are_not_taken_for_others(random_model):
+    task = random_task(64, seed=19)
+    patcher = Patcher(random_model)
+    value = torch.zeros(task.n_examples, task.seq_len, 4, 8)
+    with pytest.raises(Exception, match="blocks.01.attn.hook_z"):  # as on the general path: no such hook
+        patcher.run(task, [[Patch.at("blocks.1.attn.hook_z", "clean", h=[0]), Patch.at("blocks.01.attn.hook_z", value)]])
+    assert patcher.fast_passes == 0
+
+
+def test_half_precision_models_run_the_general_path(zoo_tokenizer_dir):
+    from conftest import build_native
+    from circuitcheck import fastpath
+
+    model = build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=64, seed=9, tokenizer_dir=zoo_tokenizer_dir)
+    model.half()
+    assert not fastpath.supports(model) and fastpath.state(model).unsupported == "half-precision weights"
 
 
 def test_fast_path_follows_changed_weights(zoo_tokenizer_dir):
     from conftest import build_native
+    from circuitcheck import fastpath
 
     model = build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=64, seed=6, tokenizer_dir=zoo_tokenizer_dir)
     task = random_task(64, seed=17)
-    Patcher(model).sweep(task, "head_out")
+    reused = Patcher(model)
+    reused.sweep(task, "head_out")
     with torch.no_grad():
         for parameter in model.blocks[1].parameters():
             parameter.mul_(1.5)  # in place: same tensors, new values
     expected = Patcher(model, fast=False).sweep(task, "head_out").values
-    patcher = Patcher(model)
-    torch.testing.assert_close(patcher.sweep(task, "head_out").values, expected, atol=ATOL, rtol=0)
-    assert patcher.fast_passes > 0
+    for patcher in (Patcher(model), reused):  # a patcher made before the change drops its stale runs
+        torch.testing.assert_close(patcher.sweep(task, "head_out").values, expected, atol=ATOL, rtol=0)
+        assert patcher.fast_passes > 0
+    assert fastpath.state(model).disabled is None
 
 
 @pytest.mark.parametrize("which", ["random_model", "rotary_model"])
@@ -471,3 +508,44 @@ def test_fast_path_holds_no_copy_of_the_weights(which, request):
             weight = getattr(layer, name)
             assert weight is None or weight.untyped_storage().data_ptr() in storages, name
     assert arch.W_U.untyped_storage().data_ptr() in storages
+
+
+@pytest.mark.parametrize("which", ["wide_gpt2", "rotary_model", "attn_only_model"])
+def test_fast_path_equals_the_general_path_on_random_variants(which, request):
+    """Seeded random variants: 0-3 patches each, any hook point the fast path patches, any indices and sources."""
+    from circuitcheck import fastpath
+    from circuitcheck import metrics
+    from circuitcheck.patcher import index_dims
+
+    model = request.getfixturevalue(which)
+    cfg = model.cfg
+    rng = torch.Generator().manual_seed(20)
+    points = [p for p in fastpath.HOOKS if fastpath.hooks_supported(model, [f"blocks.0.{p}"])]
+    seq = 7
+
+    def pick(n, k):
+        return sorted({int(i) - (n if torch.rand(1, generator=rng) < 0.2 else 0) for i in torch.randint(0, n, (k,), generator=rng)})
+
+    def random_patch():
+        layer = int(torch.randint(0, cfg.n_layers, (1,), generator=rng))
+        point = points[int(torch.randint(0, len(points), (1,), generator=rng))]
+        hook = f"blocks.{layer}.{point}"
+        heads = cfg.n_key_value_heads if point in ("attn.hook_k", "attn.hook_v") and cfg.n_key_value_heads else cfg.n_heads
+        index = {}
+        for dim in index_dims(hook):
+            if torch.rand(1, generator=rng) < 0.6:
+                index[dim] = pick(heads if dim == "h" else seq, 1 + int(torch.randint(0, 2, (1,), generator=rng)))
+        source = ["clean", "corrupt", "ablated"][int(torch.randint(0, 3, (1,), generator=rng))]
+        return Patch.at(hook, source, **index)
+
+    variants = [[random_patch() for _ in range(int(torch.randint(0, 4, (1,), generator=rng)))] for _ in range(40)]
+    for metric in (None, metrics.loss([0, -1]), metrics.kl_to_clean(2)):
+        task = random_task(cfg.d_vocab, seed=21)
+        task = tasks.from_tokens(task.clean, task.corrupt, answers=task.answers, wrong_answers=task.wrong_answers,
+                                 metric=metric, d_vocab=cfg.d_vocab)
+        for base, ablation in (("corrupt", "resample"), ("clean", "mean")):
+            expected = Patcher(model, max_batch=24, fast=False).run(task, variants, base=base, ablation=ablation)
+            fast = Patcher(model, max_batch=24)
+            torch.testing.assert_close(fast.run(task, variants, base=base, ablation=ablation), expected, atol=ATOL, rtol=0)
+            assert fast.fast_passes > 0
+    assert fastpath.state(model).disabled is None  # equal because the kernel is exact, not because it fell back
