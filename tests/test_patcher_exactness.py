@@ -5,7 +5,7 @@ import torch
 from transformer_lens import patching
 
 import circuitcheck
-from circuitcheck import tasks
+from circuitcheck import fastpath, tasks
 from circuitcheck.components import Component
 from circuitcheck.patcher import Patch, Patcher
 from circuitcheck.zoo.tokenizer import build_tokenizer
