@@ -26,14 +26,17 @@ gated MLPs), attention-only or not. At each hook point a patch can use
 as TransformerLens shapes it, so a patch means exactly what it means on the
 general path.
 
-Trust, but verify: the kernel's forward of the base input must reproduce the
-model's own logits, and on first use per model and kind of hook point two
-variants also run the general way; their logits (where the metric reads them)
-must agree to 1e-4 relative to the logits' scale, and their metric values to
-1e-4. If not, the fast path is turned off for that model for the rest of the
-session, with one line on stderr. Anything it does not know (a hook point
-outside :data:`HOOKS`, an architecture it cannot read, padding masks) runs the
-general path unchanged.
+Trust, but verify: the kernel's forward of each base input must reproduce the
+model's own logits, and on first use per model and kind of hook point the
+variant using it that moves the logits most (and the chunk's last variant) also
+run the general way; their logits (where the metric reads them) must agree to
+1e-4 relative to the logits' scale, and their metric values to 1e-4. A kind
+counts as verified only once a compared variant moved the logits. If anything
+disagrees, the fast path is turned off for that model for the rest of the
+session, with one line on stderr. A metric's declared positions are checked per
+task (:func:`metric_positions`). Anything it does not know (a hook point
+outside :data:`HOOKS`, an architecture it cannot read, weights in half
+precision or on several devices) runs the general path unchanged.
 """
 
 from __future__ import annotations
