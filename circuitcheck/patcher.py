@@ -149,7 +149,10 @@ class Patcher:
     def __init__(self, model, max_batch: int | None = None, progress: bool | None = None, fast: bool | None = None):
         require_eval(model)
         # fast: None = the verified fast path where it applies (see circuitcheck.fastpath),
-        # False = always the general path, True = also try architectures it does not list.
+        # False = always the general path, True = also try architectures it does not list
+        # (and half-precision weights); still verified.
+        if fast not in (None, True, False):
+            raise ValueError(f"fast={fast!r} is not valid: use None (where it applies), True (also unlisted architectures) or False")
         self.fast = fast
         self.fast_passes = 0
         # What the fast path computed: tokens through one block, tokens of the last block

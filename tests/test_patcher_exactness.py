@@ -549,3 +549,8 @@ def test_fast_path_equals_the_general_path_on_random_variants(which, request):
             torch.testing.assert_close(fast.run(task, variants, base=base, ablation=ablation), expected, atol=ATOL, rtol=0)
             assert fast.fast_passes > 0
     assert fastpath.state(model).disabled is None  # equal because the kernel is exact, not because it fell back
+
+
+def test_fast_must_be_none_true_or_false(random_model):
+    with pytest.raises(ValueError, match="fast='yes' is not valid: use None"):
+        Patcher(random_model, fast="yes")
