@@ -290,11 +290,15 @@ def test_fast_path_handles_mixed_variants_and_every_patch_source(which, request)
     ]
     for ablation in ("resample", "mean", "zero"):
         for base in ("clean", "corrupt"):
-            expected = Patcher(model, max_batch=3, fast=False).run(task, variants, base=base, ablation=ablation)
-            fast = Patcher(model, max_batch=3)
-            torch.testing.assert_close(fast.run(task, variants, base=base, ablation=ablation), expected, atol=ATOL, rtol=0)
-            assert fast.fast_passes > 0
+            assert_fast_equals_general(model, task, variants, base, ablation, max_batch=3)
     assert fastpath.state(model).disabled is None  # equal because the kernel is exact, not because it fell back
+
+
+def assert_fast_equals_general(model, task, variants, base, ablation, max_batch):
+    expected = Patcher(model, max_batch=max_batch, fast=False).run(task, variants, base=base, ablation=ablation)
+    fast = Patcher(model, max_batch=max_batch)
+    torch.testing.assert_close(fast.run(task, variants, base=base, ablation=ablation), expected, atol=ATOL, rtol=0)
+    assert fast.fast_passes > 0
 
 
 def test_fast_path_computes_only_later_layers_and_positions(random_model):
@@ -544,10 +548,7 @@ def test_fast_path_equals_the_general_path_on_random_variants(which, request):
         task = tasks.from_tokens(task.clean, task.corrupt, answers=task.answers, wrong_answers=task.wrong_answers,
                                  metric=metric, d_vocab=cfg.d_vocab)
         for base, ablation in (("corrupt", "resample"), ("clean", "mean")):
-            expected = Patcher(model, max_batch=24, fast=False).run(task, variants, base=base, ablation=ablation)
-            fast = Patcher(model, max_batch=24)
-            torch.testing.assert_close(fast.run(task, variants, base=base, ablation=ablation), expected, atol=ATOL, rtol=0)
-            assert fast.fast_passes > 0
+            assert_fast_equals_general(model, task, variants, base, ablation, max_batch=24)
     assert fastpath.state(model).disabled is None  # equal because the kernel is exact, not because it fell back
 
 
