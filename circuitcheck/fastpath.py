@@ -125,7 +125,6 @@ class _ModelState:
     def __init__(self) -> None:
         self.disabled: str | None = None  # why, once verification failed
         self.verified: set[str] = set()  # hook kinds checked against the general path
-        self.arch: "Arch | None" = None
         self.archs: dict[bool, tuple] = {}  # forced -> (Arch or None, why not)
         self.fingerprint: tuple | None = None
         self.unsupported: str | None = None  # why the kernel cannot read this model
@@ -218,7 +217,6 @@ class Arch:
     rotary_dim: int = 0
     cos: torch.Tensor | None = None  # [n_ctx, rotary_dim]
     sin: torch.Tensor | None = None
-    note: str = ""
 
     @property
     def n_layers(self) -> int:
@@ -300,7 +298,7 @@ def _flat_bias(b: torch.Tensor | None) -> torch.Tensor | None:
     return None if b is None else b.reshape(-1)
 
 
-def _rotary_tables(model, arch_cfg) -> tuple[str, int, torch.Tensor, torch.Tensor]:
+def _rotary_tables(model) -> tuple[str, int, torch.Tensor, torch.Tensor]:
     original = getattr(model, "original_model", None)
     native = getattr(original, "rotary", None)
     if native is not None and type(native).__name__ == "NativeRotary":
@@ -387,9 +385,10 @@ def read_arch(model, forced: bool = False) -> Arch:
             scale=_scale(model, first_attn, d_head), gated=gated, attn_only=attn_only, act=act or (lambda x: x),
             layers=layers, ln_final=_norm(model.ln_final), W_U=model.W_U, b_U=getattr(model, "b_U", None),
         )
-        if (getattr(cfg, "positional_embedding_type", "standard") or "standard").lower() == "rotary":
-            arch.rotary, arch.rotary_dim, arch.cos, arch.sin = _rotary_tables(model, cfg)
-        elif (getattr(cfg, "positional_embedding_type", "standard") or "standard").lower() != "standard":
+        positional = (getattr(cfg, "positional_embedding_type", "standard") or "standard").lower()
+        if positional == "rotary":
+            arch.rotary, arch.rotary_dim, arch.cos, arch.sin = _rotary_tables(model)
+        elif positional != "standard":
             raise Unsupported(f"positional embedding {cfg.positional_embedding_type!r}")
     return arch
 
@@ -409,8 +408,8 @@ def arch_of(model, forced: bool = False) -> Arch | None:
             model_state.archs[forced] = (read_arch(model, forced), None)
         except (Unsupported, AttributeError, TypeError, RuntimeError) as error:
             model_state.archs[forced] = (None, str(error) or type(error).__name__)
-    model_state.arch, model_state.unsupported = model_state.archs[forced]
-    return model_state.arch
+    arch, model_state.unsupported = model_state.archs[forced]
+    return arch
 
 
 def supports(model, forced: bool = False) -> bool:
@@ -494,12 +493,13 @@ def forward(
     first = int(first_layer.min())
     read_mask = torch.zeros(P, dtype=torch.bool, device=device)
     read_mask[read] = True
+    causal = torch.ones(P, P, dtype=torch.bool, device=device).triu(1)
 
     def full(layer_list, l):  # the base run's tensor, one (writable) copy per variant: [R * P, ...]
         t = layer_list[l]
         return t.repeat(n, *([1] * (t.ndim - 1))).view(R * P, *t.shape[2:])
 
-    resid = full(base.resid, first) if record is None else base.resid[0].reshape(R * P, d).clone()
+    resid = full(base.resid, first)
     if record is not None:
         record.resid.append(base.resid[0])
     for l in range(first, arch.n_layers):
@@ -544,15 +544,14 @@ def forward(
         v = through("attn.hook_v", v.reshape(-1, kv, dh), flat)
         if arch.rotary:
             q, k = _rotate(arch, q, out_pos), _rotate(arch, k, token_pos)
-        if record is not None:
-            keys, values = k, v
-            record.keys.append(k.view(batch, P, kv, dh))
-            record.values.append(v.view(batch, P, kv, dh))
-        elif len(flat) == R * P:  # every token computed: nothing of the base run's to keep
+        if len(flat) == R * P:  # every token computed: nothing of the base run's to keep
             keys, values = k, v
         else:
             keys = full(base.keys, l).index_copy_(0, flat, k)
             values = full(base.values, l).index_copy_(0, flat, v)
+        if record is not None:  # the base run itself: every token computed
+            record.keys.append(keys.view(batch, P, kv, dh))
+            record.values.append(values.view(batch, P, kv, dh))
         queries = q.new_zeros(R * P, h, dh).index_copy_(0, out, q)
         queries = queries.view(R, P, h, dh).transpose(1, 2)
         keys = keys.view(R, P, kv, dh).transpose(1, 2)
@@ -561,8 +560,7 @@ def forward(
             keys = keys.repeat_interleave(h // kv, dim=1)
             values = values.repeat_interleave(h // kv, dim=1)
         scores = queries @ keys.transpose(-2, -1) / arch.scale
-        mask = torch.ones(P, P, dtype=torch.bool, device=device).triu(1)
-        pattern = scores.masked_fill(mask, float("-inf")).softmax(-1)
+        pattern = scores.masked_fill(causal, float("-inf")).softmax(-1)
         if "attn.hook_pattern" in at:
             pattern = at["attn.hook_pattern"](pattern, hook=None)
         z = (pattern @ values).transpose(1, 2)  # [R, P, h, dh]
@@ -583,13 +581,12 @@ def forward(
             post = through("mlp.hook_post", post)
             x = x + through("hook_mlp_out", _linear(post, layer.W_out, layer.b_out))
 
-        if record is not None:
-            resid = x
-            record.resid.append(x.view(batch, P, d))
-        elif len(out) == R * P:
+        if len(out) == R * P:
             resid = x
         else:
             resid = full(base.resid, l + 1).index_copy_(0, out, x)
+        if record is not None:
+            record.resid.append(resid.view(batch, P, d))
         if "hook_resid_post" in at:
             resid = at["hook_resid_post"](resid.view(R, P, d), hook=None).reshape(R * P, d)
 
@@ -632,9 +629,8 @@ def _close(got: torch.Tensor, expected: torch.Tensor) -> tuple[bool, float]:
 
 def base_trace(patcher, runs, base: str, arch: Arch) -> Trace | None:
     """The base run's trace, computed once per task and base; None (and the fast path off) if it misses the model's logits."""
-    traces = runs.__dict__.setdefault("_fast_traces", {})
-    key = (base, state(patcher.model).fingerprint)
-    if key not in traces:
+    traces = runs.fast_traces  # the runs are remade when the weights change, and their traces with them
+    if base not in traces:
         base_run = getattr(runs, base)
         resid0 = base_run["blocks.0.hook_resid_pre"]
         record, logits = trace(arch, resid0)
@@ -642,8 +638,8 @@ def base_trace(patcher, runs, base: str, arch: Arch) -> Trace | None:
         if not ok:
             _disable(patcher.model, diff)
             return None
-        traces[key] = record
-    return traces[key]
+        traces[base] = record
+    return traces[base]
 
 
 def expand_logits(logits: torch.Tensor, read: list[int], seq_len: int) -> torch.Tensor:
@@ -739,7 +735,7 @@ def metric_positions(runs, base: str) -> list[int]:
     values when every other position is NaN, and when it is zero. A metric that reads
     positions it does not declare gets every position computed, with one line on stderr.
     """
-    checked = runs.__dict__.setdefault("_fast_read", {})
+    checked = runs.fast_read
     if base not in checked:
         task = runs.task
         base_run = getattr(runs, base)

@@ -117,6 +117,8 @@ class TaskRuns:
     ablated: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     _metrics: dict[str, torch.Tensor] = field(default_factory=dict)
     weights: tuple = ()  # the model's weights fingerprint when these runs were made
+    fast_traces: dict[str, object] = field(default_factory=dict)  # base -> the fast path's run of it
+    fast_read: dict[str, list[int]] = field(default_factory=dict)  # base -> logit positions the fast path computes
 
     # The metrics are computed lazily, so that the first forward of each run
     # can also cache every activation the first check needs.
@@ -225,9 +227,10 @@ class Patcher:
         out = torch.empty(n_variants, batch)
         if n_variants == 0:
             return out
-        self._prefetch(runs, variants, abl, base)
+        fast = self.fast is not False and _fastpath.supports(self.model, forced=self.fast is True)
+        self._prefetch(runs, variants, abl, base, fast)
         order = list(range(n_variants))
-        if self.fast is not False and _fastpath.supports(self.model, forced=self.fast is True):
+        if fast:
             # Variants that start at similar layers share chunks, so that each chunk skips more blocks.
             layers = [_fastpath.start_layer([variant]) for variant in variants]
             order = sorted(order, key=layers.__getitem__)
@@ -250,7 +253,7 @@ class Patcher:
         self._progress_end(shown)
         return out
 
-    def _prefetch(self, runs: TaskRuns, variants: Sequence[Variant], abl: _ablation.Ablation, base: str) -> None:
+    def _prefetch(self, runs: TaskRuns, variants: Sequence[Variant], abl: _ablation.Ablation, base: str, fast: bool) -> None:
         by_source: dict[str, set[str]] = {"clean": set(), "corrupt": set(), "ablated": set()}
         for variant in variants:
             for patch in variant:
@@ -261,7 +264,7 @@ class Patcher:
         if by_source["ablated"]:
             for need in abl.needs:
                 getattr(runs, need).ensure(by_source["ablated"])
-        if self.fast is not False and _fastpath.supports(self.model, forced=self.fast is True):
+        if fast:
             by_source[base].add("blocks.0.hook_resid_pre")  # where the fast path's own run of the base input starts
         runs.clean.ensure(by_source["clean"])
         if base == "corrupt" or by_source["corrupt"]:
