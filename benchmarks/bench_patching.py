@@ -45,10 +45,10 @@ import transformer_lens.patching as tl_patching  # noqa: E402
 from transformer_lens.config import TransformerBridgeConfig  # noqa: E402
 from transformer_lens.model_bridge import TransformerBridge  # noqa: E402
 
-import circuitcheck.fastpath  # noqa: E402
-import circuitcheck.patcher as cc_patcher  # noqa: E402
-from circuitcheck.patcher import Patcher  # noqa: E402
-from circuitcheck.tasks import from_tokens  # noqa: E402
+import circuitcheck.engine.fastpath  # noqa: E402
+import circuitcheck.engine.patcher as cc_patcher  # noqa: E402
+from circuitcheck.engine.patcher import Patcher  # noqa: E402
+from circuitcheck.model.tasks import from_tokens  # noqa: E402
 
 TARGET_MAX_DIFF = 1e-4
 TARGET_RATIO_CPU = 1.1  # general path, on 2 CPU cores
@@ -258,9 +258,9 @@ def main(argv=None) -> dict:
         cc_time, cc_times, (cc_out, cc_patched, _, _), cc_forwards = timed(
             model, lambda: run_cc(model, task, what, args.max_batch, fast=False), device, args.repeats
         )
-        # The fast path (circuitcheck.fastpath), verified on first use: the warm-up run verifies
+        # The fast path (circuitcheck.engine.fastpath), verified on first use: the warm-up run verifies
         # (against the general path) and is timed apart.
-        circuitcheck.fastpath.reset(model)
+        circuitcheck.engine.fastpath.reset(model)
         sync(device)
         first_start = time.perf_counter()
         run_cc(model, task, what, args.max_batch, fast=None)

@@ -13,76 +13,79 @@ pytest plugin imports it at start-up. Heavy parts load on first attribute use.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 from typing import TYPE_CHECKING
 
 from .errors import CircuitAssertionError, CircuitCheckError, ComponentError, ModelSpecError
-from .registry import hookimpl, load_model, register, unregister
+from .model.sources import hookimpl, load_model, register, unregister
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it (imported on first use)
+# public name -> module that defines it (imported on first use); "module:" is the module itself
 _LAZY = {
-    "Component": "components",
-    "Edge": "components",
-    "parse_components": "components",
-    "Circuit": "circuit",
-    "CheckResult": "result",
-    "head_scores": "heads",
-    "HEAD_KINDS": "heads",
-    "check_head": "checks.heads",
-    "assert_previous_token_head": "checks.heads",
-    "assert_duplicate_token_head": "checks.heads",
-    "assert_induction_head": "checks.heads",
-    "assert_bos_head": "checks.heads",
-    "assert_head_matches_pattern": "checks.heads",
-    "check_necessary": "checks.causal",
-    "check_sufficient": "checks.causal",
-    "check_minimal": "checks.causal",
-    "check_path": "checks.causal",
-    "assert_necessary": "checks.causal",
-    "assert_sufficient": "checks.causal",
-    "assert_minimal": "checks.causal",
-    "assert_path": "checks.causal",
-    "logit_lens": "lens",
-    "tuned_lens": "lens",
-    "TunedLens": "lens",
-    "check_logit_lens_converges_by": "checks.lens",
-    "assert_logit_lens_converges_by": "checks.lens",
-    "check_direct_effect": "checks.attribution",
-    "assert_direct_effect": "checks.attribution",
-    "check_top_direct_effects": "checks.attribution",
-    "assert_top_direct_effects": "checks.attribution",
-    "check_copying_head": "checks.attribution",
-    "assert_copying_head": "checks.attribution",
-    "check_composition": "checks.attribution",
-    "assert_composition": "checks.attribution",
-    "direct_logit_attribution": "attribution",
-    "ov_circuit": "composition",
-    "qk_circuit": "composition",
-    "copying_score": "composition",
-    "copying_scores": "composition",
-    "composition_score": "composition",
-    "composition_scores": "composition",
-    "random_composition_baseline": "composition",
-    "Prober": "probe",
-    "ProbeResult": "probe",
-    "check_probe_accuracy": "checks.probe",
-    "assert_probe_accuracy": "checks.probe",
-    "Patcher": "patcher",
-    "Patch": "patcher",
-    "Task": "tasks",
-    "task_fixture": "fixtures",
-    "lens": None,
-    "attribution": None,
-    "composition": None,
-    "zoo": None,
-    "tasks": None,
-    "metrics": None,
-    "ablation": None,
-    "strategies": None,
-    "inputs": None,
-    "heads": None,
-    "stats": None,
+    "Component": "model.components",
+    "Edge": "model.components",
+    "parse_components": "model.components",
+    "Circuit": "model.circuit",
+    "CheckResult": "claims.result",
+    "head_scores": "engine.heads",
+    "HEAD_KINDS": "engine.heads",
+    "check_head": "claims.heads",
+    "assert_previous_token_head": "claims.heads",
+    "assert_duplicate_token_head": "claims.heads",
+    "assert_induction_head": "claims.heads",
+    "assert_bos_head": "claims.heads",
+    "assert_head_matches_pattern": "claims.heads",
+    "check_necessary": "claims.causal",
+    "check_sufficient": "claims.causal",
+    "check_minimal": "claims.causal",
+    "check_path": "claims.causal",
+    "assert_necessary": "claims.causal",
+    "assert_sufficient": "claims.causal",
+    "assert_minimal": "claims.causal",
+    "assert_path": "claims.causal",
+    "logit_lens": "engine.lens",
+    "tuned_lens": "engine.lens",
+    "TunedLens": "engine.lens",
+    "check_logit_lens_converges_by": "claims.lens",
+    "assert_logit_lens_converges_by": "claims.lens",
+    "check_direct_effect": "claims.attribution",
+    "assert_direct_effect": "claims.attribution",
+    "check_top_direct_effects": "claims.attribution",
+    "assert_top_direct_effects": "claims.attribution",
+    "check_copying_head": "claims.attribution",
+    "assert_copying_head": "claims.attribution",
+    "check_composition": "claims.attribution",
+    "assert_composition": "claims.attribution",
+    "direct_logit_attribution": "engine.attribution",
+    "ov_circuit": "engine.composition",
+    "qk_circuit": "engine.composition",
+    "copying_score": "engine.composition",
+    "copying_scores": "engine.composition",
+    "composition_score": "engine.composition",
+    "composition_scores": "engine.composition",
+    "random_composition_baseline": "engine.composition",
+    "Prober": "engine.probe",
+    "ProbeResult": "engine.probe",
+    "check_probe_accuracy": "claims.probe",
+    "assert_probe_accuracy": "claims.probe",
+    "Patcher": "engine.patcher",
+    "Patch": "engine.patcher",
+    "Task": "model.tasks",
+    "task_fixture": "pytest_plugin.fixtures",
+    "lens": "engine.lens:",
+    "attribution": "engine.attribution:",
+    "composition": "engine.composition:",
+    "zoo": "zoo:",
+    "tasks": "model.tasks:",
+    "metrics": "model.metrics:",
+    "ablation": "engine.ablation:",
+    "strategies": "model.strategies:",
+    "inputs": "model.inputs:",
+    "heads": "engine.heads:",
+    "stats": "claims.stats:",
 }
 
 __all__ = [
@@ -102,12 +105,71 @@ def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'circuitcheck' has no attribute {name!r}")
     module_name = _LAZY[name]
-    if module_name is None:
-        value = importlib.import_module(f".{name}", __name__)
+    if module_name.endswith(":"):
+        value = importlib.import_module(f".{module_name[:-1]}", __name__)
     else:
         value = getattr(importlib.import_module(f".{module_name}", __name__), name)
     globals()[name] = value
     return value
+
+
+# Import paths from before the layered layout (``circuitcheck.patcher`` and so on)
+# stay valid: each old name is the new module itself, not a copy.
+_MOVED = {
+    "ablation": "engine.ablation",
+    "attribution": "engine.attribution",
+    "baseline": "claims.baseline",
+    "checks": "claims",
+    "checks.attribution": "claims.attribution",
+    "checks.causal": "claims.causal",
+    "checks.decision": "claims.decision",
+    "checks.heads": "claims.heads",
+    "checks.lens": "claims.lens",
+    "checks.probe": "claims.probe",
+    "circuit": "model.circuit",
+    "components": "model.components",
+    "composition": "engine.composition",
+    "context": "model.context",
+    "fastpath": "engine.fastpath",
+    "fixtures": "pytest_plugin.fixtures",
+    "heads": "engine.heads",
+    "inputs": "model.inputs",
+    "lens": "engine.lens",
+    "metrics": "model.metrics",
+    "patcher": "engine.patcher",
+    "plugin": "pytest_plugin.plugin",
+    "probe": "engine.probe",
+    "registry": "model.sources",
+    "result": "claims.result",
+    "session": "pytest_plugin.session",
+    "stats": "claims.stats",
+    "strategies": "model.strategies",
+    "tasks": "model.tasks",
+}
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves ``circuitcheck.<old name>`` to the module at its new place."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        old = fullname[len(__name__) + 1:] if fullname.startswith(__name__ + ".") else None
+        if old not in _MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        module = importlib.import_module(f"{__name__}.{_MOVED[spec.name[len(__name__) + 1:]]}")
+        self._specs = getattr(self, "_specs", {})
+        self._specs[spec.name] = module.__spec__
+        return module
+
+    def exec_module(self, module):
+        # the import system stamped the alias's spec on the module: give it back its own
+        module.__spec__ = self._specs.pop(module.__spec__.name)
+
+
+if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _MovedModuleFinder())
 
 
 def __dir__():
@@ -115,9 +177,12 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import ablation, attribution, composition, heads, inputs, lens, metrics, stats, strategies, tasks, zoo
-    from .attribution import direct_logit_attribution
-    from .checks.attribution import (
+    from .engine import ablation, attribution, composition, heads, lens
+    from .model import inputs, metrics, strategies, tasks
+    from .claims import stats
+    from . import zoo
+    from .engine.attribution import direct_logit_attribution
+    from .claims.attribution import (
         assert_composition,
         assert_copying_head,
         assert_direct_effect,
@@ -127,7 +192,7 @@ if TYPE_CHECKING:  # pragma: no cover
         check_direct_effect,
         check_top_direct_effects,
     )
-    from .composition import (
+    from .engine.composition import (
         composition_score,
         composition_scores,
         copying_score,
@@ -136,7 +201,7 @@ if TYPE_CHECKING:  # pragma: no cover
         qk_circuit,
         random_composition_baseline,
     )
-    from .checks.causal import (
+    from .claims.causal import (
         assert_minimal,
         assert_necessary,
         assert_path,
@@ -146,14 +211,14 @@ if TYPE_CHECKING:  # pragma: no cover
         check_path,
         check_sufficient,
     )
-    from .checks.probe import assert_probe_accuracy, check_probe_accuracy
-    from .probe import Prober, ProbeResult
-    from .checks.lens import assert_logit_lens_converges_by, check_logit_lens_converges_by
-    from .fixtures import task_fixture
-    from .lens import TunedLens, logit_lens, tuned_lens
-    from .patcher import Patch, Patcher
-    from .tasks import Task
-    from .checks.heads import (
+    from .claims.probe import assert_probe_accuracy, check_probe_accuracy
+    from .engine.probe import Prober, ProbeResult
+    from .claims.lens import assert_logit_lens_converges_by, check_logit_lens_converges_by
+    from .pytest_plugin.fixtures import task_fixture
+    from .engine.lens import TunedLens, logit_lens, tuned_lens
+    from .engine.patcher import Patch, Patcher
+    from .model.tasks import Task
+    from .claims.heads import (
         assert_bos_head,
         assert_duplicate_token_head,
         assert_head_matches_pattern,
@@ -161,7 +226,7 @@ if TYPE_CHECKING:  # pragma: no cover
         assert_previous_token_head,
         check_head,
     )
-    from .circuit import Circuit
-    from .components import Component, Edge, parse_components
-    from .heads import HEAD_KINDS, head_scores
-    from .result import CheckResult
+    from .model.circuit import Circuit
+    from .model.components import Component, Edge, parse_components
+    from .engine.heads import HEAD_KINDS, head_scores
+    from .claims.result import CheckResult

@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _spec_new(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .errors import CircuitCheckError
-    from .spec import write_new_spec
+    from .spec.load import write_new_spec
 
     try:
         path = write_new_spec(args.path or Path("."), args.model)
@@ -77,7 +77,8 @@ def _spec_new(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from . import registry, zoo
+    from .model import sources as registry
+    from . import zoo
 
     print("model sources:")
     for line in registry.model_sources():

@@ -79,3 +79,20 @@ def circuitcheck_make_ablation(spec: str):
     :return: an ``Ablation(name, value, needs)`` whose ``value(hook_name, runs)``
         returns the replacement activation, or None.
     """
+
+
+@hookspec
+def circuitcheck_claim_kinds() -> list:
+    """Add kinds of claims: return a list of :class:`circuitcheck.ClaimKind` records.
+
+    Called whenever the registry of claim kinds is read (validating a spec
+    file, building the report, the terminal summary); every plugin
+    contributes. A kind declared here is a kind like the built-in ones: spec
+    files can write it (``kind: NAME`` with its parameters), its results go to
+    the JSON and the HTML report (in the section the record names, or with its
+    evidence tables when the report has no such section), and the terminal
+    summary lists them.
+
+    :return: ``ClaimKind`` records, or None. A name that clashes with another
+        kind is an error.
+    """

@@ -15,14 +15,14 @@ import pandas  # noqa: F401,E402
 # Likewise circuitcheck's own modules: a class imported anew inside an inner run
 # would not be the class the outer modules know (isinstance checks would fail).
 import circuitcheck  # noqa: E402
-import circuitcheck.baseline  # noqa: F401,E402
-import circuitcheck.checks.causal  # noqa: F401,E402
-import circuitcheck.fixtures  # noqa: F401,E402
-import circuitcheck.patcher  # noqa: F401,E402
-import circuitcheck.probe  # noqa: F401,E402
+import circuitcheck.claims.baseline  # noqa: F401,E402
+import circuitcheck.claims.causal  # noqa: F401,E402
+import circuitcheck.pytest_plugin.fixtures  # noqa: F401,E402
+import circuitcheck.engine.patcher  # noqa: F401,E402
+import circuitcheck.engine.probe  # noqa: F401,E402
 import circuitcheck.report  # noqa: F401,E402
-import circuitcheck.strategies  # noqa: F401,E402
-import circuitcheck.tasks  # noqa: F401,E402
+import circuitcheck.model.strategies  # noqa: F401,E402
+import circuitcheck.model.tasks  # noqa: F401,E402
 import circuitcheck.zoo.circuits  # noqa: F401,E402
 
 

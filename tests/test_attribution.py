@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from circuitcheck import CircuitAssertionError, CircuitCheckError, ComponentError, tasks
-from circuitcheck.attribution import direct_logit_attribution, per_example, summary
-from circuitcheck.checks.attribution import (
+from circuitcheck.engine.attribution import direct_logit_attribution, per_example, summary
+from circuitcheck.claims.attribution import (
     assert_direct_effect,
     assert_top_direct_effects,
     check_direct_effect,

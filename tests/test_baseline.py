@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from circuitcheck.baseline import Baseline, Tolerance
+from circuitcheck.claims.baseline import Baseline, Tolerance
 
 SUITE = """
 import os

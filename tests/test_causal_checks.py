@@ -194,7 +194,7 @@ def test_an_unknown_ablation_lists_the_valid_ones(induction_2l, task_2l):
 
 
 def test_a_plugin_can_add_an_ablation(induction_2l, task_2l):
-    from circuitcheck.ablation import Ablation
+    from circuitcheck.engine.ablation import Ablation
 
     class Halves:
         @cc.hookimpl

@@ -60,7 +60,7 @@ def test_checkpoints_load_once_each_and_one_at_a_time(pytester):
         import pytest
 
         def pytest_sessionfinish(session):
-            from circuitcheck.plugin import _STATE
+            from circuitcheck.pytest_plugin.plugin import _STATE
             store = session.config.stash[_STATE].models
             print("LOADS", sorted(store.loads.values()), "HELD", len(store.models))
         """

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from circuitcheck import CircuitAssertionError, ComponentError
-from circuitcheck.checks.attribution import assert_composition, assert_copying_head, check_composition
-from circuitcheck.composition import (
+from circuitcheck.claims.attribution import assert_composition, assert_copying_head, check_composition
+from circuitcheck.engine.composition import (
     composition_score,
     composition_scores,
     composition_tensor,

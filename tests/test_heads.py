@@ -5,7 +5,7 @@ import torch
 from transformer_lens.head_detector import detect_head
 
 from circuitcheck import head_scores
-from circuitcheck.heads import bos_pattern, default_tokens, detection_pattern
+from circuitcheck.engine.heads import bos_pattern, default_tokens, detection_pattern
 
 TL_NAMES = {"previous_token": "previous_token_head", "duplicate_token": "duplicate_token_head", "induction": "induction_head"}
 

@@ -8,7 +8,7 @@ import torch
 
 from circuitcheck import CircuitAssertionError, CircuitCheckError, tasks
 from circuitcheck import lens as L
-from circuitcheck.checks.lens import DEFAULT_MAX_KL, assert_logit_lens_converges_by, check_logit_lens_converges_by
+from circuitcheck.claims.lens import DEFAULT_MAX_KL, assert_logit_lens_converges_by, check_logit_lens_converges_by
 
 PROMPT = "a b c d e a b c d e"  # 11 tokens with BOS
 

@@ -5,9 +5,10 @@ import torch
 from transformer_lens import patching
 
 import circuitcheck
-from circuitcheck import fastpath, tasks
-from circuitcheck.components import Component
-from circuitcheck.patcher import Patch, Patcher
+from circuitcheck.engine import fastpath
+from circuitcheck import tasks
+from circuitcheck.model.components import Component
+from circuitcheck.engine.patcher import Patch, Patcher
 from circuitcheck.zoo.tokenizer import build_tokenizer
 
 ATOL = 1e-4
@@ -215,7 +216,7 @@ def test_a_patch_with_an_unknown_dimension_is_refused(random_model):
         Patcher(random_model).run(random_task(64), [[Patch.at("blocks.0.hook_resid_pre", "clean", h=[1])]])
 
 
-# The fast path (circuitcheck.fastpath): compute only what a patch can change.
+# The fast path (circuitcheck.engine.fastpath): compute only what a patch can change.
 
 FAST_SWEEPS = ["resid_pre", "resid_mid", "resid_post", "head_out", "head_out_by_pos", "mlp_out", "attn_out",
                "head_q", "head_k", "head_v", "pattern"]
@@ -372,7 +373,7 @@ def test_fast_path_does_not_take_hooks_it_does_not_know(random_model):
 
 
 def test_fast_path_is_not_taken_for_architectures_it_does_not_know(random_model, monkeypatch):
-    from circuitcheck import fastpath
+    from circuitcheck.engine import fastpath
 
     monkeypatch.setattr(fastpath, "KNOWN_BLOCKS", frozenset({"SomethingElse"}))
     fastpath.reset(random_model)
@@ -389,7 +390,7 @@ def test_fast_path_is_not_taken_for_architectures_it_does_not_know(random_model,
 
 
 def test_start_position():
-    from circuitcheck.fastpath import start_position
+    from circuitcheck.engine.fastpath import start_position
 
     assert start_position([Patch.at("blocks.0.hook_resid_pre", p=[3, 5])], 7) == 3
     assert start_position([Patch.at("blocks.0.hook_resid_pre", p=[-2])], 7) == 5
@@ -402,7 +403,7 @@ def test_start_position():
 @pytest.mark.parametrize("where", ["variants", "base run"])
 def test_fast_path_falls_back_when_verification_fails(zoo_tokenizer_dir, monkeypatch, capsys, where):
     from conftest import build_native
-    from circuitcheck import fastpath
+    from circuitcheck.engine import fastpath
 
     model = build_native(n_layers=3, n_heads=4, d_model=32, d_vocab=64, seed=3, tokenizer_dir=zoo_tokenizer_dir)
     task = random_task(64, seed=12)
@@ -435,8 +436,8 @@ def test_fast_path_falls_back_when_verification_fails(zoo_tokenizer_dir, monkeyp
 
 @pytest.mark.parametrize("declared", [[-1], [3, -1]])
 def test_a_metric_that_misdeclares_its_positions_is_caught(random_model, capsys, declared):
-    from circuitcheck import fastpath
-    from circuitcheck.metrics import Metric
+    from circuitcheck.engine import fastpath
+    from circuitcheck.model.metrics import Metric
 
     task = random_task(64, seed=16)
     Patcher(random_model).sweep(task, "head_out")  # the model's kernel is verified already
@@ -453,7 +454,7 @@ def test_a_metric_that_misdeclares_its_positions_is_caught(random_model, capsys,
 
 def test_a_patch_that_changes_nothing_verifies_nothing(zoo_tokenizer_dir):
     from conftest import build_native
-    from circuitcheck import fastpath
+    from circuitcheck.engine import fastpath
 
     model = build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=64, seed=8, tokenizer_dir=zoo_tokenizer_dir)
     task = random_task(64, seed=18)
@@ -475,7 +476,7 @@ def test_misspelt_layer_numbers_are_not_taken_for_others(random_model):
 
 def test_half_precision_models_run_the_general_path(zoo_tokenizer_dir):
     from conftest import build_native
-    from circuitcheck import fastpath
+    from circuitcheck.engine import fastpath
 
     model = build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=64, seed=9, tokenizer_dir=zoo_tokenizer_dir)
     model.half()
@@ -484,7 +485,7 @@ def test_half_precision_models_run_the_general_path(zoo_tokenizer_dir):
 
 def test_fast_path_follows_changed_weights(zoo_tokenizer_dir):
     from conftest import build_native
-    from circuitcheck import fastpath
+    from circuitcheck.engine import fastpath
 
     model = build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=64, seed=6, tokenizer_dir=zoo_tokenizer_dir)
     task = random_task(64, seed=17)
@@ -502,7 +503,7 @@ def test_fast_path_follows_changed_weights(zoo_tokenizer_dir):
 
 @pytest.mark.parametrize("which", ["random_model", "rotary_model"])
 def test_fast_path_holds_no_copy_of_the_weights(which, request):
-    from circuitcheck import fastpath
+    from circuitcheck.engine import fastpath
 
     model = request.getfixturevalue(which)
     storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -517,9 +518,9 @@ def test_fast_path_holds_no_copy_of_the_weights(which, request):
 @pytest.mark.parametrize("which", ["wide_gpt2", "rotary_model", "attn_only_model"])
 def test_fast_path_equals_the_general_path_on_random_variants(which, request):
     """Seeded random variants: 0-3 patches each, any hook point the fast path patches, any indices and sources."""
-    from circuitcheck import fastpath
+    from circuitcheck.engine import fastpath
     from circuitcheck import metrics
-    from circuitcheck.patcher import index_dims
+    from circuitcheck.engine.patcher import index_dims
 
     model = request.getfixturevalue(which)
     cfg = model.cfg

@@ -261,7 +261,7 @@ def test_a_foreign_file_is_never_overwritten(tiny):
 
 
 def test_importing_the_plugin_imports_nothing_heavy():
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import circuitcheck.plugin"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import circuitcheck.pytest_plugin.plugin"], capture_output=True, text=True, check=True)
     imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
     heavy = {name for name in imported if name.split(".")[0] in ("torch", "transformer_lens", "transformers", "pandas", "numpy")}
     assert heavy == set()

@@ -1,4 +1,4 @@
-"""Linear probes (circuitcheck.probe) and the probe assertion, with ground truth on zoo:induction-2l.
+"""Linear probes (circuitcheck.engine.probe) and the probe assertion, with ground truth on zoo:induction-2l.
 
 Ground truth: layer 0's previous-token heads copy each token into the next
 position, so the previous token is linearly decodable from
@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import circuitcheck as cc
-import circuitcheck.checks.probe  # noqa: F401  (imported before pytester's inner runs, see conftest)
-from circuitcheck.checks.probe import assert_probe_accuracy, check_probe_accuracy
+import circuitcheck.claims.probe  # noqa: F401  (imported before pytester's inner runs, see conftest)
+from circuitcheck.claims.probe import assert_probe_accuracy, check_probe_accuracy
 from circuitcheck.errors import CircuitAssertionError, CircuitCheckError
-from circuitcheck.probe import Prober, ProbeResult
+from circuitcheck.engine.probe import Prober, ProbeResult
 
 SEQ_LEN = 16
 POSITIONS = list(range(2, SEQ_LEN + 1))  # previous token is an ordinary token, never BOS
@@ -197,8 +197,8 @@ def test_results_are_json_safe(induction_2l, prober):
 
 PROBE_FIXTURE = """
 import pytest
-from circuitcheck.plugin import session_seed
-from circuitcheck.probe import Prober
+from circuitcheck.pytest_plugin.plugin import session_seed
+from circuitcheck.engine.probe import Prober
 
 @pytest.fixture
 def probe(model, request):
@@ -210,9 +210,9 @@ def test_the_example_suite_passes(pytester):
     example = Path(__file__).resolve().parents[1] / "example_suites" / "test_probing.py"
     shutil.copy(example, pytester.path / "test_probe_example.py")
     pytester.makeini("[pytest]\ncircuitcheck_model = zoo:induction-2l\n")
-    import circuitcheck.plugin
+    import circuitcheck.pytest_plugin.plugin
 
-    if not hasattr(circuitcheck.plugin, "probe"):  # until the plugin provides the fixture
+    if not hasattr(circuitcheck.pytest_plugin.plugin, "probe"):  # until the plugin provides the fixture
         pytester.makeconftest(PROBE_FIXTURE)
     result = pytester.runpytest("-p", "no:cacheprovider", "--circuitcheck-device=cpu")
     result.assert_outcomes(passed=3)

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 import circuitcheck as cc
 from circuitcheck import strategies as cst
 from circuitcheck import tasks
-from circuitcheck.checks.causal import _ablate_all_but
-from circuitcheck.components import Component
-from circuitcheck.patcher import Patch, Patcher, component_patch
+from circuitcheck.claims.causal import _ablate_all_but
+from circuitcheck.model.components import Component
+from circuitcheck.engine.patcher import Patch, Patcher, component_patch
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 VOCAB = {"vocab": 64, "exclude": [0, 1, 2], "bos": 0}

@@ -15,7 +15,7 @@ import pytest
 from circuitcheck import report
 from circuitcheck.errors import CircuitCheckError
 from circuitcheck.report.charts import ColorScale, format_number, nice_ticks
-from circuitcheck.result import CheckResult, frame_to_json
+from circuitcheck.claims.result import CheckResult, frame_to_json
 
 XSS = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"

@@ -7,10 +7,10 @@ import textwrap
 import pytest
 
 # Imported here, before any inner pytester run: modules first imported inside one are
-# dropped from sys.modules afterwards, and a re-imported circuitcheck.tasks would make a
+# dropped from sys.modules afterwards, and a re-imported circuitcheck.model.tasks would make a
 # second Task class.
-import circuitcheck.checks.causal  # noqa: F401
-import circuitcheck.tasks  # noqa: F401
+import circuitcheck.claims.causal  # noqa: F401
+import circuitcheck.model.tasks  # noqa: F401
 from circuitcheck import CircuitCheckError
 from circuitcheck.spec import SpecError, load_spec, new_spec_text, write_new_spec
 
@@ -32,9 +32,9 @@ task:
 
 def write_spec(pytester, text: str, name: str = "claims.circuit.yaml"):
     """Write a spec; register the collector through a conftest until the plugin has the hook itself."""
-    import circuitcheck.plugin
+    import circuitcheck.pytest_plugin.plugin
 
-    if not hasattr(circuitcheck.plugin, "pytest_collect_file") and not (pytester.path / "conftest.py").exists():
+    if not hasattr(circuitcheck.pytest_plugin.plugin, "pytest_collect_file") and not (pytester.path / "conftest.py").exists():
         pytester.makeconftest(HOOK)
     path = pytester.path / name
     path.write_text(textwrap.dedent(text).lstrip())
@@ -170,16 +170,16 @@ def test_checkpoints_all_lists_the_zoo_checkpoints_and_is_an_error_elsewhere():
 
 
 def test_the_task_is_built_once_per_model_and_task(pytester, monkeypatch):
-    import circuitcheck.tasks
+    import circuitcheck.model.tasks
 
     built = []
-    original = circuitcheck.tasks.induction
+    original = circuitcheck.model.tasks.induction
 
     def counting(model, **kwargs):
         built.append(kwargs)
         return original(model, **kwargs)
 
-    monkeypatch.setattr(circuitcheck.tasks, "induction", counting)
+    monkeypatch.setattr(circuitcheck.model.tasks, "induction", counting)
     write_spec(
         pytester,
         "model: zoo:induction-2l\n" + SMALL_TASK + textwrap.dedent("""

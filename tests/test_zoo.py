@@ -12,7 +12,7 @@ import pytest
 from circuitcheck import zoo
 from circuitcheck.zoo import circuits as zoo_circuits
 from circuitcheck.errors import ModelSpecError
-from circuitcheck.heads import head_scores
+from circuitcheck.engine.heads import head_scores
 
 TOLERANCE = 1e-5
 MAX_ZOO_BYTES = 5 * 1024 * 1024

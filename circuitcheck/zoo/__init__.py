@@ -151,7 +151,7 @@ def measure_card_scores(model) -> dict[str, list[list[float]]]:
     rounded to :data:`CARD_DECIMALS` decimals: the definition the cards are
     written with and checked against.
     """
-    from ..heads import head_scores
+    from ..engine.heads import head_scores
 
     scores = {}
     for kind in CARD_KINDS:

@@ -27,9 +27,9 @@ RULE = (
 
 def find_induction_circuit(model, candidates: list[str]) -> dict:
     """Prune ``candidates`` to the causal induction circuit; returns the card's ``circuits`` entries and evidence."""
-    from .. import tasks
-    from ..checks.causal import check_minimal, check_necessary, check_sufficient
-    from ..circuit import Circuit
+    from ..model import tasks
+    from ..claims.causal import check_minimal, check_necessary, check_sufficient
+    from ..model.circuit import Circuit
 
     task = tasks.induction(model, **TASK)
     circuit = Circuit.parse(" ".join(candidates), name="induction")

@@ -149,7 +149,7 @@ def misleading_targets(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def _scores_line(model) -> str:
-    from ..heads import head_scores
+    from ..engine.heads import head_scores
 
     ind = head_scores(model, "induction").to_numpy()
     prev = head_scores(model, "previous_token").to_numpy()

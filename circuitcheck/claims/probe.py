@@ -18,11 +18,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .. import context, stats
-from ..components import model_checkpoint, model_label
+from ..model import context
+from . import stats
+from ..model.components import model_checkpoint, model_label
 from ..errors import CircuitCheckError
-from ..probe import Prober, ProbeResult, _positions_text, labels_digest
-from ..result import CheckResult
+from ..engine.probe import Prober, ProbeResult, _positions_text, labels_digest
+from .result import CheckResult
 from .decision import check_thresholds, conclude
 
 

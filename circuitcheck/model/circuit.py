@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Union
 
 from .components import Component, Edge, parse_components
-from .errors import ComponentError
+from ..errors import ComponentError
 
 
 @dataclass(frozen=True)

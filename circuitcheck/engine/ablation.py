@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from .errors import CircuitCheckError
+from ..errors import CircuitCheckError
 
 BUILTIN = ("resample", "mean", "zero", "noise(STD)")
 
@@ -99,7 +99,7 @@ def parse(ablation: "str | Ablation | None") -> Ablation:
             return noise(float(match["std"]))
         except ValueError:
             pass
-    from .registry import plugin_manager
+    from ..model.sources import plugin_manager
 
     made = plugin_manager().hook.circuitcheck_make_ablation(spec=text)
     if made is not None:

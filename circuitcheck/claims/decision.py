@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .. import context
+from ..model import context
 from ..errors import CircuitAssertionError
-from ..result import CheckResult
+from .result import CheckResult
 
 
 def check_thresholds(min_value, max_value, *, low: float | None = None, high: float | None = None, names=("min", "max")):
@@ -32,7 +32,7 @@ def conclude(result: CheckResult, tolerance=None) -> CheckResult:
     """
     __tracebackhide__ = True
     if tolerance is not None:
-        from ..baseline import Tolerance
+        from .baseline import Tolerance
 
         Tolerance.parse(tolerance)  # a bad tolerance is an error even without a baseline
     regression = context.record(result, tolerance)

@@ -20,7 +20,7 @@ import torch
 
 from . import inputs as _inputs
 from . import metrics as _metrics
-from .errors import CircuitCheckError
+from ..errors import CircuitCheckError
 
 
 @dataclass(eq=False)

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Union
 
-from .errors import ComponentError
+from ..errors import ComponentError
 
 HEAD_INPUTS = ("q", "k", "v")
 

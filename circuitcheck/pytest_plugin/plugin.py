@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from . import context as _context
-from . import registry
+from ..model import context as _context
+from ..model import sources as registry
 from .session import DEFAULT_SPEC, ActivationStore, ModelStore
 
 _STATE = pytest.StashKey["CircuitCheckState"]()
@@ -70,7 +70,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collect_file(file_path, parent):
     """``*.circuit.yaml`` files are executable specs: one test item per claim (see circuitcheck.spec)."""
     if file_path.name.endswith(".circuit.yaml"):
-        from .spec import SpecFile
+        from ..spec.load import SpecFile
 
         return SpecFile.from_parent(parent, path=file_path)
     return None
@@ -129,7 +129,7 @@ class CircuitCheckState:
         return value
 
     def patcher(self, model):
-        from .patcher import Patcher
+        from ..engine.patcher import Patcher
 
         key = id(model)
         if key not in self.patchers:
@@ -138,7 +138,7 @@ class CircuitCheckState:
 
     def task_for(self, item: pytest.Item, model):
         """The task of the running test: marker, else the one Task among its fixtures."""
-        from .tasks import Task
+        from ..model.tasks import Task
 
         marker = item.get_closest_marker("circuitcheck_task")
         if marker is not None:
@@ -150,8 +150,8 @@ class CircuitCheckState:
         return found[0][1] if found else None
 
     def task_from_marker(self, marker, model, nodeid: str):
-        from . import tasks
-        from .tasks import Task
+        from ..model import tasks
+        from ..model.tasks import Task
 
         if len(marker.args) != 1:
             raise pytest.UsageError(f"@pytest.mark.circuitcheck_task takes one task (a name, a function of the model, or a Task) in {nodeid}")
@@ -176,7 +176,7 @@ class CircuitCheckState:
 
     def _load_model(self, spec: str, device: str):
         """Load through the model sources and note what was loaded, for the report's environment."""
-        from .lens import weights_hash
+        from ..engine.lens import weights_hash
 
         model = registry.load_model(spec, device)
         cfg = model.cfg
@@ -188,7 +188,7 @@ class CircuitCheckState:
 
     # baselines ---------------------------------------------------------------------
     def load_baseline(self) -> None:
-        from .baseline import Baseline, BaselineError
+        from ..claims.baseline import Baseline, BaselineError
 
         path = self.option("baseline")
         if self.config.getoption("circuitcheck_update_baseline") and not path:
@@ -207,7 +207,7 @@ class CircuitCheckState:
 
     def compare_baseline(self, item: pytest.Item, result, tolerance, record: dict) -> str | None:
         """Key the claim, compare it with the stored value; annotate ``record``; a message when it regressed."""
-        from .baseline import Tolerance, entry_key
+        from ..claims.baseline import Tolerance, entry_key
 
         test_id = item_identity(item)["test_id"]
         key = entry_key(test_id, result.claim, result.checkpoint)
@@ -229,7 +229,7 @@ class CircuitCheckState:
         return None
 
     def finish_baseline(self) -> None:
-        from .baseline import make_entry
+        from ..claims.baseline import make_entry
 
         if self.baseline is None:
             return
@@ -351,7 +351,7 @@ class CircuitCheckState:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus) -> None:
         if self.is_worker:
             return
-        from .baseline import BaselineError
+        from ..claims.baseline import BaselineError
 
         try:
             self.finish_baseline()
@@ -361,7 +361,7 @@ class CircuitCheckState:
         report_path, json_path = self.option("report"), self.option("json")
         if not report_path and not json_path:
             return
-        from . import report as _report
+        from .. import report as _report
 
         document = _report.new_document(_environment(self))
         document["tests"] = self.tests
@@ -496,7 +496,8 @@ def cache(request: pytest.FixtureRequest, model):
     """
     import torch
 
-    from . import heads, inputs
+    from ..engine import heads
+    from ..model import inputs
 
     state = request.config.stash[_STATE]
     marker = request.node.get_closest_marker("circuitcheck_prompt")
@@ -532,7 +533,7 @@ def patcher(request: pytest.FixtureRequest, model):
 @pytest.fixture
 def probe(request: pytest.FixtureRequest, model):
     """Fits linear probes on the test model's activations (circuitcheck.probe.Prober at the run's seed)."""
-    from .probe import Prober
+    from ..engine.probe import Prober
 
     return Prober(model, seed=request.config.stash[_STATE].seed())
 
@@ -540,7 +541,7 @@ def probe(request: pytest.FixtureRequest, model):
 @pytest.fixture
 def induction_task(request: pytest.FixtureRequest, model):
     """``circuitcheck.tasks.induction`` on the test's model (32 prompts, seq_len 20, the run's seed), built once per model."""
-    from . import tasks
+    from ..model import tasks
 
     state = request.config.stash[_STATE]
     key = (id(model), "induction-fixture", state.seed())

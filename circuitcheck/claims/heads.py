@@ -12,10 +12,11 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from .. import context, stats
-from ..components import Component, model_checkpoint, model_label
-from ..heads import canonical_kind, measure_head_scores
-from ..result import CheckResult
+from ..model import context
+from . import stats
+from ..model.components import Component, model_checkpoint, model_label
+from ..engine.heads import canonical_kind, measure_head_scores
+from .result import CheckResult
 from .decision import check_thresholds, conclude, within
 
 DEFAULT_MIN_SCORE = 0.5

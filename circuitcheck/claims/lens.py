@@ -21,11 +21,11 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .. import context
-from .. import lens as _lens
-from ..components import model_checkpoint, model_label
+from ..model import context
+from ..engine import lens as _lens
+from ..model.components import model_checkpoint, model_label
 from ..errors import CircuitCheckError
-from ..result import CheckResult
+from .result import CheckResult
 from .decision import conclude
 
 DEFAULT_MAX_KL = 0.1

@@ -35,8 +35,8 @@ from typing import Sequence, Union
 import pandas as pd
 import torch
 
-from . import inputs as _inputs
-from .errors import CircuitCheckError
+from ..model import inputs as _inputs
+from ..errors import CircuitCheckError
 
 LENS_KINDS = ("logit", "tuned")
 EMBED_LAYER = -1
@@ -308,7 +308,7 @@ def logit_lens(
     model's own prediction), ``p_final_top1`` (the lens's probability of it),
     ``top1_agrees`` and ``kl`` = KL(final || lens) in nats.
     """
-    from .context import require_eval
+    from ..model.context import require_eval
 
     require_eval(model)
     tokens = as_tokens(model, tokens_or_prompt)
@@ -636,7 +636,7 @@ def tuned_lens(
         **settings: :class:`TunedLensSettings` fields (``n_prompts``, ``seq_len``,
             ``holdout``, ``max_steps``, ``lr``, ``eval_every``, ``patience``).
     """
-    from .context import require_eval
+    from ..model.context import require_eval
 
     require_eval(model)
     unknown = set(settings) - (set(TunedLensSettings.__dataclass_fields__) - {"data", "seed", "layers"})

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import CircuitCheckError
+from ..errors import CircuitCheckError
 
 BASELINE_SCHEMA = 1
 DEFAULT_ABS = 0.01
@@ -175,7 +175,7 @@ class Baseline:
         return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
 
     def write(self) -> None:
-        from .report import _atomic_write
+        from ..report import _atomic_write
 
         _atomic_write(self.path, self.dumps())
 

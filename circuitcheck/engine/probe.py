@@ -39,9 +39,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import context, inputs as _inputs
-from .errors import CircuitCheckError
-from .session import tokens_digest
+from ..model import context, inputs as _inputs
+from ..errors import CircuitCheckError
+from ..pytest_plugin.session import tokens_digest
 
 DEFAULT_WEIGHT_DECAY = 1e-3
 DEFAULT_MAX_ITER = 100
@@ -125,7 +125,7 @@ class ProbeResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: the summary plus the per-class table."""
-        from .result import frame_to_json
+        from ..claims.result import frame_to_json
 
         return {**self.summary(), "per_class": frame_to_json(self.per_class)}
 
@@ -300,15 +300,15 @@ class Prober:
         )
 
     def assert_accuracy(self, hook: str, labels, inputs, **kwargs):
-        """:func:`circuitcheck.checks.probe.assert_probe_accuracy` with this prober (its model, seed and cache)."""
+        """:func:`circuitcheck.claims.probe.assert_probe_accuracy` with this prober (its model, seed and cache)."""
         __tracebackhide__ = True
-        from .checks.probe import assert_probe_accuracy
+        from ..claims.probe import assert_probe_accuracy
 
         return assert_probe_accuracy(hook, labels, inputs=inputs, prober=self, **kwargs)
 
     def check_accuracy(self, hook: str, labels, inputs, **kwargs):
-        """:func:`circuitcheck.checks.probe.check_probe_accuracy` with this prober."""
-        from .checks.probe import check_probe_accuracy
+        """:func:`circuitcheck.claims.probe.check_probe_accuracy` with this prober."""
+        from ..claims.probe import check_probe_accuracy
 
         return check_probe_accuracy(hook, labels, inputs=inputs, prober=self, **kwargs)
 
@@ -318,7 +318,7 @@ class Prober:
 
 def as_tokens(model, inputs) -> torch.Tensor:
     """``[batch, pos]`` long tokens on the CPU from a tensor, prompt(s) or Task."""
-    from .tasks import Task
+    from ..model.tasks import Task
 
     if isinstance(inputs, Task):
         return inputs.clean.cpu()

@@ -613,7 +613,7 @@ def trace(arch: Arch, resid_pre0: torch.Tensor) -> tuple[Trace, torch.Tensor]:
 
 
 def _disable(model, diff: float) -> None:
-    from .components import model_label
+    from ..model.components import model_label
 
     state(model).disabled = f"differs by {diff:.2e}"
     sys.stderr.write(f"circuitcheck: fast path disabled for {model_label(model)}: differs by {diff:.2e}\n")

@@ -25,14 +25,15 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from .. import ablation as _ablation
-from .. import context, stats
-from ..circuit import Circuit
-from ..components import Component, model_checkpoint, model_label, parse_components
+from ..engine import ablation as _ablation
+from ..model import context
+from . import stats
+from ..model.circuit import Circuit
+from ..model.components import Component, model_checkpoint, model_label, parse_components
 from ..errors import CircuitCheckError, ComponentError
-from ..patcher import Patch, Patcher, component_patch
-from ..result import CheckResult
-from ..tasks import Task
+from ..engine.patcher import Patch, Patcher, component_patch
+from .result import CheckResult
+from ..model.tasks import Task
 from .decision import check_thresholds, conclude
 
 Components = Union[str, Component, Circuit, Iterable[Union[str, Component]]]

@@ -29,10 +29,10 @@ import torch
 
 from . import ablation as _ablation
 from . import fastpath as _fastpath
-from .components import Component, Edge, model_label
-from .context import require_eval
-from .errors import CircuitCheckError, ComponentError
-from .tasks import Task
+from ..model.components import Component, Edge, model_label
+from ..model.context import require_eval
+from ..errors import CircuitCheckError, ComponentError
+from ..model.tasks import Task
 
 DEFAULT_MAX_BATCH = 256
 
@@ -386,7 +386,7 @@ class Patcher:
         runs = self.runs(task)
         sweep = Sweep(what, axes, index, values, runs.clean_metric, runs.corrupt_metric, direction)
         if len(axes) == 2:
-            from . import context
+            from ..model import context
 
             context.record_sweep(sweep.to_dict(title=f"{what} patching ({direction}) on {task.name}, model {model_label(self.model)}"))
         return sweep
@@ -599,7 +599,7 @@ class Sweep:
 
     def to_dict(self, title: str = "") -> dict:
         """JSON-safe, for the report: the mean and normalised matrices."""
-        from .result import frame_to_json
+        from ..claims.result import frame_to_json
 
         clean, corrupt = float(self.clean_metric.mean()), float(self.corrupt_metric.mean())
         return {

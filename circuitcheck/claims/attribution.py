@@ -16,12 +16,13 @@ from typing import Iterable, Union
 import numpy as np
 import pandas as pd
 
-from .. import attribution as _dla
-from .. import composition as _comp
-from .. import context, stats
-from ..components import Component, model_checkpoint, model_label, parse_components
+from ..engine import attribution as _dla
+from ..engine import composition as _comp
+from ..model import context
+from . import stats
+from ..model.components import Component, model_checkpoint, model_label, parse_components
 from ..errors import CircuitCheckError, ComponentError
-from ..result import CheckResult
+from .result import CheckResult
 from .decision import check_thresholds, conclude, within
 
 _KIND_WORD = {"q": "Q", "k": "K", "v": "V"}

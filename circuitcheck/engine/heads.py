@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from . import inputs as _inputs
+from ..model import inputs as _inputs
 
 HEAD_KINDS = ("previous_token", "duplicate_token", "induction", "bos")
 
@@ -274,7 +274,7 @@ def _attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
     The last few inputs per model are remembered, so several claims about the
     heads of one model on the same seeded input run the model once.
     """
-    from .session import tokens_digest
+    from ..pytest_plugin.session import tokens_digest
 
     try:
         cache = _PATTERN_CACHE.setdefault(model, OrderedDict())

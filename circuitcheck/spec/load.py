@@ -57,7 +57,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from .errors import CircuitAssertionError, CircuitCheckError
+from ..errors import CircuitAssertionError, CircuitCheckError
 
 SUFFIX = ".circuit.yaml"
 
@@ -264,7 +264,7 @@ def _ablation(value):
         except ValueError:
             raise _Bad(f"{text!r} is not valid: noise(STD) takes a positive number") from None
         return text
-    from . import ablation  # plugin-provided ablations (imports torch)
+    from ..engine import ablation  # plugin-provided ablations (imports torch)
 
     try:
         ablation.parse(text)
@@ -368,7 +368,7 @@ class TaskSpec:
     def build(self, model, default_seed: int):
         # `from .tasks import ...` (not `from . import tasks`): always the module in sys.modules,
         # the one the assertions check Task instances against
-        from .tasks import from_prompts, induction
+        from ..model.tasks import from_prompts, induction
 
         if self.prompts is not None:
             return from_prompts(model, name=self.name, **self.prompts)
@@ -403,8 +403,8 @@ class Claim:
         """Run the claim's assertion on ``model`` (raises :class:`CircuitAssertionError` if it fails)."""
         __tracebackhide__ = True
         # `from .x.y import name`: the modules in sys.modules, like the tasks (see TaskSpec.build)
-        from .checks.causal import assert_minimal, assert_necessary, assert_path, assert_sufficient
-        from .checks.heads import assert_head
+        from ..claims.causal import assert_minimal, assert_necessary, assert_path, assert_sufficient
+        from ..claims.heads import assert_head
 
         params = dict(self.params)
         if seed is not None and "seed" not in params:
@@ -518,7 +518,7 @@ def load_spec(path: str | os.PathLike, text: str | None = None, display: str | N
     if model is not None:
         match = _ZOO.match(model)
         if match:
-            from . import zoo
+            from .. import zoo
 
             if match["name"] not in zoo.names():
                 v.error(model_line, "model", f"{model!r}: no zoo model named {match['name']!r}: zoo models are {', '.join(zoo.names())}")
@@ -535,8 +535,8 @@ def load_spec(path: str | os.PathLike, text: str | None = None, display: str | N
 
     task = _task(data, v) if "task" in data else None
 
-    from .circuit import Circuit
-    from .errors import ComponentError
+    from ..model.circuit import Circuit
+    from ..errors import ComponentError
 
     circuits: dict[str, Circuit | None] = {}
     if "circuits" in data:
@@ -612,7 +612,7 @@ def _checkpoints(data: _Map, v: _Validator, model: str | None, zoo_name: str | N
                 v.error(line, "checkpoints", f"'all' is not available for model {model!r}: only zoo models list their checkpoints; "
                                              "list the checkpoint names instead")
             return None
-        from . import zoo
+        from .. import zoo
 
         return zoo.checkpoints(zoo_name)
     if not isinstance(raw, _List) or not raw or not all(isinstance(c, str) and c.strip() for c in raw):
@@ -621,7 +621,7 @@ def _checkpoints(data: _Map, v: _Validator, model: str | None, zoo_name: str | N
         return None
     names = [c.strip() for c in raw]
     if zoo_name is not None:
-        from . import zoo
+        from .. import zoo
 
         available = zoo.checkpoints(zoo_name)
         for name, item_line in zip(names, raw.lines):
@@ -680,7 +680,7 @@ def _task(data: _Map, v: _Validator) -> TaskSpec | None:
 
 def _resolve_circuit(value, circuits: dict, zoo_model, name_ok: bool = True):
     """A Circuit from a circuit name of the spec, a component string, or a list of component strings."""
-    from .circuit import Circuit
+    from ..model.circuit import Circuit
 
     if isinstance(value, str) and value.strip() in circuits and name_ok:
         return circuits[value.strip()]  # None: that circuit is invalid (already reported)
@@ -751,7 +751,7 @@ def _claim(raw, index: int, line: int, v: _Validator, circuits: dict, zoo_model,
                 v.error(raw.value_lines["receiver"], f"{where}.receiver", str(error))
                 bad = True
     if kind in HEAD_KINDS and zoo_model is not None and not bad:
-        from .components import Component
+        from ..model.components import Component
 
         try:
             Component("head", params["layer"], params["head"]).validate(zoo_model)
@@ -775,7 +775,7 @@ def _claim(raw, index: int, line: int, v: _Validator, circuits: dict, zoo_model,
 
 
 def _receiver(value, zoo_model) -> str:
-    from .components import Component
+    from ..model.components import Component
 
     text = _string(value)
     if text == "logits":
@@ -881,7 +881,7 @@ class SpecItem(pytest.Item):
 
     def runtest(self) -> None:
         __tracebackhide__ = True
-        from . import plugin
+        from ..pytest_plugin import plugin
 
         try:
             model = plugin.session_model(self.config, self.model_spec)
@@ -962,7 +962,7 @@ _HEADER = """\
 
 
 def _zoo_spec_text(model: str, name: str, checkpoint: str | None) -> str:
-    from . import zoo
+    from .. import zoo
 
     card = zoo.card(name)  # ModelSpecError listing the zoo for an unknown name
     if checkpoint:

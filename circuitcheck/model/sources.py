@@ -7,8 +7,8 @@ import threading
 
 import pluggy
 
-from . import hookspecs
-from .errors import ModelSpecError
+from .. import hookspecs
+from ..errors import ModelSpecError
 
 hookimpl = pluggy.HookimplMarker("circuitcheck")
 

@@ -42,8 +42,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .components import Component
-from .errors import CircuitCheckError, ComponentError
+from ..model.components import Component
+from ..errors import CircuitCheckError, ComponentError
 
 COMPOSITION_KINDS = ("q", "k", "v")
 DEFAULT_BASELINE_SAMPLES = 200

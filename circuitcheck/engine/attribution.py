@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import CircuitCheckError
+from ..errors import CircuitCheckError
 
 SUMMARY_COLUMNS = ("kind", "layer", "head", "in_total", "mean", "std", "share")
 MAX_BATCH = 64
@@ -66,7 +66,7 @@ def direct_logit_attribution(
     ``"next"`` for the actual next token at each position. ``wrong_answers``:
     same forms; ``False`` (or none anywhere) attributes the answer's logit alone.
     """
-    from .tasks import Task
+    from ..model.tasks import Task
 
     task = task_or_tokens if isinstance(task_or_tokens, Task) else None
     if task is not None:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Iterator, Protocol
 
-from .errors import CircuitCheckError
+from ..errors import CircuitCheckError
 
 
 class TestContext(Protocol):

@@ -1,0 +1,189 @@
+"""The registry of claim kinds: one record per kind, declared beside its check.
+
+Every place that needs to know the kinds of claims reads this registry and
+nothing else: the spec schema and its validation, ``spec new``, the report's
+sections and definitions, the terminal summary, JUnit properties and the
+pytest-html extras. A kind is declared once, in the module of its check::
+
+    NECESSARY = declare(ClaimKind(
+        name="necessary",
+        check=check_necessary,
+        assertion=assert_necessary,
+        metric="drop",
+        params=(Param("circuit", "components", required=True), Param("min_drop", "number"), ...),
+        thresholds=("min_drop", "max_drop"),
+        evidence=("per component",),
+        definition="drop(C) = ...",
+        section="necessity",
+    ))
+
+Plugins add kinds through the ``circuitcheck_claim_kinds`` hook (see
+:mod:`circuitcheck.hookspecs`). The built-in kinds are the records declared by
+the modules of this package; they are imported the first time the registry is
+read, so importing this module stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import CircuitCheckError
+
+#: Parameter types a spec file can express (the spec's validators know each one).
+PARAM_TYPES = (
+    "integer",      # any int (layer, head)
+    "positive",     # int >= 1
+    "seed",         # int >= 0
+    "number",       # any finite float
+    "score",        # float in [0, 1]
+    "probability",  # float in (0, 1)
+    "boolean",
+    "string",
+    "strings",      # a string or a list of strings
+    "choice",       # one of Param.choices
+    "ablation",     # an ablation spec (str or list of str)
+    "components",   # a circuit: components/edges text, a list, or a circuit name of the spec
+    "component",    # one component (a receiver, a head)
+    "positions",    # int, list of ints, or "a:b"
+    "reference",    # "module:function", resolved at run time
+    "any",          # passed through as written (validated by the check itself)
+)
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a claim kind, as a spec file writes it.
+
+    ``name`` is the keyword of the check function; ``type`` one of
+    :data:`PARAM_TYPES`; ``default`` the check's default (``REQUIRED`` when
+    the claim cannot be written without it); ``doc`` one line for the schema.
+    """
+
+    name: str
+    type: str
+    default: Any = None
+    required: bool = False
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+    def __post_init__(self):
+        if self.type not in PARAM_TYPES:
+            raise ValueError(f"parameter {self.name!r} has type {self.type!r}: valid types are {', '.join(PARAM_TYPES)}")
+        if self.type == "choice" and not self.choices:
+            raise ValueError(f"parameter {self.name!r} is a choice but lists no choices")
+
+
+@dataclass(frozen=True)
+class ClaimKind:
+    """The single declaration of one kind of claim.
+
+    Attributes:
+        name: the kind as results, specs and the report spell it (``CheckResult.kind``).
+        check: the ``check_*`` function: measures and decides, never raises on a failed claim.
+        assertion: the ``assert_*`` twin (``conclude(check(...))``).
+        metric: what the measured value is ("drop", "induction score", ...).
+        params: the parameters a spec file may give, in the order a user writes them.
+        thresholds: (min key, max key) among ``params``; either may be None.
+        evidence: names of the evidence tables its results carry.
+        definition: the definition text shown in the report and the spec schema.
+        section: the report section its results appear in (report sections
+            the report does not know show the claim with its evidence tables).
+        needs_task: whether the claim is measured on a task (causal claims).
+        spec_call: how a spec claim calls the assertion when it is not
+            ``assertion(**params)``: ``spec_call(assertion, params, model=..., task=...)``.
+        aliases: other names a spec may use for this kind.
+    """
+
+    name: str
+    check: Callable[..., Any]
+    assertion: Callable[..., Any]
+    metric: str
+    params: tuple[Param, ...]
+    thresholds: tuple[str | None, str | None]
+    definition: str
+    section: str
+    evidence: tuple[str, ...] = ()
+    needs_task: bool = False
+    spec_call: Callable[..., Any] | None = None
+    aliases: tuple[str, ...] = ()
+    source: str = field(default="circuitcheck", compare=False)
+
+    def param(self, name: str) -> Param:
+        for param in self.params:
+            if param.name == name:
+                return param
+        raise KeyError(name)
+
+    def run(self, params: dict[str, Any], **context_kwargs):
+        """Run the assertion with ``params`` (a spec claim's validated parameters)."""
+        __tracebackhide__ = True
+        if self.spec_call is not None:
+            return self.spec_call(self.assertion, dict(params), **context_kwargs)
+        return self.assertion(**params, **context_kwargs)
+
+
+_lock = threading.RLock()
+_declared: dict[str, ClaimKind] = {}
+_loaded = False
+
+
+def declare(kind: ClaimKind) -> ClaimKind:
+    """Declare a built-in kind (called at import of the module that defines its check)."""
+    with _lock:
+        existing = _declared.get(kind.name)
+        if existing is not None and existing.check is not kind.check:
+            raise CircuitCheckError(f"claim kind {kind.name!r} is declared twice ({existing.source} and {kind.source})")
+        _declared[kind.name] = kind
+    return kind
+
+
+def _load_builtins() -> None:
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        _loaded = True
+        package = importlib.import_module(__package__)
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{__package__}.{info.name}")
+
+
+def kinds() -> dict[str, ClaimKind]:
+    """Every claim kind by name: the built-in ones and those plugins add."""
+    from ..model.sources import plugin_manager
+
+    _load_builtins()
+    found = dict(_declared)
+    for contributed in plugin_manager().hook.circuitcheck_claim_kinds():
+        for kind in contributed or ():
+            if not isinstance(kind, ClaimKind):
+                raise CircuitCheckError(f"circuitcheck_claim_kinds returned {kind!r}: give circuitcheck.ClaimKind records")
+            if kind.name in found and found[kind.name].check is not kind.check:
+                raise CircuitCheckError(f"claim kind {kind.name!r} from a plugin clashes with an existing kind of that name")
+            found[kind.name] = kind
+    return found
+
+
+def get(name: str) -> ClaimKind:
+    """The kind called ``name`` (or one of its aliases); a clear error naming the known kinds otherwise."""
+    known = kinds()
+    if name in known:
+        return known[name]
+    for kind in known.values():
+        if name in kind.aliases:
+            return kind
+    raise CircuitCheckError(f"unknown claim kind {name!r}: known kinds are {', '.join(sorted(known))}")
+
+
+def find(name: str) -> ClaimKind | None:
+    """Like :func:`get`, but None for an unknown kind (the report shows unknown kinds generically)."""
+    try:
+        return get(name)
+    except CircuitCheckError:
+        return None

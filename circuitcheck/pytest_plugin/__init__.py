@@ -1,0 +1,1 @@
+"""The pytest integration: options, markers, fixtures, per-run plugin objects and spec-file collection."""
