@@ -11,8 +11,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import CircuitCheckError
+
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_RESAMPLES = 1000
+#: The fewest examples an interval is computed from: one example has no spread to
+#: resample, and its "interval" would be the single value, zero wide.
+MIN_EXAMPLES = 2
+
+
+class TooFewExamples(CircuitCheckError, ValueError):
+    """A claim measured on fewer examples than an interval needs."""
+
+
+def _require_examples(n: int) -> None:
+    if n < MIN_EXAMPLES:
+        raise TooFewExamples(
+            f"{n} example{'s' if n != 1 else ''} cannot give a confidence interval: a claim is decided on an interval, "
+            f"which needs at least {MIN_EXAMPLES} examples (give more prompts, e.g. n_prompts=16)"
+        )
 
 
 @dataclass(frozen=True)
@@ -58,9 +75,8 @@ def bootstrap_mean(
     bad = np.flatnonzero(~np.isfinite(data))
     if bad.size:
         raise ValueError(f"{bad.size} of {data.size} per-example values are NaN or infinite (first at example {int(bad[0])})")
+    _require_examples(data.size)
     mean = float(data.mean())
-    if data.size == 1:
-        return Estimate(mean, mean, mean, 1, confidence)
     rng = np.random.default_rng(seed)
     index = rng.integers(0, data.size, size=(resamples, data.size))
     means = data[index].mean(axis=1)
@@ -91,9 +107,8 @@ def bootstrap_statistics(
     if not np.isfinite(data).all():
         raise ValueError("per-example values contain NaN or infinite entries")
     n = data.shape[1]
+    _require_examples(n)
     point = np.atleast_1d(np.asarray(statistic(data.mean(axis=1)), dtype=np.float64))
-    if n == 1:
-        return [Estimate(float(v), float(v), float(v), 1, confidence) for v in point]
     rng = np.random.default_rng(seed)
     index = rng.integers(0, n, size=(resamples, n))
     means = data[:, index].mean(axis=2).T  # [resamples, k]
