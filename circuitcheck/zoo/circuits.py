@@ -63,7 +63,7 @@ def refresh_card(name: str = "induction-2l") -> dict:
     import json
 
     from . import card, heads_above, load, model_dir
-    from .train import card_markdown
+    from .cards import card_markdown
 
     data = card(name)
     scores = data["scores"]
