@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from . import format as claim_format  # not the builtin
+
 SCHEMA_VERSION = 1
 
 
@@ -57,33 +59,21 @@ class CheckResult:
 
     @property
     def threshold_text(self) -> str:
-        if self.min_value is not None and self.max_value is not None:
-            return f"between {self.min_value:.3g} and {self.max_value:.3g}"
-        if self.min_value is not None:
-            return f">= {self.min_value:.3g}"
-        if self.max_value is not None:
-            return f"<= {self.max_value:.3g}"
-        return "(no threshold)"
+        """What the claim requires of the value: ``>= 0.7``, ``between 0.2 and 0.8``, ``no threshold``."""
+        return claim_format.requirement(self)
 
     @property
     def verdict(self) -> str:
-        return "passed" if self.passed else "failed"
+        """``"held"`` or ``"failed"``: claims hold or fail (``passed`` is the JSON field)."""
+        return claim_format.verdict(self)
 
     def interval_text(self) -> str:
-        if self.ci_low is None or self.ci_high is None:
-            return f"n={self.n}"
-        return f"{self.confidence:.0%} CI {self.ci_low:.3f} to {self.ci_high:.3f}, n={self.n}"
+        """``[0.785, 0.891] (95%)``, or ``""`` without an interval."""
+        return claim_format.interval(self)
 
     def message(self) -> str:
-        """The lab note: claim, measured value with interval, threshold, inputs, alternatives."""
-        where = f" (model {self.model})" if self.model else ""
-        lines = [
-            f"claim {'held' if self.passed else 'failed'}: {self.claim}{where}",
-            f"  measured: {self.metric} {self.value:.3f} ({self.interval_text()})",
-            f"  required: {self.metric} {self.threshold_text}, decided on the {self.decided_on}",
-        ]
-        lines += [f"  {note}" for note in self.notes]
-        return "\n".join(lines)
+        """The lab note: claim, measured value with interval, threshold, the bound that decided, notes."""
+        return claim_format.lab_note(self)
 
     def to_frame(self) -> pd.DataFrame:
         """One row: the claim, its value, interval, thresholds and verdict."""
