@@ -388,7 +388,7 @@ def test_claims_are_junit_properties(tiny):
     tiny.runpytest("--circuitcheck-model=tiny:x", "--junitxml=junit.xml").assert_outcomes(passed=1)
     xml = (tiny.path / "junit.xml").read_text()
     assert '<property name="circuitcheck[0].claim" value="L0H0 is not a previous-token head"' in xml
-    assert '<property name="circuitcheck[0].verdict" value="passed"' in xml
+    assert '<property name="circuitcheck[0].verdict" value="held"' in xml
     assert 'name="circuitcheck[0].value"' in xml
 
 
