@@ -28,25 +28,22 @@ def pytest_runtest_makereport(item, call):
 
 
 def claims_html(claims: list[dict]) -> str:
-    """A small table of the claims: verdict, measured value with interval, threshold, claim."""
+    """A small table of the claims, in the words of :func:`circuitcheck.claims.format.row`: verdict, claim, measured value
+    with interval, requirement with the bound that decided, model."""
+    from circuitcheck.claims.format import FAILED, row  # light: no torch, pandas or numpy
+
     rows = []
     for claim in claims:
-        verdict = "held" if claim.get("passed") else "failed"
-        colour = "#17603a" if claim.get("passed") else "#a4161a"
-        value = claim.get("value")
-        measured = "nan" if value is None else f"{value:.3f}"
-        if claim.get("ci_low") is not None and claim.get("ci_high") is not None:
-            measured += f" [{claim['ci_low']:.3f}, {claim['ci_high']:.3f}]"
-        bounds = [f"&ge; {claim['min_value']:.3g}" if claim.get("min_value") is not None else "",
-                  f"&le; {claim['max_value']:.3g}" if claim.get("max_value") is not None else ""]
+        cells = row(claim)
+        colour = "#a4161a" if cells.verdict == FAILED else "#17603a"
         rows.append(
-            f'<tr><td style="color:{colour};font-weight:600">{verdict}</td><td>{escape(str(claim.get("claim", "")))}</td>'
-            f"<td>{escape(str(claim.get('metric', '')))} {measured}</td><td>{' '.join(b for b in bounds if b)}</td>"
-            f"<td>{escape(str(claim.get('model') or ''))}</td></tr>"
+            f'<tr><td style="color:{colour};font-weight:600">{cells.verdict}</td><td>{escape(cells.claim)}</td>'
+            f"<td>{escape(cells.measured)}</td><td>{escape(cells.required)}<br><small>decided on the {escape(cells.decision)}</small></td>"
+            f"<td>{escape(cells.model)}</td></tr>"
         )
     return (
         '<div class="circuitcheck"><p><strong>circuitcheck claims</strong></p>'
-        '<table><tr><th>verdict</th><th>claim</th><th>measured [95% CI]</th><th>required</th><th>model</th></tr>'
+        "<table><tr><th>verdict</th><th>claim</th><th>measured [interval]</th><th>required</th><th>model</th></tr>"
         + "".join(rows)
         + "</table></div>"
     )
