@@ -30,6 +30,8 @@ _LAZY = {
     "parse_components": "model.components",
     "Circuit": "model.circuit",
     "CheckResult": "claims.result",
+    "ClaimKind": "claims.registry",
+    "Param": "claims.registry",
     "head_scores": "engine.heads",
     "HEAD_KINDS": "engine.heads",
     "check_head": "claims.heads",
@@ -67,7 +69,7 @@ _LAZY = {
     "composition_score": "engine.composition",
     "composition_scores": "engine.composition",
     "random_composition_baseline": "engine.composition",
-    "Prober": "engine.probe",
+    "Prober": "claims.probe",
     "ProbeResult": "engine.probe",
     "check_probe_accuracy": "claims.probe",
     "assert_probe_accuracy": "claims.probe",
@@ -211,8 +213,8 @@ if TYPE_CHECKING:  # pragma: no cover
         check_path,
         check_sufficient,
     )
-    from .claims.probe import assert_probe_accuracy, check_probe_accuracy
-    from .engine.probe import Prober, ProbeResult
+    from .claims.probe import Prober, assert_probe_accuracy, check_probe_accuracy
+    from .engine.probe import ProbeResult
     from .claims.lens import assert_logit_lens_converges_by, check_logit_lens_converges_by
     from .pytest_plugin.fixtures import task_fixture
     from .engine.lens import TunedLens, logit_lens, tuned_lens
@@ -229,4 +231,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from .model.circuit import Circuit
     from .model.components import Component, Edge, parse_components
     from .engine.heads import HEAD_KINDS, head_scores
+    from .claims.registry import ClaimKind, Param
     from .claims.result import CheckResult

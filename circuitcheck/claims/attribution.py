@@ -453,3 +453,108 @@ def assert_composition(sender, receiver, kind: str | None = None, tolerance=None
     """
     __tracebackhide__ = True
     return conclude(check_composition(sender, receiver, kind, **kwargs), tolerance)
+
+
+# The claim kinds (circuitcheck.claims.registry) ---------------------------------------------
+
+from .registry import ClaimKind, Param, declare  # noqa: E402
+
+_WHERE = (
+    Param("positions", "positions", -1, doc="the positions whose logits are attributed (int, list or 'a:b')"),
+    Param("answers", "choice", choices=("next",), doc="next: the actual next token (default: the task's answers)"),
+)
+
+
+def _spec_top(assertion, params: dict, *, model, task=None):
+    __tracebackhide__ = True
+    components = " ".join(map(str, params.pop("components").components))
+    return assertion(components, params.pop("k", None), model=model, task=task, **params)
+
+
+def _spec_composition(assertion, params: dict, *, model, task=None):
+    __tracebackhide__ = True
+    return assertion(params.pop("sender"), params.pop("receiver"), params.pop("composition", None), model=model, **params)
+
+
+DIRECT_EFFECT = declare(ClaimKind(
+    name="direct_effect",
+    check=check_direct_effect,
+    assertion=assert_direct_effect,
+    metric="direct-effect share",
+    params=(
+        Param("component", "component", required=True, doc="embed, pos_embed, L1H3, L1.attn or L0.mlp"),
+        Param("min_share", "number", doc="share = mean DLA(component) / mean logit difference (signed)"),
+        Param("max_share", "number", doc="at most this share"),
+        *_WHERE,
+        Param("seed", "seed", doc="default: --circuitcheck-seed"),
+        Param("confidence", "probability", stats.DEFAULT_CONFIDENCE, doc="of the paired bootstrap interval"),
+    ),
+    thresholds=("min_share", "max_share"),
+    evidence=("direct_logit_attribution", "per_example"),
+    definition="Direct effects: each component's mean direct logit attribution (red raises the answer, blue lowers it).",
+    section="direct",
+    needs_task=True,
+    subject=lambda params: str(params["component"]),
+))
+TOP_DIRECT_EFFECTS = declare(ClaimKind(
+    name="top_direct_effects",
+    check=check_top_direct_effects,
+    assertion=assert_top_direct_effects,
+    metric="fraction of listed components in the top k",
+    params=(
+        Param("components", "components", required=True, doc="the components claimed to be the top direct effects"),
+        Param("k", "positive", doc="default: the number listed (exactly the top ones)"),
+        Param("level", "choice", choices=("head", "layer"), doc="candidates: heads or whole layers (default: from the listed components)"),
+        Param("by", "choice", "abs", choices=("abs", "signed"), doc="rank by |mean DLA| or by signed mean"),
+        *_WHERE,
+        Param("seed", "seed", doc="default: --circuitcheck-seed"),
+    ),
+    thresholds=(None, None),
+    evidence=("direct_logit_attribution", "ranking"),
+    definition="Direct effects: each component's mean direct logit attribution (red raises the answer, blue lowers it).",
+    section="direct",
+    needs_task=True,
+    spec_call=_spec_top,
+    subject=lambda params: " ".join(map(str, params["components"].components)),
+))
+COPYING_HEAD = declare(ClaimKind(
+    name="copying_head",
+    check=check_copying_head,
+    assertion=assert_copying_head,
+    metric="OV copying score",
+    params=(
+        Param("layer", "integer", required=True, doc="the head's layer"),
+        Param("head", "integer", required=True, doc="the head's index in its layer"),
+        Param("min_score", "number", doc="copying score in [-1, 1] (default 0.5 when no threshold is given)"),
+        Param("max_score", "number", doc='with only max_score, an "is not" claim'),
+    ),
+    thresholds=("min_score", "max_score"),
+    evidence=("copying_scores",),
+    definition="Copying: the OV circuit's copying score of every head (−1..1).",
+    section="copying",
+    subject=lambda params: f"L{params['layer']}H{params['head']}",
+))
+COMPOSITION = declare(ClaimKind(
+    name="composition",
+    check=check_composition,
+    assertion=assert_composition,
+    metric="composition score",
+    params=(
+        Param("sender", "component", required=True, doc="a head (L0H0)"),
+        Param("receiver", "component", required=True, doc="a head input (L1H0.k), or a head with composition"),
+        Param("composition", "choice", choices=("q", "k", "v"), doc="q, k or v (default: the receiver's input)"),
+        Param("min_score", "score", doc="composition score in [0, 1]"),
+        Param("max_score", "score", doc="at most this score"),
+        Param("above_random", "boolean", False, doc="also above the quantile of random-weight scores"),
+        Param("n_random", "positive", _comp.DEFAULT_BASELINE_SAMPLES, doc="seeded random-weight samples of the baseline"),
+        Param("quantile", "probability", _comp.DEFAULT_BASELINE_QUANTILE, doc="of the random baseline to beat"),
+        Param("seed", "seed", doc="default: --circuitcheck-seed"),
+    ),
+    thresholds=("min_score", "max_score"),
+    evidence=("q_composition", "k_composition", "v_composition", "random_baseline"),  # the one of the receiver's input
+    definition="Composition: how much of a receiver head's query, key or value input a sender head's output can reach, next "
+    "to random matrices of the same shapes.",
+    section="composition",
+    spec_call=_spec_composition,
+    subject=lambda params: f"{params['sender']} -> {params['receiver']}",
+))

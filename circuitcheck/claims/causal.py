@@ -500,3 +500,109 @@ def assert_path(sender: Components, receiver: "str | Component", min_effect: flo
     __tracebackhide__ = True
     tolerance = kwargs.pop("tolerance", None)
     return conclude(check_path(sender, receiver, min_effect=min_effect, **kwargs), tolerance)
+
+
+# The claim kinds (circuitcheck.claims.registry) ---------------------------------------------
+
+from .registry import ClaimKind, Param, declare  # noqa: E402
+
+_CAUSAL_PARAMS = (
+    Param("ablation", "ablation", "resample", doc="resample, mean, zero, noise(STD), or one a plugin provides"),
+    Param("confidence", "probability", stats.DEFAULT_CONFIDENCE, doc="of the bootstrap interval over examples"),
+    Param("seed", "seed", doc="default: --circuitcheck-seed"),
+)
+_CIRCUIT = Param("circuit", "components", required=True, doc="a circuit name of the spec, a component string or a list")
+
+
+def _circuit_subject(params: dict) -> str:
+    circuit = params["circuit"]
+    return circuit.name or " ".join(map(str, circuit.components))
+
+
+def _spec_circuit(assertion, params: dict, *, model, task=None):
+    __tracebackhide__ = True
+    return assertion(params.pop("circuit"), model=model, task=task, **params)
+
+
+def _spec_path(assertion, params: dict, *, model, task=None):
+    __tracebackhide__ = True
+    return assertion(list(params.pop("sender").components), params.pop("receiver"), model=model, task=task, **params)
+
+
+def _path_subject(params: dict) -> str:
+    return f"{' + '.join(map(str, params['sender'].components))} -> {params['receiver']}"
+
+
+NECESSARY = declare(ClaimKind(
+    name="necessary",
+    check=check_necessary,
+    assertion=assert_necessary,
+    metric="drop",
+    params=(_CIRCUIT,
+            Param("min_drop", "number", doc="passes when the lower bound of drop is >= it (default 0.5 when no threshold is given)"),
+            Param("max_drop", "number", doc='with only max_drop, a "not necessary" claim (upper bound <= it)'),
+            *_CAUSAL_PARAMS),
+    thresholds=("min_drop", "max_drop"),
+    evidence=("necessity", "means"),
+    definition="drop(C) = (m(M) − m(M\\C)) / (m(M) − m(∅)): the share of the task's performance lost when C is ablated. "
+    "A claim holds when the lower bound of its interval clears the threshold.",
+    section="necessity",
+    needs_task=True,
+    spec_call=_spec_circuit,
+    subject=_circuit_subject,
+))
+SUFFICIENT = declare(ClaimKind(
+    name="sufficient",
+    check=check_sufficient,
+    assertion=assert_sufficient,
+    metric="recovery",
+    params=(_CIRCUIT,
+            Param("min_recovery", "number", doc="passes when the lower bound of recovery is >= it (default 0.8 when no threshold is given)"),
+            Param("max_recovery", "number", doc='with only max_recovery, a "not sufficient" claim'),
+            *_CAUSAL_PARAMS),
+    thresholds=("min_recovery", "max_recovery"),
+    evidence=("sufficiency", "means"),
+    definition="recovery(C) = (m(C) − m(∅)) / (m(M) − m(∅)): the share of performance the circuit recovers on its own "
+    "(every other head and MLP output ablated; faithfulness as in the IOI paper and MIB).",
+    section="sufficiency",
+    needs_task=True,
+    spec_call=_spec_circuit,
+    subject=_circuit_subject,
+))
+MINIMAL = declare(ClaimKind(
+    name="minimal",
+    check=check_minimal,
+    assertion=assert_minimal,
+    metric="contribution",
+    params=(_CIRCUIT,
+            Param("min_contribution", "number", 0.05, doc="every component's lower bound must be >= it"),
+            *_CAUSAL_PARAMS),
+    thresholds=("min_contribution", None),
+    evidence=("minimality",),
+    definition="contribution(v) = recovery(C) − recovery(C \\ {v}) for every component v; the circuit is minimal when every "
+    "component's lower bound clears the threshold. Components are sorted, weakest first.",
+    section="minimality",
+    needs_task=True,
+    spec_call=_spec_circuit,
+    subject=_circuit_subject,
+))
+PATH = declare(ClaimKind(
+    name="path",
+    check=check_path,
+    assertion=assert_path,
+    metric="path effect",
+    params=(Param("sender", "components", required=True, doc="a circuit name, component string or list (several senders)"),
+            Param("receiver", "component", required=True, choices=("logits",), doc="one component (L1H0.k, L2.mlp) or logits"),
+            Param("min_effect", "number", doc="passes when the lower bound is >= it (default 0.1 when no threshold is given)"),
+            Param("max_effect", "number", doc='with only max_effect, a "does not carry" claim'),
+            Param("direction", "choice", "noise", choices=("noise", "denoise"),
+                  doc="noise: what the path carries on the clean input; denoise: what it restores alone on the corrupted input"),
+            *_CAUSAL_PARAMS[1:]),
+    thresholds=("min_effect", "max_effect"),
+    evidence=("path",),
+    definition="Path patching: the share of the clean-corrupt gap carried by the direct path from sender to receiver.",
+    section="paths",
+    needs_task=True,
+    spec_call=_spec_path,
+    subject=_path_subject,
+))

@@ -183,3 +183,78 @@ def _token_strings(model, tokens: torch.Tensor) -> list[str]:
     if tokenizer is None:
         return [str(int(t)) for t in tokens]
     return [str(s) for s in tokenizer.convert_ids_to_tokens([int(t) for t in tokens])]
+
+
+# The claim kinds (circuitcheck.claims.registry) ---------------------------------------------
+
+from .registry import ClaimKind, Param, declare  # noqa: E402
+
+_HEAD_PARAMS = (
+    Param("layer", "integer", required=True, doc="the head's layer"),
+    Param("head", "integer", required=True, doc="the head's index in its layer"),
+    Param("min_score", "score", doc=f"passes when the mean score is >= it (default {DEFAULT_MIN_SCORE} when no threshold is given)"),
+    Param("max_score", "score", doc='with only max_score, an "is not" claim (mean score <= it)'),
+    Param("n_prompts", "positive", 16, doc="prompts of the seeded 'BOS r r' input"),
+    Param("half_len", "positive", 20, doc="length of r in 'BOS r r'"),
+    Param("prompts", "strings", doc="prompts to measure on instead of the seeded input"),
+    Param("exclude_bos", "boolean", doc="leave attention to BOS out of the score"),
+    Param("seed", "seed", doc="default: --circuitcheck-seed"),
+    Param("confidence", "probability", stats.DEFAULT_CONFIDENCE, doc="of the bootstrap interval over prompts"),
+)
+
+_HEAD_DEFINITIONS = {
+    "previous_token": "previous-token score: attention from each position i to i-1",
+    "duplicate_token": "duplicate-token score: attention to earlier copies of the same token",
+    "induction": "induction score: on repeated random tokens, attention from the second copy of a token to the position "
+    "after its first copy",
+    "bos": "BOS score: attention to the first (BOS) token",
+    "pattern": "pattern score: the share of attention on a user-given pattern",
+}
+
+
+def _head_subject(params: dict) -> str:
+    return f"L{params['layer']}H{params['head']}"
+
+
+def _head_kind(kind: str, assertion: Callable) -> ClaimKind:
+    return declare(ClaimKind(
+        name=f"{kind}_head",
+        check=check_head,
+        assertion=assertion,
+        metric=f"{kind.replace('_', '-')} score",
+        params=_HEAD_PARAMS,
+        thresholds=("min_score", "max_score"),
+        evidence=("head_scores", "per_prompt", "attention"),
+        definition=_HEAD_DEFINITIONS[kind] + " (mean over positions and prompts, BOS excluded unless asked; TransformerLens "
+        "head_detector's \"mul\" measure).",
+        section="attention",
+        subject=_head_subject,
+    ))
+
+
+def _spec_pattern(assertion, params: dict, *, model, task=None):
+    __tracebackhide__ = True
+    return assertion(params.pop("layer"), params.pop("head"), params.pop("pattern"), model=model, **params)
+
+
+PREVIOUS_TOKEN_HEAD = _head_kind("previous_token", assert_previous_token_head)
+DUPLICATE_TOKEN_HEAD = _head_kind("duplicate_token", assert_duplicate_token_head)
+INDUCTION_HEAD = _head_kind("induction", assert_induction_head)
+BOS_HEAD = _head_kind("bos", assert_bos_head)
+PATTERN_HEAD = declare(ClaimKind(
+    name="pattern_head",
+    aliases=("head_matches_pattern",),
+    check=check_head,
+    assertion=assert_head_matches_pattern,
+    metric="pattern score",
+    params=(*_HEAD_PARAMS[:2],
+            Param("pattern", "reference", required=True,
+                  doc="module:function from a prompt's [pos] tokens to its 0/1 [pos, pos] pattern"),
+            *_HEAD_PARAMS[2:]),
+    thresholds=("min_score", "max_score"),
+    evidence=("head_scores", "per_prompt", "attention"),
+    definition=_HEAD_DEFINITIONS["pattern"] + " (mean over positions and prompts, BOS excluded unless asked).",
+    section="attention",
+    spec_call=_spec_pattern,
+    subject=_head_subject,
+))

@@ -263,3 +263,34 @@ def _topk_frame(model, run: "_lens.LensRun", k: int) -> pd.DataFrame:
             if len(rows) >= MAX_TOPK_ROWS:
                 return pd.DataFrame(rows)
     return pd.DataFrame(rows)
+
+
+# The claim kind (circuitcheck.claims.registry) ----------------------------------------------
+
+from .registry import ClaimKind, Param, declare  # noqa: E402
+
+LOGIT_LENS = declare(ClaimKind(
+    name="logit_lens",
+    aliases=("logit_lens_converges_by",),
+    check=check_logit_lens_converges_by,
+    assertion=assert_logit_lens_converges_by,
+    metric="KL(final || lens)",
+    params=(
+        Param("layer", "integer", required=True, doc="the lens converges from this layer on"),
+        Param("max_kl", "number", DEFAULT_MAX_KL, doc="nats: the largest per-layer mean KL(final || lens) allowed"),
+        Param("lens", "choice", "logit", choices=("logit", "tuned"),
+              doc="logit, or tuned (the model's tuned lens, trained with seed on seeded random tokens and cached)"),
+        Param("prompt", "strings", doc="a prompt or prompts of one token length to read (default: the task's clean inputs)"),
+        Param("positions", "positions", doc="default: every position but BOS"),
+        Param("seed", "seed", doc="default: --circuitcheck-seed"),
+        Param("k", "positive", 5, doc="top-k tokens in the evidence"),
+    ),
+    thresholds=(None, "max_kl"),
+    evidence=("lens_by_layer", "lens_top_k"),
+    definition="Logit lens: KL(final ‖ lens) of each layer's residual stream read through the unembedding, and how often its "
+    "top token is the model's.",
+    section="lens",
+    needs_task=True,
+    replaces_task=("prompt",),
+    subject=lambda params: f"L{params['layer']}" + (" tuned" if params.get("lens") == "tuned" else ""),
+))

@@ -17,12 +17,14 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..model import context
 from . import stats
 from ..model.components import model_checkpoint, model_label
 from ..errors import CircuitCheckError
-from ..engine.probe import Prober, ProbeResult, _positions_text, labels_digest
+from ..engine import probe as _engine_probe
+from ..engine.probe import Prober as _EngineProber, ProbeResult, _positions_text, labels_digest
 from .result import CheckResult
 from .decision import check_thresholds, conclude
 
@@ -42,7 +44,7 @@ def check_probe_accuracy(
     weight_decay: float | None = None,
     model=None,
     seed: int | None = None,
-    prober: Prober | None = None,
+    prober: _EngineProber | None = None,
     confidence: float = stats.DEFAULT_CONFIDENCE,
 ) -> CheckResult:
     """Fit a linear probe for ``labels`` at ``hook`` and decide the claim (never raises on failure).
@@ -54,7 +56,7 @@ def check_probe_accuracy(
     :meth:`Prober.fit`.
     """
     if prober is not None:
-        if not isinstance(prober, Prober):
+        if not isinstance(prober, _EngineProber):
             raise CircuitCheckError(f"prober must be a circuitcheck Prober, got {type(prober).__name__}")
         if model is not None and model is not prober.model:
             raise CircuitCheckError("model= and prober= name different models: pass one of them")
@@ -78,7 +80,7 @@ def check_probe_accuracy(
             raise CircuitCheckError("no inputs: pass inputs=... (tokens, prompts or a Task), or run inside a test with a task")
         inputs = task
     if prober is None:
-        prober = Prober(model, seed=seed)
+        prober = _EngineProber(model, seed=seed)
 
     result = prober.fit(hook, inputs, labels, positions, test_fraction, control=control, weight_decay=weight_decay, seed=seed)
     accuracy, selectivity = _estimates(result, confidence, seed)
@@ -211,3 +213,98 @@ def _estimates(result: ProbeResult, confidence: float, seed: int):
         np.stack([correct, control, count]), statistic, confidence=confidence, seed=seed
     )
     return accuracy, (selectivity if result.control_correct is not None else None)
+
+
+# The prober the `probe` fixture hands out --------------------------------------------------
+
+
+class Prober(_EngineProber):
+    """:class:`circuitcheck.engine.probe.Prober` with the claims on top: ``assert_accuracy`` / ``check_accuracy``.
+
+    The engine's prober fits probes; deciding a claim is this layer's job, so
+    the two claim methods live here (the ``probe`` fixture and
+    ``circuitcheck.Prober`` are this class).
+    """
+
+    def assert_accuracy(self, hook: str, labels, inputs, **kwargs) -> CheckResult:
+        """:func:`assert_probe_accuracy` with this prober (its model, seed and activation cache)."""
+        __tracebackhide__ = True
+        return assert_probe_accuracy(hook, labels, inputs=inputs, prober=self, **kwargs)
+
+    def check_accuracy(self, hook: str, labels, inputs, **kwargs) -> CheckResult:
+        """:func:`check_probe_accuracy` with this prober."""
+        return check_probe_accuracy(hook, labels, inputs=inputs, prober=self, **kwargs)
+
+
+# Built-in labellers: labels of every position from a [batch, pos] token tensor ----------------
+
+
+def previous_token(tokens: torch.Tensor) -> torch.Tensor:
+    """``labels[b, p] = tokens[b, p - 1]`` (position 0 gets the last token; BOS is not probed by default)."""
+    return tokens.roll(1, dims=1)
+
+
+def current_token(tokens: torch.Tensor) -> torch.Tensor:
+    """``labels[b, p] = tokens[b, p]``."""
+    return tokens.clone()
+
+
+def position(tokens: torch.Tensor) -> torch.Tensor:
+    """``labels[b, p] = p``."""
+    return torch.arange(tokens.shape[1]).expand(tokens.shape[0], -1).clone()
+
+
+#: name -> labeller, for spec files (``labels: previous_token``)
+LABELLERS = {"previous_token": previous_token, "current_token": current_token, "position": position}
+
+
+# The claim kind (circuitcheck.claims.registry) ----------------------------------------------
+
+from .registry import ClaimKind, Param, declare  # noqa: E402
+
+
+def _spec_probe(assertion, params: dict, *, model, task=None):
+    """Inputs from ``prompts`` or the task; labels from a built-in labeller or a ``module:function`` one."""
+    __tracebackhide__ = True
+    prompts = params.pop("prompts", None)
+    tokens = _engine_probe.as_tokens(model, prompts if prompts is not None else task)
+    labels = params.pop("labels")
+    if isinstance(labels, str):
+        params.setdefault("what", f"the {labels.replace('_', ' ')}")
+        labels = LABELLERS[labels]
+    if params.get("control") == "none":
+        params["control"] = None
+    return assertion(params.pop("hook"), labels(tokens), inputs=tokens, model=model, **params)
+
+
+PROBE = declare(ClaimKind(
+    name="probe",
+    aliases=("probe_accuracy",),
+    check=check_probe_accuracy,
+    assertion=assert_probe_accuracy,
+    metric="probe test accuracy",
+    params=(
+        Param("hook", "string", required=True, doc="a hook point, e.g. blocks.0.hook_resid_post"),
+        Param("labels", "reference", required=True, choices=tuple(LABELLERS),
+              doc="previous_token, current_token, position, or module:function from [batch, pos] tokens to labels"),
+        Param("min_accuracy", "score", doc='passes when the lower bound of test accuracy is >= it ("encodes")'),
+        Param("max_accuracy", "score", doc='with only max_accuracy, a "does not encode" claim (upper bound <= it)'),
+        Param("min_selectivity", "number", doc="lower bound of accuracy minus control accuracy"),
+        Param("positions", "positions", doc="default: every position but BOS"),
+        Param("prompts", "strings", doc="prompts of one token length to probe on (default: the task's clean inputs)"),
+        Param("test_fraction", "probability", 0.25, doc="share of the prompts held out"),
+        Param("control", "choice", "shuffle", choices=("shuffle", "hewitt-liang", "none"), doc="the control task"),
+        Param("what", "string", doc="names the labels in the claim (default from the labeller)"),
+        Param("weight_decay", "number", doc="L2 weight of the probe"),
+        Param("seed", "seed", doc="default: --circuitcheck-seed"),
+        Param("confidence", "probability", stats.DEFAULT_CONFIDENCE, doc="of the bootstrap interval over test prompts"),
+    ),
+    thresholds=("min_accuracy", "max_accuracy"),
+    evidence=("probe", "per_class"),
+    definition="Probes: test accuracy of a linear probe next to the majority class and a probe trained on shuffled labels.",
+    section="probe",
+    needs_task=True,
+    replaces_task=("prompts",),
+    spec_call=_spec_probe,
+    subject=lambda params: f"{params['hook']} {params['labels']}",
+))

@@ -46,10 +46,10 @@ PARAM_TYPES = (
     "strings",      # a string or a list of strings
     "choice",       # one of Param.choices
     "ablation",     # an ablation spec (str or list of str)
-    "components",   # a circuit: components/edges text, a list, or a circuit name of the spec
-    "component",    # one component (a receiver, a head)
-    "positions",    # int, list of ints, or "a:b"
-    "reference",    # "module:function", resolved at run time
+    "components",   # a circuit: components text, a list, or a circuit name of the spec (a Circuit)
+    "component",    # one component (a receiver, a head); Param.choices: other words allowed ("logits")
+    "positions",    # int, list of ints, or "a:b" (a slice)
+    "reference",    # "module:function", resolved when the claim runs; Param.choices: built-in names allowed
     "any",          # passed through as written (validated by the check itself)
 )
 
@@ -73,6 +73,8 @@ class Param:
     doc: str = ""
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"parameter name {self.name!r} is not valid: use a Python identifier (the spec key)")
         if self.type not in PARAM_TYPES:
             raise ValueError(f"parameter {self.name!r} has type {self.type!r}: valid types are {', '.join(PARAM_TYPES)}")
         if self.type == "choice" and not self.choices:
@@ -94,10 +96,16 @@ class ClaimKind:
         definition: the definition text shown in the report and the spec schema.
         section: the report section its results appear in (report sections
             the report does not know show the claim with its evidence tables).
-        needs_task: whether the claim is measured on a task (causal claims).
+        needs_task: whether the claim is measured on a task (a spec passes ``task=``
+            and requires a top-level ``task:``).
         spec_call: how a spec claim calls the assertion when it is not
-            ``assertion(**params)``: ``spec_call(assertion, params, model=..., task=...)``.
+            ``assertion(**params, model=..., task=...)``: ``spec_call(assertion, params, model=..., task=...)``.
         aliases: other names a spec may use for this kind.
+        replaces_task: parameters that stand in for the task when given (a lens
+            claim's ``prompt``): the spec then passes ``task=None``.
+        subject: the claim's subject in its default spec id
+            (``induction_head L1H0``: ``subject(params) == "L1H0"``), from the
+            validated spec parameters; default: the required parameters' values.
     """
 
     name: str
@@ -112,13 +120,40 @@ class ClaimKind:
     needs_task: bool = False
     spec_call: Callable[..., Any] | None = None
     aliases: tuple[str, ...] = ()
+    replaces_task: tuple[str, ...] = ()
+    subject: Callable[[dict[str, Any]], str] | None = None
     source: str = field(default="circuitcheck", compare=False)
 
+    def __post_init__(self):
+        names = [param.name for param in self.params]
+        if len(set(names)) != len(names):
+            raise ValueError(f"claim kind {self.name!r} lists a parameter twice: {names}")
+        for key in (*self.thresholds, *self.replaces_task):
+            if key is not None and key not in names:
+                raise ValueError(f"claim kind {self.name!r} names {key!r}, which is not one of its parameters ({', '.join(names)})")
+
     def param(self, name: str) -> Param:
+        """The parameter called ``name`` (KeyError if the kind has none)."""
         for param in self.params:
             if param.name == name:
                 return param
         raise KeyError(name)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The names of the parameters a claim of this kind cannot leave out."""
+        return tuple(param.name for param in self.params if param.required)
+
+    def describe(self, params: dict[str, Any]) -> str:
+        """The claim's default spec id: ``KIND SUBJECT``, ``not ...`` when only the upper threshold is given."""
+        if self.subject is not None:
+            subject = self.subject(params)
+        else:
+            subject = " ".join(str(params[name]) for name in self.required if name in params)
+        low, high = self.thresholds
+        negative = low is not None and high is not None and params.get(low) is None and params.get(high) is not None
+        text = f"{self.name} {subject}".strip()
+        return f"not {text}" if negative else text
 
     def run(self, params: dict[str, Any], **context_kwargs):
         """Run the assertion with ``params`` (a spec claim's validated parameters)."""
@@ -137,10 +172,19 @@ def declare(kind: ClaimKind) -> ClaimKind:
     """Declare a built-in kind (called at import of the module that defines its check)."""
     with _lock:
         existing = _declared.get(kind.name)
-        if existing is not None and existing.check is not kind.check:
+        # a module imported again (pytester drops modules first imported in an inner run) declares again
+        if existing is not None and _origin(existing.check) != _origin(kind.check):
             raise CircuitCheckError(f"claim kind {kind.name!r} is declared twice ({existing.source} and {kind.source})")
         _declared[kind.name] = kind
     return kind
+
+
+#: The claim modules in the order their kinds are listed (spec errors, the schema); others follow by name.
+_FIRST = ("heads", "causal", "lens", "attribution", "probe")
+
+
+def _origin(function: Callable) -> tuple[str, str]:
+    return getattr(function, "__module__", ""), getattr(function, "__qualname__", repr(function))
 
 
 def _load_builtins() -> None:
@@ -148,10 +192,11 @@ def _load_builtins() -> None:
     with _lock:
         if _loaded:
             return
-        _loaded = True
         package = importlib.import_module(__package__)
-        for info in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{__package__}.{info.name}")
+        found = sorted(info.name for info in pkgutil.iter_modules(package.__path__))
+        for name in [*(n for n in _FIRST if n in found), *(n for n in found if n not in _FIRST)]:
+            importlib.import_module(f"{__package__}.{name}")
+        _loaded = True
 
 
 def kinds() -> dict[str, ClaimKind]:

@@ -134,7 +134,9 @@ class Prober:
     """Fits linear probes on one model's activations; caches activations per (hook, inputs).
 
     ``Prober(model, seed=0)``; ``weight_decay`` and ``max_iter`` set the
-    defaults of :meth:`fit`. The model must be in eval mode.
+    defaults of :meth:`fit`. The model must be in eval mode. The claims
+    (``assert_accuracy`` / ``check_accuracy``) are added by
+    :class:`circuitcheck.claims.probe.Prober`, the class of the ``probe`` fixture.
     """
 
     def __init__(self, model, seed: int = 0, *, weight_decay: float = DEFAULT_WEIGHT_DECAY, max_iter: int = DEFAULT_MAX_ITER):
@@ -298,19 +300,6 @@ class Prober:
             control_correct=control_correct,
             test_prompt=np.repeat(test_prompts.numpy(), len(selected)),
         )
-
-    def assert_accuracy(self, hook: str, labels, inputs, **kwargs):
-        """:func:`circuitcheck.claims.probe.assert_probe_accuracy` with this prober (its model, seed and cache)."""
-        __tracebackhide__ = True
-        from ..claims.probe import assert_probe_accuracy
-
-        return assert_probe_accuracy(hook, labels, inputs=inputs, prober=self, **kwargs)
-
-    def check_accuracy(self, hook: str, labels, inputs, **kwargs):
-        """:func:`circuitcheck.claims.probe.check_probe_accuracy` with this prober."""
-        from ..claims.probe import check_probe_accuracy
-
-        return check_probe_accuracy(hook, labels, inputs=inputs, prober=self, **kwargs)
 
 
 # helpers ----------------------------------------------------------------------

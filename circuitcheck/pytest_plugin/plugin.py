@@ -533,7 +533,7 @@ def patcher(request: pytest.FixtureRequest, model):
 @pytest.fixture
 def probe(request: pytest.FixtureRequest, model):
     """Fits linear probes on the test model's activations (circuitcheck.probe.Prober at the run's seed)."""
-    from ..engine.probe import Prober
+    from ..claims.probe import Prober
 
     return Prober(model, seed=request.config.stash[_STATE].seed())
 
