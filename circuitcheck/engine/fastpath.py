@@ -17,7 +17,7 @@ Variants with different first layers and positions share one batch: the work
 is "ragged" (only the active tokens go through the projections and MLPs), so
 there is no need to cut chunks where the first patched layer changes.
 
-The forward is written here, from the model's own weights, for the
+The forward (:mod:`circuitcheck.engine.kernel`) is written from the model's own weights, for the
 architectures it knows: GPT-2 style (learned positions, LayerNorm, GELU MLP)
 and rotary + RMSNorm style (adjacent-pair rotary as TransformerLens's native
 models, half-split rotary as Hugging Face Llama; grouped-query attention;
@@ -25,6 +25,11 @@ gated MLPs), attention-only or not. At each hook point a patch can use
 (:data:`HOOKS`), the patcher's own hook functions are called on the activation
 as TransformerLens shapes it, so a patch means exactly what it means on the
 general path.
+
+The patcher calls :class:`FastForward` with plain data (the base run's
+activations and logits, the variants, their hook functions, the logit positions
+to read); it returns the logits, the work done, and which variants the patcher
+should also run the general way so that it can verify them.
 
 Trust, but verify: the kernel's forward of each base input must reproduce the
 model's own logits, and on first use per model and kind of hook point the
@@ -42,14 +47,16 @@ precision or on several devices) runs the general path unchanged.
 from __future__ import annotations
 
 import math
-import re
 import sys
-import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from .hooks import patch_layer, split_hook, start_layer, start_position  # noqa: F401 (the fast path's view of a patch)
+from .kernel import Arch, Layer, Norm, Trace, expand_logits, forward  # noqa: F401 (forward: looked up here, so tests can replace it)
+from .session import session_of, sessions
 
 TOLERANCE = 1e-4
 
@@ -77,48 +84,9 @@ HOOKS = (
     "hook_resid_post",
 )
 
-_BLOCK_HOOK = re.compile(r"^blocks\.(0|[1-9][0-9]*)\.(.+)$")  # "blocks.01...." is no hook of TransformerLens's
 
 
-# Which hook, layer and positions a patch touches ----------------------------------------------------
-
-
-def split_hook(hook: str) -> tuple[int, str] | None:
-    """``"blocks.3.attn.hook_z"`` -> ``(3, "attn.hook_z")``; None outside the blocks."""
-    match = _BLOCK_HOOK.match(hook)
-    return (int(match.group(1)), match.group(2)) if match else None
-
-
-def patch_layer(hook: str) -> int:
-    """The block a hook belongs to; 0 for anything outside the blocks (embeddings, ln_final...)."""
-    split = split_hook(hook)
-    return split[0] if split else 0
-
-
-def start_layer(variants: Sequence[Sequence]) -> int:
-    """The first block any patch of ``variants`` touches (0: nothing can be reused)."""
-    layers = [patch_layer(patch.hook) for variant in variants for patch in variant]
-    return min(layers) if layers else 0
-
-
-def start_position(variant: Sequence, seq_len: int) -> int:
-    """The first position any patch of ``variant`` can change (0 where a patch covers all positions)."""
-    from .patcher import index_dims
-
-    first = seq_len
-    for patch in variant:
-        dims = index_dims(patch.hook)
-        axis = "q" if "q" in dims else "p" if "p" in dims else None
-        values = dict(patch.index).get(axis) if axis else None
-        if values is None:
-            return 0
-        if not values:
-            continue  # selects nothing
-        first = min(first, *(v + seq_len if v < 0 else v for v in values))
-    return max(0, min(first, seq_len - 1))
-
-
-# Per-model state ---------------------------------------------------------------------------------
+# Per-model state: in the model's session -------------------------------------------------------
 
 
 class _ModelState:
@@ -126,106 +94,23 @@ class _ModelState:
         self.disabled: str | None = None  # why, once verification failed
         self.verified: set[str] = set()  # hook kinds checked against the general path
         self.archs: dict[bool, tuple] = {}  # forced -> (Arch or None, why not)
-        self.fingerprint: tuple | None = None
+        self.generation: int | None = None  # the session's weights generation the archs were read at
         self.unsupported: str | None = None  # why the kernel cannot read this model
 
 
-_STATE: "weakref.WeakKeyDictionary[object, _ModelState]" = weakref.WeakKeyDictionary()
-
-
 def state(model) -> _ModelState:
-    if model not in _STATE:
-        _STATE[model] = _ModelState()
-    return _STATE[model]
+    """The fast path's state for ``model`` (kept in its session, for the model's life)."""
+    return session_of(model).state("fastpath", _ModelState)
 
 
 def reset(model=None) -> None:
     """Forget verification results (for one model, or all): the next use verifies again."""
-    if model is None:
-        _STATE.clear()
-    else:
-        _STATE.pop(model, None)
+    for session in sessions() if model is None else [session_of(model)]:
+        session.forget("fastpath")
 
 
 class Unsupported(Exception):
     """Something the fast path does not know; the general path runs instead."""
-
-
-# The model, read as plain tensors ----------------------------------------------------------------
-
-
-@dataclass
-class Norm:
-    kind: str  # "ln", "rms" or "none"
-    weight: torch.Tensor | None = None
-    bias: torch.Tensor | None = None
-    eps: float = 1e-5
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "none":
-            return x
-        if self.kind == "ln" and self.weight is not None and self.bias is not None:
-            return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
-        xf = x.float()
-        if self.kind == "ln":
-            xf = xf - xf.mean(-1, keepdim=True)
-        y = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
-        if self.weight is not None:
-            y = y * self.weight
-        if self.bias is not None:
-            y = y + self.bias
-        return y
-
-
-@dataclass
-class Layer:
-    """One block's weights, as views of the model's own parameters where the layout allows (no copies)."""
-
-    ln1: Norm
-    W_Q: torch.Tensor  # [d_model, n_heads d_head]
-    W_K: torch.Tensor  # [d_model, n_kv d_head]
-    W_V: torch.Tensor
-    b_Q: torch.Tensor | None
-    b_K: torch.Tensor | None
-    b_V: torch.Tensor | None
-    W_O: torch.Tensor  # [n_heads d_head, d_model]
-    b_O: torch.Tensor | None
-    ln2: Norm | None = None
-    W_gate: torch.Tensor | None = None  # [d_model, d_mlp] (gated MLPs)
-    W_in: torch.Tensor | None = None  # [d_model, d_mlp]
-    b_in: torch.Tensor | None = None
-    W_out: torch.Tensor | None = None
-    b_out: torch.Tensor | None = None
-
-
-@dataclass
-class Arch:
-    n_heads: int
-    n_kv: int
-    d_head: int
-    d_model: int
-    d_mlp: int
-    scale: float  # attention scores are divided by this
-    gated: bool
-    attn_only: bool
-    act: Callable
-    layers: list[Layer]
-    ln_final: Norm
-    W_U: torch.Tensor
-    b_U: torch.Tensor | None
-    rotary: str | None = None  # None, "adjacent" (pairs 2i, 2i+1) or "half" (i, i + d/2)
-    rotary_dim: int = 0
-    cos: torch.Tensor | None = None  # [n_ctx, rotary_dim]
-    sin: torch.Tensor | None = None
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.layers)
-
-
-def weights_fingerprint(model) -> tuple:
-    """Changes when any parameter is replaced, moved or modified in place (not through ``.data``)."""
-    return tuple((p.data_ptr(), p._version, p.dtype, str(p.device)) for p in model.parameters())
 
 
 def _original(module):
@@ -394,13 +279,13 @@ def read_arch(model, forced: bool = False) -> Arch:
 
 
 def arch_of(model, forced: bool = False) -> Arch | None:
-    """The model's :class:`Arch` (cached until its weights change), or None if the kernel cannot read it."""
+    """The model's :class:`Arch` (read again when its weights change), or None if the kernel cannot read it."""
     model_state = state(model)
     if model_state.disabled is not None:
         return None
-    fingerprint = weights_fingerprint(model)
-    if model_state.fingerprint != fingerprint:
-        model_state.fingerprint = fingerprint
+    generation = session_of(model).generation
+    if model_state.generation != generation:
+        model_state.generation = generation
         model_state.verified.clear()
         model_state.archs = {}
     if forced not in model_state.archs:
@@ -431,193 +316,127 @@ def hooks_supported(model, hooks) -> bool:
     return True
 
 
-# The kernel --------------------------------------------------------------------------------------
+
+
+# The patcher's interface -------------------------------------------------------------------------
 
 
 @dataclass
-class Trace:
-    """The base input's run through the kernel: what variants reuse."""
+class FastChunk:
+    """A chunk of variants run by the fast path.
 
-    resid: list[torch.Tensor]  # resid[l]: [batch, pos, d_model] entering block l; resid[n_layers]: after the last
-    keys: list[torch.Tensor] = field(default_factory=list)  # [batch, pos, n_kv, d_head], rotated
-    values: list[torch.Tensor] = field(default_factory=list)
-
-
-def _rotate(arch: Arch, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of ``x`` ``[tokens, heads, d_head]`` at ``positions`` ``[tokens]``."""
-    rd = arch.rotary_dim
-    cos = arch.cos[positions].to(x.dtype)[:, None, :]
-    sin = arch.sin[positions].to(x.dtype)[:, None, :]
-    x_rot, x_pass = x[..., :rd], x[..., rd:]
-    if arch.rotary == "adjacent":
-        turned = torch.stack((-x_rot[..., 1::2], x_rot[..., 0::2]), dim=-1).flatten(-2)
-    else:
-        half = rd // 2
-        turned = torch.cat((-x_rot[..., half:], x_rot[..., :half]), dim=-1)
-    x_rot = x_rot * cos + turned * sin
-    return torch.cat([x_rot, x_pass], dim=-1) if x_pass.shape[-1] else x_rot
-
-
-def _linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    return x @ W if b is None else torch.addmm(b, x, W)
-
-
-def forward(
-    arch: Arch,
-    base: Trace,
-    n: int,
-    first_layer: torch.Tensor,
-    first_pos: torch.Tensor,
-    read: list[int],
-    hooks: dict[tuple[int, str], Callable] | None = None,
-    record: Trace | None = None,
-    work: dict | None = None,
-) -> torch.Tensor:
-    """Logits ``[n * batch, len(read), vocab]`` of ``n`` variants of the base input.
-
-    Row ``r`` computes only layers ``>= first_layer[r]`` at positions ``>= first_pos[r]``
-    (both ``[n * batch]``); everything else is the base run's. ``hooks`` maps
-    ``(layer, hook point)`` to a function called on the full activation there
-    (TransformerLens's shape, rows = variants x batch); it may change only the
-    computed tokens. ``record`` collects the run's residuals, keys and values (for the
-    base run itself: every row starts at layer 0, position 0). ``work`` counts what was
-    computed: ``token_layers`` (tokens through one block), ``kv_only`` (tokens of the last
-    block needed only as keys and values) and ``unembedded`` (logit rows).
+    ``logits``: ``[variants * batch, pos, vocab]`` (positions the metric does not read are
+    not computed, see :func:`~circuitcheck.engine.kernel.expand_logits`). ``check``: the
+    variants to run the general way and hand to :meth:`FastForward.confirm` (empty once
+    every kind of hook point used is verified). ``work``: what was computed
+    (``token_layers``, ``kv_only``, ``unembedded``).
     """
-    hooks = hooks or {}
-    batch, P, d = base.resid[0].shape
-    R = n * batch
-    h, kv, dh = arch.n_heads, arch.n_kv, arch.d_head
-    device = base.resid[0].device
-    positions = torch.arange(P, device=device)
-    first = int(first_layer.min())
-    read_mask = torch.zeros(P, dtype=torch.bool, device=device)
-    read_mask[read] = True
-    causal = torch.ones(P, P, dtype=torch.bool, device=device).triu(1)
 
-    def full(layer_list, l):  # the base run's tensor, one (writable) copy per variant: [R * P, ...]
-        t = layer_list[l]
-        return t.repeat(n, *([1] * (t.ndim - 1))).view(R * P, *t.shape[2:])
-
-    resid = full(base.resid, first)
-    if record is not None:
-        record.resid.append(base.resid[0])
-    for l in range(first, arch.n_layers):
-        layer = arch.layers[l]
-        at = {point: fn for (hook_layer, point), fn in hooks.items() if hook_layer == l}
-        active = ((first_layer <= l)[:, None] & (positions[None, :] >= first_pos[:, None])).reshape(-1)
-        flat = active.nonzero().squeeze(1)  # the tokens this layer computes
-        token_pos = flat % P
-        out, out_pos = flat, token_pos  # ... and those whose output is needed
-        if l == arch.n_layers - 1 and len(read) < P:
-            # The last layer's output is read only where the metric reads logits; the other
-            # tokens are needed only as keys and values.
-            keep = read_mask[token_pos].nonzero().squeeze(1)
-            out, out_pos = flat[keep], token_pos[keep]
-        if work is not None:
-            work["token_layers"] = work.get("token_layers", 0) + len(out)
-            work["kv_only"] = work.get("kv_only", 0) + len(flat) - len(out)
-
-        def through(point: str, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-            """Call the patch function at ``point`` on the full activation; the computed tokens back."""
-            if point not in at:
-                return x
-            index = out if index is None else index
-            whole = x.new_zeros(R * P, *x.shape[1:])
-            whole.index_copy_(0, index, x)
-            result = at[point](whole.view(R, P, *x.shape[1:]), hook=None)
-            return result.reshape(R * P, *x.shape[1:]).index_select(0, index)
-
-        if "hook_resid_pre" in at:
-            resid = at["hook_resid_pre"](resid.view(R, P, d), hook=None).reshape(R * P, d)
-        x = resid if len(flat) == R * P else resid.index_select(0, flat)
-
-        # Attention: only the computed tokens are projected; earlier keys and values are the base run's.
-        normed = layer.ln1(x)
-        if out is not flat:
-            x = x[keep]
-        q = _linear(normed if out is flat else normed[keep], layer.W_Q, layer.b_Q)
-        k = _linear(normed, layer.W_K, layer.b_K)
-        v = _linear(normed, layer.W_V, layer.b_V)
-        q = through("attn.hook_q", q.reshape(-1, h, dh))
-        k = through("attn.hook_k", k.reshape(-1, kv, dh), flat)
-        v = through("attn.hook_v", v.reshape(-1, kv, dh), flat)
-        if arch.rotary:
-            q, k = _rotate(arch, q, out_pos), _rotate(arch, k, token_pos)
-        if len(flat) == R * P:  # every token computed: nothing of the base run's to keep
-            keys, values = k, v
-        else:
-            keys = full(base.keys, l).index_copy_(0, flat, k)
-            values = full(base.values, l).index_copy_(0, flat, v)
-        if record is not None:  # the base run itself: every token computed
-            record.keys.append(keys.view(batch, P, kv, dh))
-            record.values.append(values.view(batch, P, kv, dh))
-        queries = q.new_zeros(R * P, h, dh).index_copy_(0, out, q)
-        queries = queries.view(R, P, h, dh).transpose(1, 2)
-        keys = keys.view(R, P, kv, dh).transpose(1, 2)
-        values = values.view(R, P, kv, dh).transpose(1, 2)
-        if kv != h:
-            keys = keys.repeat_interleave(h // kv, dim=1)
-            values = values.repeat_interleave(h // kv, dim=1)
-        scores = queries @ keys.transpose(-2, -1) / arch.scale
-        pattern = scores.masked_fill(causal, float("-inf")).softmax(-1)
-        if "attn.hook_pattern" in at:
-            pattern = at["attn.hook_pattern"](pattern, hook=None)
-        z = (pattern @ values).transpose(1, 2)  # [R, P, h, dh]
-        if "attn.hook_z" in at:
-            z = at["attn.hook_z"](z, hook=None)
-        z = z.reshape(R * P, h * dh)
-        z = z if len(out) == R * P else z.index_select(0, out)
-        attn_out = through("hook_attn_out", _linear(z, layer.W_O, layer.b_O))
-        x = x + attn_out
-
-        if not arch.attn_only:
-            mlp_in = layer.ln2(through("hook_resid_mid", x))
-            mlp_in = through("mlp.hook_in", mlp_in)
-            pre = _linear(mlp_in, layer.W_gate if arch.gated else layer.W_in, None if arch.gated else layer.b_in)
-            post = arch.act(through("mlp.hook_pre", pre))
-            if arch.gated:
-                post = post * through("mlp.hook_pre_linear", _linear(mlp_in, layer.W_in, layer.b_in))
-            post = through("mlp.hook_post", post)
-            x = x + through("hook_mlp_out", _linear(post, layer.W_out, layer.b_out))
-
-        if len(out) == R * P:
-            resid = x
-        else:
-            resid = full(base.resid, l + 1).index_copy_(0, out, x)
-        if record is not None:
-            record.resid.append(resid.view(batch, P, d))
-        if "hook_resid_post" in at:
-            resid = at["hook_resid_post"](resid.view(R, P, d), hook=None).reshape(R * P, d)
-
-    if work is not None:
-        work["unembedded"] = work.get("unembedded", 0) + R * len(read)
-    final = resid.view(R, P, d)[:, read]
-    logits = arch.ln_final(final) @ arch.W_U
-    if arch.b_U is not None:
-        logits = logits + arch.b_U
-    return logits
+    logits: torch.Tensor
+    computed: torch.Tensor  # the logits at the read positions only, [variants * batch, len(read), vocab]
+    read: list[int]
+    batch: int
+    check: list[int]
+    kinds: set[str]
+    reference: torch.Tensor  # the model's own base logits at the read positions
+    work: dict[str, int] = field(default_factory=dict)
 
 
-def trace(arch: Arch, resid_pre0: torch.Tensor) -> tuple[Trace, torch.Tensor]:
-    """The kernel's run of a base input from its ``blocks.0.hook_resid_pre``: (trace, logits at every position)."""
-    batch, P, _ = resid_pre0.shape
-    record = Trace(resid=[])
-    zeros = torch.zeros(batch, dtype=torch.long, device=resid_pre0.device)
-    with torch.no_grad():
-        logits = forward(arch, Trace(resid=[resid_pre0]), 1, zeros, zeros, list(range(P)), record=record)
-    return record, logits
+class FastForward:
+    """The fast path of one model; :meth:`of` gives it where the kernel can read the model.
 
+    The patcher calls :meth:`patches`, :meth:`trace` (once per base input),
+    :meth:`run` (per chunk) and, for the variants a chunk lists in ``check``,
+    :meth:`confirm` with their general-path logits. It never sees the patcher.
+    """
 
-# The patcher's entry point -----------------------------------------------------------------------
+    def __init__(self, model, arch: Arch):
+        self.model = model
+        self.arch = arch
+        self.state = state(model)
 
+    @classmethod
+    def of(cls, model, forced: bool = False) -> "FastForward | None":
+        """The fast path of ``model``, or None where it does not apply (unreadable, or turned off after a failed check)."""
+        arch = arch_of(model, forced)
+        return None if arch is None else cls(model, arch)
 
-def _disable(model, diff: float) -> None:
-    from ..model.components import model_label
+    def patches(self, hooks) -> bool:
+        """Whether the kernel can patch every hook point in ``hooks`` (a chunk without any takes the general path)."""
+        return bool(hooks) and hooks_supported(self.model, hooks)
 
-    state(model).disabled = f"differs by {diff:.2e}"
-    sys.stderr.write(f"circuitcheck: fast path disabled for {model_label(model)}: differs by {diff:.2e}\n")
-    sys.stderr.flush()
+    def trace(self, resid_pre0: torch.Tensor, logits: torch.Tensor) -> Trace | None:
+        """The kernel's run of a base input from its ``blocks.0.hook_resid_pre`` ``[batch, pos, d_model]``.
+
+        None (and the fast path off for the model) if it misses the model's own ``logits``.
+        """
+        batch, P, _ = resid_pre0.shape
+        record = Trace(resid=[], logits=logits)
+        zeros = torch.zeros(batch, dtype=torch.long, device=resid_pre0.device)
+        with torch.no_grad():
+            got = forward(self.arch, Trace(resid=[resid_pre0]), 1, zeros, zeros, list(range(P)), record=record)
+        ok, diff = _close(got, logits)
+        if not ok:
+            self._disable(diff)
+            return None
+        return record
+
+    def run(self, trace: Trace, variants: Sequence[Sequence], hooks: Sequence[tuple[str, Callable]], read: list[int]) -> FastChunk:
+        """Run ``variants`` (lists of patches) of the traced base input; ``hooks`` are their (hook name, function) pairs."""
+        batch, P = trace.resid[0].shape[:2]
+        device = trace.resid[0].device
+        n = len(variants)
+        layers = torch.tensor([start_layer([v]) for v in variants], device=device)
+        firsts = torch.tensor([start_position(v, P) for v in variants], device=device)
+        by_point = {split_hook(name): fn for name, fn in hooks}
+        work: dict[str, int] = {}
+        with torch.no_grad():
+            computed = forward(self.arch, trace, n, layers.repeat_interleave(batch), firsts.repeat_interleave(batch), read,
+                               by_point, work=work)
+        reference = trace.logits[:, read].to(computed.dtype)
+        kinds = {split_hook(patch.hook)[1] for variant in variants for patch in variant}
+        check: list[int] = []
+        if not kinds <= self.state.verified:
+            # For each kind of hook point not yet verified, the variant using it that moves the
+            # logits most (a patch without effect would verify nothing), and the last variant.
+            effect = (computed.view(n, batch, *computed.shape[1:]) - reference).abs().flatten(1).amax(1)
+            picks: set[int] = {n - 1}
+            for kind in kinds - self.state.verified:
+                using = [i for i, v in enumerate(variants) if any(split_hook(p.hook)[1] == kind for p in v)]
+                picks.add(max(using, key=lambda i: float(effect[i])))
+            check = sorted(picks)
+        return FastChunk(expand_logits(computed, read, P), computed, read, batch, check, kinds, reference, work)
+
+    def confirm(self, chunk: FastChunk, expected: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+        """Compare the ``check`` variants with their general-path logits ``expected`` ``[len(check) * batch, pos, vocab]``.
+
+        Their logits (where read) must agree to :data:`TOLERANCE` relative to the logits'
+        scale and their ``score`` (the task's metric of logits) to :data:`TOLERANCE`. False,
+        with the fast path off for the model and one line on stderr, if they do not.
+        """
+        batch, read, P = chunk.batch, chunk.read, chunk.logits.shape[1]
+        got = torch.cat([chunk.computed[i * batch : (i + 1) * batch] for i in chunk.check])
+        ok, diff = _close(got, expected[:, read])
+        if ok:  # the results themselves (the metric) must agree to TOLERANCE, absolute
+            for i in range(len(chunk.check)):
+                rows = slice(i * batch, (i + 1) * batch)
+                metric_diff = float((score(expand_logits(got[rows], read, P)) - score(expected[rows])).abs().max())
+                diff = max(diff, metric_diff)
+                ok = ok and metric_diff <= TOLERANCE
+        if not ok:
+            self._disable(diff)
+            return False
+        moved = float((expected[:, read] - chunk.reference.repeat(len(chunk.check), 1, 1)).abs().max())
+        if moved > TOLERANCE * max(1.0, float(chunk.reference.abs().max())):
+            self.state.verified |= chunk.kinds  # else nothing was tested: verify again on the next chunk
+        return True
+
+    def _disable(self, diff: float) -> None:
+        from ..model.components import model_label
+
+        self.state.disabled = f"differs by {diff:.2e}"
+        sys.stderr.write(f"circuitcheck: fast path disabled for {model_label(self.model)}: differs by {diff:.2e}\n")
+        sys.stderr.flush()
 
 
 def _close(got: torch.Tensor, expected: torch.Tensor) -> tuple[bool, float]:
@@ -627,138 +446,31 @@ def _close(got: torch.Tensor, expected: torch.Tensor) -> tuple[bool, float]:
     return diff <= TOLERANCE * max(1.0, float(expected.abs().max()) if expected.numel() else 1.0), diff
 
 
-def base_trace(patcher, runs, base: str, arch: Arch) -> Trace | None:
-    """The base run's trace, computed once per task and base; None (and the fast path off) if it misses the model's logits."""
-    traces = runs.fast_traces  # the runs are remade when the weights change, and their traces with them
-    if base not in traces:
-        base_run = getattr(runs, base)
-        resid0 = base_run["blocks.0.hook_resid_pre"]
-        record, logits = trace(arch, resid0)
-        ok, diff = _close(logits, base_run.logits)
-        if not ok:
-            _disable(patcher.model, diff)
-            return None
-        traces[base] = record
-    return traces[base]
+def metric_positions(task, logits: torch.Tensor, clean_logits: torch.Tensor) -> list[int]:
+    """The logit positions the fast path computes for ``task``'s metric: those it declares, once checked.
 
-
-def expand_logits(logits: torch.Tensor, read: list[int], seq_len: int) -> torch.Tensor:
-    """Logits at the ``read`` positions ``[rows, k, vocab]`` as ``[rows, seq_len, vocab]`` for a metric.
-
-    One position: a view that repeats it (no copy). Several: the other positions are NaN.
-    Metrics are checked to read only what they declare (:func:`metric_positions`).
+    The check, on the base run's ``logits`` ``[batch, pos, vocab]``: the metric must give the
+    same values when every other position is NaN, and when it is zero. A metric that
+    reads positions it does not declare gets every position computed, with one line on
+    stderr. Callers keep the answer per task and base input.
     """
-    if len(read) == seq_len:
-        return logits
-    if len(read) == 1:
-        return logits.expand(logits.shape[0], seq_len, logits.shape[2])
-    whole = logits.new_full((logits.shape[0], seq_len, logits.shape[2]), float("nan"))
-    whole[:, read] = logits
-    return whole
-
-
-def chunk_logits(
-    patcher,
-    runs,
-    variants: Sequence[Sequence],
-    base: str,
-    make_hooks: Callable[[Sequence[Sequence]], tuple],
-    general: Callable[[Sequence[Sequence]], torch.Tensor],
-    score: Callable[[torch.Tensor], torch.Tensor],
-) -> torch.Tensor | None:
-    """Logits ``[variants * batch, pos, vocab]`` of a chunk by the fast path, or None where it does not apply.
-
-    Positions the metric does not read are not computed (see :func:`expand_logits`).
-    ``make_hooks(variants)`` gives the chunk's (hooks, plans); ``general(variants)``
-    runs variants the general way and ``score(logits)`` is the per-example metric (both
-    used once per model and kind of hook point, to verify).
-    """
-    model = patcher.model
-    arch = arch_of(model, forced=patcher.fast is True)
-    if arch is None:
-        return None
-    hook_names = {patch.hook for variant in variants for patch in variant}
-    if not hook_names or not hooks_supported(model, hook_names):
-        return None
-    task = runs.task
-    base_run = getattr(runs, base)
-    batch, P = base_run.tokens.shape
-    base_trace_ = base_trace(patcher, runs, base, arch)
-    if base_trace_ is None:
-        return None
-    read = metric_positions(runs, base)
-    n = len(variants)
-    layers = torch.tensor([start_layer([v]) for v in variants], device=base_run.tokens.device)
-    firsts = torch.tensor([start_position(v, P) for v in variants], device=base_run.tokens.device)
-    hook_fns, plans = make_hooks(variants)
-    hooks = {split_hook(name): fn for name, fn in hook_fns}
+    P = logits.shape[1]
+    declared = task.metric.reads(P)
+    if declared is None or len(declared) >= P:
+        return list(range(P))
     with torch.no_grad():
-        sub = forward(arch, base_trace_, n, layers.repeat_interleave(batch), firsts.repeat_interleave(batch), read, hooks,
-                      work=patcher.fast_work)
-    logits = expand_logits(sub, read, P)
-
-    model_state = state(model)
-    kinds = {split_hook(name)[1] for name in hook_names}
-    if not kinds <= model_state.verified:
-        # For each kind of hook point not yet verified, the variant using it that moves the
-        # logits most (a patch without effect would verify nothing), and the last variant.
-        reference = base_run.logits[:, read].to(sub.dtype)
-        effect = (sub.view(n, batch, *sub.shape[1:]) - reference).abs().flatten(1).amax(1)
-        picks: set[int] = {n - 1}
-        for kind in kinds - model_state.verified:
-            using = [i for i, v in enumerate(variants) if any(split_hook(p.hook)[1] == kind for p in v)]
-            picks.add(max(using, key=lambda i: float(effect[i])))
-        picks_ = sorted(picks)
-        expected = general([variants[i] for i in picks_])
-        got = torch.cat([sub[i * batch : (i + 1) * batch] for i in picks_])
-        ok, diff = _close(got, expected[:, read])
-        if ok:  # the results themselves (the metric) must agree to TOLERANCE, absolute
-            for i in range(len(picks_)):
-                rows = slice(i * batch, (i + 1) * batch)
-                metric_diff = float((score(expand_logits(got[rows], read, P)) - score(expected[rows])).abs().max())
-                diff = max(diff, metric_diff)
-                ok = ok and metric_diff <= TOLERANCE
-        if not ok:
-            _disable(model, diff)
-            return None
-        moved = float((expected[:, read] - reference.repeat(len(picks_), 1, 1)).abs().max())
-        if moved > TOLERANCE * max(1.0, float(reference.abs().max())):
-            model_state.verified |= kinds  # else nothing was tested: verify again on the next chunk
-    patcher.fast_passes += 1
-    return logits
-
-
-def metric_positions(runs, base: str) -> list[int]:
-    """The logit positions the fast path computes for ``runs``' metric: those it declares, once checked.
-
-    The check (once per task): on the base run's logits, the metric must give the same
-    values when every other position is NaN, and when it is zero. A metric that reads
-    positions it does not declare gets every position computed, with one line on stderr.
-    """
-    checked = runs.fast_read
-    if base not in checked:
-        task = runs.task
-        base_run = getattr(runs, base)
-        P = base_run.tokens.shape[1]
-        declared = task.metric.reads(P)
-        read = list(range(P))
-        if declared is not None and len(declared) < P:
-            logits = base_run.logits
-            with torch.no_grad():
-                expected = task.metric(logits, task, runs.clean.logits).float()
-                honest = True
-                for fill in (float("nan"), 0.0):
-                    masked = torch.full_like(logits, fill)
-                    masked[:, declared] = logits[:, declared]
-                    got = task.metric(masked, task, runs.clean.logits).float()
-                    honest = honest and bool(torch.isfinite(got).all()) and bool(((got - expected).abs() <= 1e-6).all())
-            if honest:
-                read = declared
-            else:
-                sys.stderr.write(
-                    f"circuitcheck: metric {task.metric.name!r} reads logit positions it does not declare "
-                    f"(declared: {declared}); the fast path computes every position for it\n"
-                )
-                sys.stderr.flush()
-        checked[base] = read
-    return checked[base]
+        expected = task.metric(logits, task, clean_logits).float()
+        honest = True
+        for fill in (float("nan"), 0.0):
+            masked = torch.full_like(logits, fill)
+            masked[:, declared] = logits[:, declared]
+            got = task.metric(masked, task, clean_logits).float()
+            honest = honest and bool(torch.isfinite(got).all()) and bool(((got - expected).abs() <= 1e-6).all())
+    if honest:
+        return declared
+    sys.stderr.write(
+        f"circuitcheck: metric {task.metric.name!r} reads logit positions it does not declare "
+        f"(declared: {declared}); the fast path computes every position for it\n"
+    )
+    sys.stderr.flush()
+    return list(range(P))

@@ -6,15 +6,17 @@ point writes each variant's slice. Variants are chunked so that no forward
 holds more than ``max_batch`` rows, and a chunk that runs out of memory is
 halved and retried.
 
-An intervention is a list of :class:`Patch` es. A patch replaces part of one
-activation (some positions, some heads) with the same part of a source:
+An intervention is a list of :class:`~circuitcheck.engine.patches.Patch` es
+(``"clean"``, ``"corrupt"``, ``"ablated"`` or an explicit tensor as the source).
+Where it applies, a chunk runs through the verified fast forward
+(:mod:`circuitcheck.engine.fastpath`), else as one full forward with hooks.
+Sweeps (:mod:`circuitcheck.engine.sweeps`) and path patching
+(:mod:`circuitcheck.engine.paths`) are built on :meth:`Patcher.run`.
 
-- ``"clean"`` / ``"corrupt"``: the task's cached clean / corrupted run;
-- ``"ablated"``: the ablation's replacement (resample, mean, zero, noise...);
-- an explicit tensor ``[batch, ...]`` (path patching computes these).
-
-Clean and corrupted runs are cached per task. Every batched result equals the
-one-forward-per-patch result (tested against ``transformer_lens.patching``).
+Clean and corrupted runs are cached per task, and made again when the model's
+weights change (its :func:`~circuitcheck.engine.session.session_of` says when).
+Every batched result equals the one-forward-per-patch result (tested against
+``transformer_lens.patching``).
 """
 
 from __future__ import annotations
@@ -23,59 +25,23 @@ import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
 from . import ablation as _ablation
 from . import fastpath as _fastpath
-from ..model.components import Component, Edge, model_label
+from . import paths as _paths
+from . import sweeps as _sweeps
+from ..errors import CircuitCheckError
+from ..model.components import Component, model_label
 from ..model.context import require_eval
-from ..errors import CircuitCheckError, ComponentError
 from ..model.tasks import Task
+from .hooks import index_dims, start_layer  # index_dims: public here before hooks.py existed
+from .patches import HookPlan, Patch, Variant, component_patch  # noqa: F401
+from .session import session_of
+from .sweeps import Sweep  # noqa: F401 (circuitcheck.patcher.Sweep)
 
 DEFAULT_MAX_BATCH = 256
-
-_HEAD_HOOKS = ("hook_z", "hook_q", "hook_k", "hook_v", "hook_result")
-_PATTERN_HOOKS = ("hook_pattern", "hook_attn_scores")
-
-
-def index_dims(hook: str) -> str:
-    """How a hook's activation is indexed past the batch: ``"ph"`` (pos, head), ``"hqk"`` or ``"p"``."""
-    last = hook.rsplit(".", 1)[-1]
-    if last in _HEAD_HOOKS:
-        return "ph"
-    if last in _PATTERN_HOOKS:
-        return "hqk"
-    return "p"
-
-
-@dataclass(frozen=True)
-class Patch:
-    """Replace ``hook``'s activation at ``index`` with ``source``'s.
-
-    ``index`` maps each index dimension (``"p"`` position, ``"h"`` head, ``"q"``/``"k"``
-    query/key position) to a list of indices; a missing dimension means all.
-    ``source`` is ``"clean"``, ``"corrupt"``, ``"ablated"``, or a tensor
-    ``[batch, ...]`` shaped like the activation.
-    """
-
-    hook: str
-    index: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    source: object = "ablated"
-
-    @classmethod
-    def at(cls, hook: str, source="ablated", **index: Sequence[int] | int | None) -> "Patch":
-        items = []
-        for dim, value in index.items():
-            if value is None:
-                continue
-            values = (int(value),) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
-            items.append((dim, values))
-        return cls(hook, tuple(sorted(items)), source)
-
-
-Variant = Sequence[Patch]
 
 
 @dataclass
@@ -116,7 +82,7 @@ class TaskRuns:
     score: object  # (logits, task, clean_logits) -> [batch]
     ablated: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     _metrics: dict[str, torch.Tensor] = field(default_factory=dict)
-    weights: tuple = ()  # the model's weights fingerprint when these runs were made
+    weights: int = 0  # the weights generation (session) these runs were made at
     fast_traces: dict[str, object] = field(default_factory=dict)  # base -> the fast path's run of it
     fast_read: dict[str, list[int]] = field(default_factory=dict)  # base -> logit positions the fast path computes
 
@@ -175,18 +141,19 @@ class Patcher:
         """Clean/corrupted runs of ``task``, computed once per (patcher, task) and again if the weights change."""
         require_eval(self.model)
         key = task.digest
-        weights = _fastpath.weights_fingerprint(self.model)
+        weights = session_of(self.model).generation
         if key in self._runs and self._runs[key].weights != weights:
-            del self._runs[key]  # the weights changed in place since: the cached runs are stale
+            del self._runs[key]  # the weights changed since: the cached runs are stale
         if key not in self._runs:
             task.validate(self.model)
             clean = _RunCache(self.model, task.clean.to(self.device))
             corrupt = _RunCache(self.model, task.corrupt.to(self.device))
             reference = clean if task.reference is None else _RunCache(self.model, task.reference.to(self.device))
-            self._runs[key] = TaskRuns(task, clean, corrupt, reference, self._metric, weights=weights)
+            self._runs[key] = TaskRuns(task, clean, corrupt, reference, self.score, weights=weights)
         return self._runs[key]
 
-    def _metric(self, logits: torch.Tensor, task: Task, clean_logits: torch.Tensor) -> torch.Tensor:
+    def score(self, logits: torch.Tensor, task: Task, clean_logits: torch.Tensor) -> torch.Tensor:
+        """The task's per-example metric of ``logits`` ``[batch, pos, vocab]``, ``[batch]`` on CPU; NaN or inf is an error."""
         values = task.metric(logits, task, clean_logits).detach().float().cpu()
         bad = torch.nonzero(~torch.isfinite(values)).flatten()
         if len(bad):
@@ -232,7 +199,7 @@ class Patcher:
         order = list(range(n_variants))
         if fast:
             # Variants that start at similar layers share chunks, so that each chunk skips more blocks.
-            layers = [_fastpath.start_layer([variant]) for variant in variants]
+            layers = [start_layer([variant]) for variant in variants]
             order = sorted(order, key=layers.__getitem__)
         per_chunk = max(1, self.max_batch // batch)
         start = 0
@@ -275,26 +242,46 @@ class Patcher:
         n, batch = len(variants), task.n_examples
         logits = None
         if self.fast is not False:
-            logits = _fastpath.chunk_logits(
-                self, runs, variants, base, lambda vs: self._chunk_hooks(runs, vs, abl, seed),
-                lambda vs: self._general_logits(runs, vs, base, abl, seed),
-                lambda lg: self._metric(lg, task, runs.clean.logits),
-            )
+            logits = self._fast_logits(runs, variants, base, abl, seed)
         if logits is None:
             logits = self._general_logits(runs, variants, base, abl, seed)
         self.forward_passes += 1
         logits = logits.view(n, batch, *logits.shape[1:])
-        return torch.stack([self._metric(logits[v], task, runs.clean.logits) for v in range(n)])
+        return torch.stack([self.score(logits[v], task, runs.clean.logits) for v in range(n)])
+
+    def _fast_logits(self, runs: TaskRuns, variants: Sequence[Variant], base: str, abl, seed: int) -> torch.Tensor | None:
+        """The chunk's logits by the fast forward, or None where it does not apply (or failed its check)."""
+        fast = _fastpath.FastForward.of(self.model, forced=self.fast is True)
+        if fast is None or not fast.patches({patch.hook for variant in variants for patch in variant}):
+            return None
+        base_run = getattr(runs, base)
+        if base not in runs.fast_traces:  # the runs are remade when the weights change, and their traces with them
+            trace = fast.trace(base_run["blocks.0.hook_resid_pre"], base_run.logits)
+            if trace is None:
+                return None
+            runs.fast_traces[base] = trace
+        if base not in runs.fast_read:
+            runs.fast_read[base] = _fastpath.metric_positions(runs.task, base_run.logits, runs.clean.logits)
+        hooks, _ = self._chunk_hooks(runs, variants, abl, seed)
+        chunk = fast.run(runs.fast_traces[base], variants, hooks, runs.fast_read[base])
+        for name, count in chunk.work.items():
+            self.fast_work[name] = self.fast_work.get(name, 0) + count
+        if chunk.check:  # first use of a kind of hook point: the listed variants also run the general way
+            expected = self._general_logits(runs, [variants[i] for i in chunk.check], base, abl, seed)
+            if not fast.confirm(chunk, expected, lambda logits: self.score(logits, runs.task, runs.clean.logits)):
+                return None
+        self.fast_passes += 1
+        return chunk.logits
 
     def _chunk_hooks(self, runs: TaskRuns, variants: Sequence[Variant], abl, seed: int):
         """The chunk's (hook name, function) list and its plans."""
         task = runs.task
         n, batch = len(variants), task.n_examples
         # Per hook: a boolean mask [n, *index] per named source, and explicit-tensor patches.
-        plans: dict[str, _HookPlan] = {}
+        plans: dict[str, HookPlan] = {}
         for v, variant in enumerate(variants):
             for patch in variant:
-                plan = plans.setdefault(patch.hook, _HookPlan(patch.hook, n))
+                plan = plans.setdefault(patch.hook, HookPlan(patch.hook, n))
                 plan.add(v, patch)
 
         sources = {
@@ -333,9 +320,9 @@ class Patcher:
             sys.stderr.write("\n")
             sys.stderr.flush()
 
-    # Sweeps ---------------------------------------------------------------------
+    # Sweeps and path patching (their own modules) ---------------------------------
 
-    def sweep(self, task: Task, what: str, *, direction: str = "denoise") -> "Sweep":
+    def sweep(self, task: Task, what: str, *, direction: str = "denoise") -> Sweep:
         """Activation patching of one kind of activation at every index.
 
         ``what``: ``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_out``, ``mlp_out``
@@ -350,64 +337,7 @@ class Patcher:
         Values are the mean metric; ``normalized`` rescales them so that the
         corrupted run is 0 and the clean run 1.
         """
-        if direction not in ("denoise", "noise"):
-            raise ValueError(f"direction={direction!r} is not valid: use 'denoise' or 'noise'")
-        base, source = ("corrupt", "clean") if direction == "denoise" else ("clean", "corrupt")
-        cfg = self.model.cfg
-        layers, heads, positions = range(cfg.n_layers), range(cfg.n_heads), range(task.seq_len)
-        layer_pos = {"resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid", "resid_post": "hook_resid_post",
-                     "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out"}
-        layer_head = {"head_out": "attn.hook_z", "head_q": "attn.hook_q", "head_k": "attn.hook_k", "head_v": "attn.hook_v",
-                      "pattern": "attn.hook_pattern"}
-        if what in layer_pos:
-            if what in ("mlp_out", "resid_mid") and getattr(cfg, "attn_only", False):
-                raise ComponentError(f"model {model_label(self.model)} is attention-only: it has no {what}")
-            axes = ("layer", "pos")
-            index = [(layer, pos) for layer in layers for pos in positions]
-            if what == "resid_mid":
-                variants = self._resid_mid_variants(task, index, base, source)
-            else:
-                variants = [[Patch.at(f"blocks.{layer}.{layer_pos[what]}", source, p=[pos])] for layer, pos in index]
-        elif what in layer_head:
-            axes = ("layer", "head")
-            if what in ("head_k", "head_v"):  # grouped-query attention: one key/value per key-value head
-                heads = range(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
-            index = [(layer, head) for layer in layers for head in heads]
-            variants = [[Patch.at(f"blocks.{layer}.{layer_head[what]}", source, h=[head])] for layer, head in index]
-        elif what == "head_out_by_pos":
-            axes = ("layer", "pos", "head")
-            index = [(layer, pos, head) for layer in layers for pos in positions for head in heads]
-            variants = [[Patch.at(f"blocks.{layer}.attn.hook_z", source, p=[pos], h=[head])] for layer, pos, head in index]
-        else:
-            raise ValueError(
-                f"unknown sweep {what!r}: valid sweeps are {', '.join([*layer_pos, *layer_head, 'head_out_by_pos'])}"
-            )
-        values = self.run(task, variants, base=base, desc=f"sweep {what}")
-        runs = self.runs(task)
-        sweep = Sweep(what, axes, index, values, runs.clean_metric, runs.corrupt_metric, direction)
-        if len(axes) == 2:
-            from ..model import context
-
-            context.record_sweep(sweep.to_dict(title=f"{what} patching ({direction}) on {task.name}, model {model_label(self.model)}"))
-        return sweep
-
-    def _resid_mid_variants(self, task: Task, index, base: str, source: str) -> list[list[Patch]]:
-        # In TransformerBridge, hook_resid_mid is an alias of ln2's input: writing it
-        # would change what the MLP reads but not the residual stream itself. The
-        # residual after attention is resid_pre + attn_out, and with one patch per
-        # variant resid_pre at that layer is the base run's, so writing
-        # attn_out = source_mid - base_pre sets the true residual exactly.
-        runs = self.runs(task)
-        base_run, source_run = getattr(runs, base), getattr(runs, source)
-        n_layers = self.model.cfg.n_layers
-        base_run.ensure([f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)])
-        source_run.ensure([f"blocks.{layer}.hook_resid_mid" for layer in range(n_layers)])
-        writes = {
-            layer: source_run[f"blocks.{layer}.hook_resid_mid"] - base_run[f"blocks.{layer}.hook_resid_pre"] for layer in range(n_layers)
-        }
-        return [[Patch.at(f"blocks.{layer}.hook_attn_out", writes[layer], p=[pos])] for layer, pos in index]
-
-    # Path patching ------------------------------------------------------------------
+        return _sweeps.sweep(self, task, what, direction=direction)
 
     def sender_delta(self, task: Task, senders: Sequence[Component], direction: str = "denoise") -> torch.Tensor:
         """The change in what the senders write to the residual stream, ``[batch, pos, d_model]``.
@@ -415,31 +345,7 @@ class Patcher:
         ``"denoise"``: clean write minus corrupted write (added on the corrupted run);
         ``"noise"``: corrupted minus clean (added on the clean run).
         """
-        runs = self.runs(task)
-        source, base = _path_runs(runs, direction)
-        delta = None
-        for sender in senders:
-            hook = sender.hook_name
-            runs.clean.ensure([hook])
-            runs.corrupt.ensure([hook])
-            if sender.kind == "head":
-                if sender.port is not None:
-                    raise ComponentError(f"a path's sender must be an output, not the input {sender}")
-                W_O = self.model.blocks[sender.layer].attn.W_O[sender.head]  # [d_head, d_model]
-                diff = source[hook][:, :, sender.head] - base[hook][:, :, sender.head]
-                write = diff @ W_O.to(diff.dtype)
-            else:
-                write = source[hook] - base[hook]
-                if write.shape[0] != task.n_examples:  # e.g. a positional embedding without a batch dim
-                    write = write.expand(task.n_examples, *write.shape[1:])
-            if sender.positions is not None:
-                keep = torch.zeros(task.seq_len, dtype=write.dtype, device=write.device)
-                keep[sender.positions.indices(task.seq_len)] = 1
-                write = write * keep[None, :, None]
-            delta = write if delta is None else delta + write
-        if delta is None:
-            raise CircuitCheckError("a path needs at least one sender")
-        return delta
+        return _paths.sender_delta(self, task, senders, direction)
 
     def path_patch(
         self, task: Task, senders: Sequence[Component], receivers: Sequence["Component | str"], direction: str = "denoise"
@@ -461,88 +367,7 @@ class Patcher:
         base_name = "corrupt" if direction == "denoise" else "clean"
         out = torch.empty(len(receivers), task.n_examples)
         variants: list[list[Patch]] = []
-        rows: list[int] = []
-        cache: dict[tuple, torch.Tensor] = {}
-        for i, receiver in enumerate(receivers):
-            if isinstance(receiver, str) and receiver == "logits":
-                out[i] = self._logits_path(runs, delta, base_name)
-                continue
-            receiver = Component.parse(receiver)
-            for sender in senders:
-                Edge.parse(f"{sender} -> {receiver}")  # the receiver must read after the sender writes
-            variants.append([self._receiver_patch(runs, receiver, delta, cache, base_name)])
-            rows.append(i)
-        if variants:
-            out[rows] = self.run(task, variants, base=base_name, desc="path patching")
-        return out
-
-    def _receiver_patch(self, runs: TaskRuns, receiver: Component, delta: torch.Tensor, cache: dict, base_name: str) -> Patch:
-        layer = receiver.layer
-        base = getattr(runs, base_name)
-        if receiver.kind == "head" and receiver.port in ("q", "k", "v"):
-            key = ("head", layer, receiver.port)
-            if key not in cache:
-                resid = base[f"blocks.{layer}.hook_resid_pre"]
-                cache[key] = self._head_input(layer, receiver.port, resid + delta, runs)
-            return Patch.at(f"blocks.{layer}.attn.hook_{receiver.port}", cache[key], h=[receiver.head])
-        if receiver.kind == "mlp":
-            key = ("mlp", layer)
-            if key not in cache:
-                mid = base[f"blocks.{layer}.hook_resid_mid"]
-                cache[key] = self._mlp_input(layer, mid + delta, runs)
-            return Patch.at(f"blocks.{layer}.mlp.hook_in", cache[key])
-        raise ComponentError(
-            f"{receiver} cannot receive a path: receivers are head inputs (L{layer}H0.q, .k, .v), MLPs (L{layer}.mlp) or 'logits'"
-        )
-
-    def _head_input(self, layer: int, port: str, resid: torch.Tensor, runs: TaskRuns) -> torch.Tensor:
-        attn = self.model.blocks[layer].attn
-        W = getattr(attn, f"W_{port.upper()}")
-        b = getattr(attn, f"b_{port.upper()}")
-        if W.shape[0] != self.model.cfg.n_heads:
-            raise CircuitCheckError(
-                f"path patching into .{port} needs one {port} projection per head; layer {layer} has {W.shape[0]} for {self.model.cfg.n_heads} heads (grouped-query attention)"
-            )
-        ln1 = self.model.blocks[layer].ln1
-
-        def project(x):
-            return torch.einsum("bpd,hde->bphe", ln1(x), W.to(x.dtype)) + b.to(x.dtype)
-
-        self._verify(("head", layer, port), lambda: project(runs.corrupt[f"blocks.{layer}.hook_resid_pre"]),
-                     runs.corrupt[f"blocks.{layer}.attn.hook_{port}"], f"the {port} input of layer {layer}'s heads")
-        return project(resid)
-
-    def _mlp_input(self, layer: int, resid_mid: torch.Tensor, runs: TaskRuns) -> torch.Tensor:
-        ln2 = self.model.blocks[layer].ln2
-        self._verify(("mlp", layer), lambda: ln2(runs.corrupt[f"blocks.{layer}.hook_resid_mid"]),
-                     runs.corrupt[f"blocks.{layer}.mlp.hook_in"], f"layer {layer}'s MLP input")
-        return ln2(resid_mid)
-
-    def _logits_path(self, runs: TaskRuns, delta: torch.Tensor, base_name: str) -> torch.Tensor:
-        last = f"blocks.{self.model.cfg.n_layers - 1}.hook_resid_post"
-        base = getattr(runs, base_name)
-
-        def unembed(x):
-            return self.model.unembed(self.model.ln_final(x))
-
-        self._verify(("logits",), lambda: unembed(runs.corrupt[last]), runs.corrupt.logits, "the unembedding")
-        with torch.no_grad():
-            logits = unembed(base[last] + delta)
-        return self._metric(logits, runs.task, runs.clean.logits)
-
-    def _verify(self, key: tuple, recompute, cached: torch.Tensor, what: str) -> None:
-        """Check once per model that recomputing ``what`` from the residual reproduces the model's own value."""
-        verified = self.__dict__.setdefault("_verified", set())
-        if key in verified:
-            return
-        with torch.no_grad():
-            diff = float((recompute() - cached).abs().max())
-        if diff > 1e-4 * max(1.0, float(cached.abs().max())):
-            raise CircuitCheckError(
-                f"path patching cannot reach {what} on model {model_label(self.model)}: recomputing it from the residual stream "
-                f"differs from the model's own activation by {diff:.2e}, so this architecture is not supported"
-            )
-        verified.add(key)
+        return _paths.path_patch(self, task, senders, receivers, direction)
 
     def path_sweep(self, task: Task, sender: "Component | str", port: str = "q", direction: str = "denoise") -> pd.DataFrame:
         """Path patching from ``sender`` into the ``port`` input of every later head: mean metric, ``[layer, head]``.
@@ -550,153 +375,13 @@ class Patcher:
         Layers at or before the sender's are NaN (not measured). Same layout as
         TransformerLens's ``get_act_patch_direct_path`` (which writes 0.0 there).
         """
-        sender = Component.parse(sender)
-        cfg = self.model.cfg
-        first = 0 if sender.layer is None else sender.layer + 1
-        receivers = [Component("head", layer, head, port) for layer in range(first, cfg.n_layers) for head in range(cfg.n_heads)]
-        values = self.path_patch(task, [sender], receivers, direction).mean(1)
-        matrix = torch.full((cfg.n_layers, cfg.n_heads), float("nan"))
-        for receiver, value in zip(receivers, values):
-            matrix[receiver.layer, receiver.head] = value
-        frame = pd.DataFrame(matrix.numpy())
-        frame.index.name, frame.columns.name = "layer", "head"
-        return frame
+        return _paths.path_sweep(self, task, sender, port, direction)
 
 
-@dataclass
-class Sweep:
-    """Result of :meth:`Patcher.sweep`: per-example values ``[variants, batch]`` and their index."""
-
-    what: str
-    axes: tuple[str, ...]
-    index: list[tuple[int, ...]]
-    values: torch.Tensor
-    clean_metric: torch.Tensor
-    corrupt_metric: torch.Tensor
-    direction: str
-
-    @property
-    def mean(self) -> torch.Tensor:
-        """Mean metric per variant, shaped by the sweep's axes (e.g. ``[layer, pos]``)."""
-        shape = tuple(max(i[a] for i in self.index) + 1 for a in range(len(self.axes)))
-        return self.values.mean(1).reshape(shape)
-
-    @property
-    def normalized(self) -> torch.Tensor:
-        """``(mean - corrupted) / (clean - corrupted)``: 0 = corrupted run, 1 = clean run."""
-        clean, corrupt = float(self.clean_metric.mean()), float(self.corrupt_metric.mean())
-        if clean == corrupt:
-            raise CircuitCheckError("clean and corrupted runs score the same mean metric: a normalised sweep is undefined")
-        return (self.mean - corrupt) / (clean - corrupt)
-
-    def frame(self) -> pd.DataFrame:
-        """Tidy: one row per patched index, with ``value`` (mean metric) and ``normalized``."""
-        frame = pd.DataFrame(self.index, columns=list(self.axes))
-        frame["value"] = self.values.mean(1).numpy()
-        clean, corrupt = float(self.clean_metric.mean()), float(self.corrupt_metric.mean())
-        frame["normalized"] = (frame["value"] - corrupt) / (clean - corrupt) if clean != corrupt else np.nan
-        return frame
-
-    def to_dict(self, title: str = "") -> dict:
-        """JSON-safe, for the report: the mean and normalised matrices."""
-        from ..claims.result import frame_to_json
-
-        clean, corrupt = float(self.clean_metric.mean()), float(self.corrupt_metric.mean())
-        return {
-            "what": self.what,
-            "axes": list(self.axes),
-            "direction": self.direction,
-            "title": title or f"{self.what} patching ({self.direction})",
-            "matrix": frame_to_json(self.matrix()),
-            "normalized": frame_to_json(self.matrix(normalized=True)) if clean != corrupt else None,
-        }
-
-    def matrix(self, normalized: bool = False) -> pd.DataFrame:
-        """The heatmap: first axis as rows, second as columns (2-axis sweeps)."""
-        if len(self.axes) != 2:
-            raise ValueError(f"sweep {self.what} has axes {self.axes}: use .frame() for more than two")
-        values = (self.normalized if normalized else self.mean).numpy()
-        frame = pd.DataFrame(values)
-        frame.index.name, frame.columns.name = self.axes
-        return frame
-
-
-class _HookPlan:
-    """What one hook writes for each variant of a chunk."""
-
-    def __init__(self, hook: str, n_variants: int):
-        self.hook = hook
-        self.dims = index_dims(hook)
-        self.n = n_variants
-        self.named: dict[str, list[tuple[int, dict]]] = {}
-        self.explicit: list[tuple[int, dict, torch.Tensor]] = []
-        self.fired = False
-
-    def add(self, variant: int, patch: Patch) -> None:
-        index = dict(patch.index)
-        unknown = set(index) - set(self.dims)
-        if unknown:
-            raise ValueError(f"patch on {self.hook} indexes {sorted(unknown)}, but its activation is indexed by {list(self.dims)}")
-        if isinstance(patch.source, str):
-            self.named.setdefault(patch.source, []).append((variant, index))
-        else:
-            self.explicit.append((variant, index, patch.source))
-
-    def _mask(self, entries, index_shape, device) -> torch.Tensor:
-        mask = torch.zeros((self.n, *index_shape), dtype=torch.bool, device=device)
-        for variant, index in entries:
-            mask[(variant, *self._selector(index, index_shape, device))] = True
-        return mask
-
-    def _selector(self, index: dict, index_shape, device) -> tuple:
-        """Broadcastable index tensors selecting the product of the listed indices."""
-        parts = []
-        k = len(self.dims)
-        for axis, dim in enumerate(self.dims):
-            values = index.get(dim)
-            size = index_shape[axis]
-            if values is None:
-                values = range(size)
-            values = [v + size if v < 0 else v for v in values]
-            for v in values:
-                if not 0 <= v < size:
-                    raise CircuitCheckError(f"index {v} is out of range for dimension {dim!r} of {self.hook} (size {size})")
-            shape = [1] * k
-            shape[axis] = len(values)
-            parts.append(torch.tensor(values, device=device).reshape(shape))
-        return tuple(parts)
-
-    def hook_fn(self, batch: int, sources):
-        def fn(activation: torch.Tensor, hook=None) -> torch.Tensor:
-            self.fired = True
-            n = activation.shape[0] // batch
-            acts = activation.reshape(n, batch, *activation.shape[1:])
-            n_index = len(self.dims)
-            index_shape = tuple(acts.shape[2 : 2 + n_index])
-            features = acts.ndim - 2 - n_index
-            for name, entries in self.named.items():
-                mask = self._mask(entries, index_shape, acts.device)
-                mask = mask.reshape(n, 1, *index_shape, *([1] * features))
-                source = sources[name](self.hook).to(acts.device, acts.dtype)
-                acts = torch.where(mask, source.unsqueeze(0), acts)
-            if self.explicit:
-                acts = acts.clone()
-                for variant, index, value in self.explicit:
-                    sel = self._selector(index, index_shape, acts.device)
-                    value = value.to(acts.device, acts.dtype).expand(batch, *acts.shape[2:])
-                    acts[variant][(slice(None), *sel)] = value[(slice(None), *sel)]
-            return acts.reshape(activation.shape)
-
-        return fn
-
-
-def _path_runs(runs: TaskRuns, direction: str):
-    """(source, base) runs of a path patch."""
-    if direction == "denoise":
-        return runs.clean, runs.corrupt
-    if direction == "noise":
-        return runs.corrupt, runs.clean
-    raise ValueError(f"direction={direction!r} is not valid: use 'denoise' (TransformerLens's direct path) or 'noise' (the IOI paper's)")
+def shared_patcher(model, max_batch: int | None = None) -> Patcher:
+    """The patcher of ``model`` for ``max_batch`` rows (default 256) that every check shares, kept in the model's session."""
+    rows = max_batch or DEFAULT_MAX_BATCH
+    return session_of(model).shared(("patcher", rows), lambda: Patcher(model, max_batch=rows))
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -707,12 +392,3 @@ def _free_memory() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
-
-def component_patch(component: Component, source="ablated", seq_len: int | None = None) -> Patch:
-    """The patch that replaces ``component``'s activation (all positions unless narrowed)."""
-    positions = component.positions.indices(seq_len) if component.positions is not None and seq_len is not None else None
-    if component.positions is not None and seq_len is None:
-        raise ValueError("a position-narrowed component needs the input length")
-    if component.kind == "head":
-        return Patch.at(component.hook_name, source, p=positions, h=[component.head])
-    return Patch.at(component.hook_name, source, p=positions)
