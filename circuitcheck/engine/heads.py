@@ -22,7 +22,6 @@ Kinds:
 
 from __future__ import annotations
 
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -31,6 +30,7 @@ import pandas as pd
 import torch
 
 from ..model import inputs as _inputs
+from .session import session_of, tokens_digest
 
 HEAD_KINDS = ("previous_token", "duplicate_token", "induction", "bos")
 
@@ -264,23 +264,18 @@ def _checked_pattern(pattern: torch.Tensor, length: int) -> torch.Tensor:
     return pattern
 
 
-_PATTERN_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _PATTERN_CACHE_SIZE = 8
 
 
 def _attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
     """Attention patterns of every layer, ``[n_layers, batch, n_heads, q, k]`` on CPU, fp32.
 
-    The last few inputs per model are remembered, so several claims about the
-    heads of one model on the same seeded input run the model once.
+    The last few inputs per model are remembered in its session (dropped when its
+    weights change), so several claims about the heads of one model on the same
+    seeded input run the model once.
     """
-    from ..pytest_plugin.session import tokens_digest
-
-    try:
-        cache = _PATTERN_CACHE.setdefault(model, OrderedDict())
-    except TypeError:  # a model that cannot be weakly referenced
-        cache = OrderedDict()
-    key = (tokens_digest(tokens), _weights_version(model))
+    cache = session_of(model).derived("attention-patterns", OrderedDict)
+    key = tokens_digest(tokens)
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
@@ -294,7 +289,3 @@ def _attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
         cache.popitem(last=False)
     return patterns
 
-
-def _weights_version(model) -> int:
-    """Changes whenever a parameter is modified in place (so cached patterns are never stale)."""
-    return sum(int(p._version) for p in model.parameters())

@@ -26,7 +26,6 @@ import json
 import operator
 import os
 import tempfile
-import weakref
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 
 from ..model import inputs as _inputs
 from ..errors import CircuitCheckError
+from .session import session_of
 
 LENS_KINDS = ("logit", "tuned")
 EMBED_LAYER = -1
@@ -564,38 +564,20 @@ def _check_settings(s: TunedLensSettings) -> None:
 
 # --------------------------------------------------------------------------- caching
 
-_hash_memo: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def weights_hash(model) -> str:
     """sha256 over the model's state_dict (names, dtypes, shapes and bytes, in key order).
 
-    Memoised per model while no parameter has been modified in place (tensor
-    version counters and storage pointers unchanged).
+    Memoised in the model's session until its weights change.
     """
-    state = model.state_dict()
-    try:
-        fingerprint = tuple((name, t.data_ptr(), t._version, tuple(t.shape)) for name, t in state.items())
-    except Exception:  # pragma: no cover - an unusual tensor type: always rehash
-        fingerprint = None
-    try:
-        memo = _hash_memo.get(model)
-    except TypeError:  # pragma: no cover - not weak-referenceable
-        memo = None
-    if fingerprint is not None and memo is not None and memo[0] == fingerprint:
-        return memo[1]
-    h = hashlib.sha256()
-    for name, tensor in state.items():
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    digest = h.hexdigest()
-    if fingerprint is not None:
-        try:
-            _hash_memo[model] = (fingerprint, digest)
-        except TypeError:  # pragma: no cover
-            pass
-    return digest
+    memo = session_of(model).derived("weights-hash")
+    if "sha256" not in memo:
+        h = hashlib.sha256()
+        for name, tensor in model.state_dict().items():
+            t = tensor.detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        memo["sha256"] = h.hexdigest()
+    return memo["sha256"]
 
 
 def cache_dir() -> Path:
