@@ -291,8 +291,8 @@ def test_the_induction_chart_switches_from_failed_to_held_points_across_the_thre
     assert re.findall(r'<g class="point (held|failed)">', chart) == ["failed"] * 5 + ["held"] * 2
     assert 'class="threshold min"' in chart and ">min 0.800</text>" in chart and 'stroke-dasharray="5 3"' in chart
     assert 'class="fail-region"' in chart
-    assert "<title>step600: induction score 0.390 [0.365, 0.415] (95%), required ≥ 0.800: failed</title>" in chart
-    assert "<title>step3000: induction score 0.844 [0.827, 0.860] (95%), required ≥ 0.800: held (baseline regressed)</title>" in chart
+    assert "<title>step600: induction score 0.390 [0.365, 0.415] (95%), required ≥ 0.8: failed</title>" in chart
+    assert "<title>step3000: induction score 0.844 [0.827, 0.860] (95%), required ≥ 0.8: held (baseline regressed)</title>" in chart
     # failing points sit below the dashed line, passing ones above it (SVG y grows downwards)
     y_threshold = float(re.search(r'<polyline points="[\d.]+,([\d.]+) [^"]*"[^>]*class="threshold min"', chart).group(1))
     ys = [float(y) for y in re.findall(r'<circle cx="[\d.]+" cy="([\d.]+)"', chart)]
@@ -400,7 +400,7 @@ def test_each_claim_shows_value_interval_threshold_verdict_and_lab_note(html):
     claim_cells, note = row.groups()
     assert "L1H3 is an induction head" in claim_cells
     assert "0.900" in claim_cells and "[0.850, 0.950] (95%)" in claim_cells
-    assert "≥ 0.500" in claim_cells and "on the mean" in claim_cells and 'class="pill held"' in claim_cells
+    assert "≥ 0.5" in claim_cells and "on the mean" in claim_cells and 'class="pill held"' in claim_cells
     assert "highest-scoring heads: L1H0 0.845" in note
 
 

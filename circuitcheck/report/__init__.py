@@ -12,9 +12,13 @@ results in a notebook, :func:`load` gives one pandas row per claim::
     results = circuitcheck.report.load("results.json")
     results.frame().query("not passed")
 
-Modules: :mod:`.sections` prepares what each section of the page shows,
-:mod:`.charts` draws the inline SVG charts, :mod:`.results` reads documents
-back for analysis; the page layout is the Jinja template ``templates/report.html.j2``.
+Modules: :mod:`.sections` prepares what the page shows (one claim:
+:mod:`.claim_view`, in the words of :mod:`circuitcheck.claims.format`; the
+sections: :mod:`.causal_sections`, :mod:`.heatmaps`, :mod:`.attribution_sections`,
+:mod:`.checkpoints`; which section shows a kind: :mod:`.kinds`), :mod:`.charts`
+draws the inline SVG charts, :mod:`.frames` reads evidence tables without pandas,
+:mod:`.results` reads documents back for analysis; the page layout is the
+Jinja template ``templates/report.html.j2``.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ def summarize(document: dict[str, Any]) -> dict[str, Any]:
     ``by_checkpoint`` groups claims by the part after ``@`` of their model spec
     (``zoo:induction-2l@step800`` -> ``step800``); it is empty when no claim names one.
     """
-    from .sections import checkpoint_of
+    from .claim_view import checkpoint_of
 
     claims = [claim for test in document.get("tests") or [] for claim in test.get("claims") or []]
     by_kind: dict[str, dict[str, int]] = {}
@@ -99,7 +103,8 @@ def render_html(document: dict[str, Any]) -> str:
     import jinja2
 
     from .charts import format_number
-    from .sections import build_page, natural_key
+    from .claim_view import natural_key
+    from .sections import build_page
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("circuitcheck.report", "templates"),

@@ -24,6 +24,8 @@ from typing import Sequence
 
 from markupsafe import Markup, escape
 
+from ..claims.format import number as format_number  # one number format for every claim and chart
+
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 MONO = "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace"
 INK = "#1d2430"
@@ -519,21 +521,6 @@ def _tick_digits(ticks: Sequence[float]) -> int:
 
 
 # Helpers --------------------------------------------------------------------------------
-
-
-def format_number(value, digits: int = 3) -> str:
-    """A number for people: fixed ``digits`` decimals, ``g`` format when very large or small, ``–`` when missing."""
-    if value is None or isinstance(value, bool):
-        return "–" if value is None else str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "–" if math.isnan(value) else ("∞" if value > 0 else "−∞")
-        if value != 0 and (abs(value) >= 1e5 or abs(value) < 10 ** -digits):
-            return f"{value:.{max(digits, 2)}g}"
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def _cell_text(value: float) -> str:

@@ -56,7 +56,7 @@ class Results:
         """One row per claim: :data:`CLAIM_COLUMNS`, then ``param_<name>`` for each parameter (as ``CheckResult.to_frame``)."""
         import pandas as pd
 
-        from .sections import checkpoint_of
+        from .claim_view import checkpoint_of
 
         rows = []
         for claim in self.claims():

@@ -1,0 +1,94 @@
+"""The heatmaps section of the report: activation-patching sweeps and the attention claims' head scores and patterns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import charts
+from ..claims.format import number
+from .charts import ColorScale
+from .claim_view import ClaimView
+from .frames import Frame
+
+MAX_ATTENTION_POSITIONS = 80  # beyond this an attention map is megabytes of cells nobody can tell apart
+
+
+def patching(tests: list[dict]) -> list[dict]:
+    maps = []
+    for test in tests:
+        for k, sweep in enumerate(test["sweeps"]):
+            normalized, matrix = Frame.of(sweep.get("normalized")), Frame.of(sweep.get("matrix"))
+            shown = normalized or matrix
+            if shown is None:
+                continue
+            axes = list(sweep.get("axes") or [shown.index_name or "row", shown.columns_name or "column"])
+            row_title, column_title = str(axes[0]), str(axes[1] if len(axes) > 1 else "column")
+            values = shown.numeric()
+            extra = None
+            if normalized is not None and matrix is not None and len(matrix.data) == len(values):
+                extra = [[f"mean metric {number(v)}" for v in row] for row in matrix.numeric()]
+            scale = ColorScale.diverging(values)
+            value_name = "normalised" if normalized is not None else "mean metric"
+            title = str(sweep.get("title") or f"{sweep.get('what', 'sweep')} patching ({sweep.get('direction', '?')})")
+            maps.append(
+                {
+                    "nodeid": test["nodeid"],
+                    "anchor": f"sweep-{len(maps)}",
+                    "title": title,
+                    "what": str(sweep.get("what", "?")),
+                    "direction": str(sweep.get("direction", "?")),
+                    "svg": charts.heatmap(
+                        values, [str(v) for v in shown.index], [str(v) for v in shown.columns], scale=scale,
+                        row_title=row_title, column_title=column_title, label=title, value_name=value_name, hover_extra=extra,
+                    ),
+                    "legend": charts.legend(scale, "normalised (0 = corrupted, 1 = clean)" if normalized is not None else "mean metric"),
+                }
+            )
+    return maps
+
+
+def attention(claims: list[ClaimView], consumed) -> list[dict]:
+    figures = []
+    for c in claims:
+        params = c.raw.get("parameters") or {}
+        scores, attention = c.evidence.get("head_scores"), c.evidence.get("attention")
+        figure: dict[str, Any] = {"claim": c, "scores": None, "attention": None, "attention_note": "", "per_prompt": None}
+        if scores is not None:
+            cell = (scores.index.index(params["layer"]), scores.columns.index(params["head"])) if (
+                params.get("layer") in scores.index and params.get("head") in scores.columns) else None
+            scale = ColorScale.sequential(0.0, 1.0)
+            figure["scores"] = charts.heatmap(
+                scores.numeric(), [str(v) for v in scores.index], [str(v) for v in scores.columns], scale=scale,
+                row_title=str(scores.index_name or "layer"), column_title=str(scores.columns_name or "head"),
+                label=f"{c.get('metric', 'score')} of every head", value_name=str(c.get("metric", "score")),
+                highlight={cell} if cell else set(), target_width=300,
+            )
+            consumed[c.index].add("head_scores")
+        if attention is not None:
+            scale = ColorScale.sequential(0.0, 1.0)
+            size = len(attention.index)
+            shown = min(size, MAX_ATTENTION_POSITIONS)  # causal: the first k queries only see the first k keys
+            figure["attention"] = charts.heatmap(
+                [row[:shown] for row in attention.numeric()[:shown]], [str(v) for v in attention.index[:shown]],
+                [str(v) for v in attention.columns[:shown]], scale=scale,
+                row_title=str(attention.index_name or "query"), column_title=str(attention.columns_name or "key"),
+                label=f"attention pattern of {params.get('component', c.text)} on the first prompt", value_name="attention",
+                target_width=560, background_value=0.0,
+            )
+            figure["attention_note"] = f"first {shown} of {size} positions" if shown < size else ""
+            consumed[c.index].add("attention")
+        per_prompt = c.evidence.get("per_prompt")
+        if per_prompt is not None and per_prompt.data:
+            values = [v for row in per_prompt.numeric() for v in row if v is not None]
+            if values:
+                figure["per_prompt"] = (
+                    f"{len(values)} prompts: min {number(min(values))}, mean {number(sum(values) / len(values))}, "
+                    f"max {number(max(values))}"
+                )
+                consumed[c.index].add("per_prompt")
+        if figure["scores"] is None and figure["attention"] is None and figure["per_prompt"] is None:
+            continue
+        figure["legend"] = charts.legend(ColorScale.sequential(0.0, 1.0), "score / attention weight")
+        c.links.append(("attention", f"attention-{c.index}"))
+        figures.append(figure)
+    return figures
