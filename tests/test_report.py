@@ -500,6 +500,50 @@ def test_evidence_of_an_unknown_claim_kind_is_a_plain_table(html):
     assert "<caption>lens_by_layer</caption>" in other and "<th>top1_agrees</th>" in other and "<td>True</td>" in other
 
 
+def test_the_reports_copy_of_the_claim_kinds_is_the_registrys():
+    from circuitcheck.report import kinds
+
+    assert kinds.catalogue_text(kinds.catalogue_from_registry()) == kinds.CATALOGUE_PATH.read_text(encoding="utf-8"), (
+        "circuitcheck/report/kind_catalogue.py is out of date: run python -m circuitcheck.report.kinds"
+    )
+
+
+def test_every_built_in_kind_has_a_section_the_page_draws():
+    from circuitcheck.report import kinds
+    from circuitcheck.report.attribution_sections import SECTIONS
+
+    drawn = {"necessity", "sufficiency", "minimality", "attention", "paths", *SECTIONS}
+    assert {name: entry["section"] for name, entry in kinds.KINDS.items() if entry["section"] not in drawn} == {}
+
+
+def test_section_definitions_are_the_records_definitions():
+    from circuitcheck.claims import registry
+
+    from circuitcheck.report.sections import section_definitions
+
+    shown = section_definitions()
+    paragraphs = [text for value in shown.values() for text in ([value] if isinstance(value, str) else value)]
+    for kind in registry.kinds().values():
+        assert any(kind.definition in text for text in paragraphs), kind.name
+    assert escape_html(shown["necessity"]) in report.render_html(report.new_document({}))
+
+
+def test_a_kind_without_a_section_is_shown_with_its_evidence_tables():
+    table = pd.DataFrame({"score": [0.4, 0.6]}, index=pd.Index(["a", "b"], name="item"))
+    document = report.new_document({})
+    document["tests"].append({"nodeid": "t.py::test_mine", "outcome": "passed",
+                              "claims": [claim("my_plugin_kind", "the widget is calibrated", evidence={"calibration": table})]})
+    html = report.render_html(document)
+    assert "the widget is calibrated" in section(html, "tests") and "my_plugin_kind" in section(html, "tests")
+    assert "<caption>calibration</caption>" in section(html, "other") and "<th>item</th>" in section(html, "other")
+
+
+def escape_html(text: str) -> str:
+    from markupsafe import escape
+
+    return str(escape(text))
+
+
 def test_the_environment_lists_every_entry(html):
     environment = section(html, "environment")
     assert "<th>models loaded</th>" in environment and "zoo:induction-2l on cpu" in environment

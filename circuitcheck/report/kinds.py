@@ -49,8 +49,10 @@ def catalogue_from_registry() -> dict[str, dict[str, str]]:
     """``{kind: {"section", "definition"}}`` of the built-in kinds, read from their records (imports the claim modules)."""
     from ..claims import registry
 
-    return {name: {"section": kind.section, "definition": kind.definition}
-            for name, kind in registry.kinds().items() if getattr(kind.check, "__module__", "").startswith("circuitcheck.")}
+    builtin = [kind for kind in registry.kinds().values() if getattr(kind.check, "__module__", "").startswith("circuitcheck.")]
+    # by module, then in the order each module declares its kinds: the same whatever order the modules were imported in
+    builtin.sort(key=lambda kind: kind.check.__module__)
+    return {kind.name: {"section": kind.section, "definition": kind.definition} for kind in builtin}
 
 
 def catalogue_text(catalogue: dict[str, dict[str, str]]) -> str:
