@@ -57,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("model", help="a model spec, e.g. zoo:induction-2l")
     new.add_argument("path", nargs="?", type=Path, default=None, help="file (NAME.circuit.yaml) or directory to write into (default: .)")
     new.set_defaults(run=_spec_new)
+    schema = spec_commands.add_parser(
+        "schema",
+        help="print the claim-kind tables of the spec schema (from the registry of claim kinds)",
+        description="Print the spec schema's claim-kind tables, generated from the registry of claim kinds "
+        "(plugins' kinds included). --write updates circuitcheck/spec/spec_schema.md with them.",
+    )
+    schema.add_argument("--write", action="store_true", help="update circuitcheck/spec/spec_schema.md in place")
+    schema.set_defaults(run=_spec_schema)
 
     models = commands.add_parser("models", help="list the model sources and the bundled zoo", description="List the installed model sources.")
     models.set_defaults(run=_models)
@@ -65,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _spec_new(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .errors import CircuitCheckError
-    from .spec.load import write_new_spec
+    from .spec.starter import write_new_spec
 
     try:
         path = write_new_spec(args.path or Path("."), args.model)
@@ -73,6 +81,18 @@ def _spec_new(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"circuitcheck spec new: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     print(f"circuitcheck: wrote {path}")
+    return 0
+
+
+def _spec_schema(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .spec import schema
+
+    if not args.write:
+        print(schema.kinds_markdown())
+        return 0
+    text = schema.SCHEMA_FILE.read_text(encoding="utf-8")
+    schema.SCHEMA_FILE.write_text(schema.schema_document(text), encoding="utf-8")
+    print(f"circuitcheck: wrote {schema.SCHEMA_FILE}")
     return 0
 
 

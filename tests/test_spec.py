@@ -250,7 +250,7 @@ HEAD = "model: zoo:induction-2l\nclaims:\n  - kind: induction_head\n    layer: 1
     [
         pytest.param(
             "model: zoo:induction-2l\nclaims:\n  - kind: inductoin_head\n    layer: 1\n    head: 0\n",
-            "s.circuit.yaml:3: claims[0].kind 'inductoin_head' is not valid (did you mean 'induction_head'?): valid kinds are previous_token_head, duplicate_token_head, induction_head, bos_head, necessary, sufficient, minimal, path",
+            "s.circuit.yaml:3: claims[0].kind 'inductoin_head' is not valid (did you mean 'induction_head'?): valid kinds are previous_token_head, duplicate_token_head, induction_head, bos_head, pattern_head, necessary, sufficient, minimal, path, logit_lens, direct_effect, top_direct_effects, copying_head, composition, probe",
             id="bad-kind",
         ),
         pytest.param(
@@ -359,7 +359,7 @@ def test_optional_keys_and_defaults_are_accepted():
     )
     assert [c.id for c in spec.claims] == ["not bos_head L1H0", "sufficient induction", "not path L0H0 + L0H2 -> logits", "sufficient induction #2"]
     assert spec.claims[0].tolerance == {"abs": 0.02} and spec.claims[1].tolerance == 0.05
-    assert spec.claims[1].params == {"min_recovery": 0.5, "ablation": "noise(0.1)", "confidence": 0.9}
+    assert spec.claims[1].params == {"circuit": spec.circuits["induction"], "min_recovery": 0.5, "ablation": "noise(0.1)", "confidence": 0.9}
     assert spec.task.params == {"n_prompts": 4, "seq_len": 6, "seed": 2}
 
 
@@ -418,3 +418,23 @@ def test_the_example_suite_spec_is_valid():
     assert spec.model == "zoo:induction-2l" and set(spec.circuits) == {"induction"}
     assert [c.kind for c in spec.claims].count("induction_head") == 3
     assert [c.id for c in spec.claims if c.xfail] == ["the backup head L1H1 belongs in the minimal circuit"]
+
+
+# The schema comes from the registry ------------------------------------------------------------------
+
+
+def test_the_shipped_schema_document_lists_every_kind_as_the_registry_declares_it():
+    from circuitcheck.spec import schema
+
+    text = schema.SCHEMA_FILE.read_text(encoding="utf-8")
+    assert schema.schema_document(text) == text, "run `python -m circuitcheck spec schema --write`"
+    assert "DESIGN.md" not in text
+
+
+def test_every_parameter_type_of_the_registry_has_a_validator():
+    from circuitcheck.claims import registry
+    from circuitcheck.spec import schema
+
+    assert set(schema.VALIDATORS) == set(registry.PARAM_TYPES)
+    for kind in registry.kinds().values():
+        assert all(param.type in schema.VALIDATORS for param in kind.params), kind.name

@@ -183,6 +183,13 @@ def declare(kind: ClaimKind) -> ClaimKind:
 _FIRST = ("heads", "causal", "lens", "attribution", "probe")
 
 
+def _listing_order(kind: ClaimKind) -> tuple:
+    """Built-in kinds by their module's place in _FIRST (then by module name), in declaration order within it."""
+    module = getattr(kind.check, "__module__", "").rpartition(".")[2]
+    rank = _FIRST.index(module) if module in _FIRST else len(_FIRST)
+    return rank, module, list(_declared).index(kind.name)
+
+
 def _origin(function: Callable) -> tuple[str, str]:
     return getattr(function, "__module__", ""), getattr(function, "__qualname__", repr(function))
 
@@ -204,7 +211,7 @@ def kinds() -> dict[str, ClaimKind]:
     from ..model.sources import plugin_manager
 
     _load_builtins()
-    found = dict(_declared)
+    found = {kind.name: kind for kind in sorted(_declared.values(), key=_listing_order)}
     for contributed in plugin_manager().hook.circuitcheck_claim_kinds():
         for kind in contributed or ():
             if not isinstance(kind, ClaimKind):
