@@ -15,7 +15,8 @@ per line group) so that it diffs well in code review::
     }
 
 Entries are keyed by test id, claim and checkpoint. A measured value passes
-when ``|measured - stored| <= max(abs, rel * |stored|)``.
+when ``|measured - stored| <= max(abs, rel * |stored|)``. This module reads,
+compares and merges; the pytest layer writes the file (``Baseline.dumps``).
 """
 
 from __future__ import annotations
@@ -173,11 +174,6 @@ class Baseline:
     def dumps(self) -> str:
         document = {"circuitcheck_baseline": BASELINE_SCHEMA, "entries": {k: self.entries[k] for k in sorted(self.entries)}}
         return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
-
-    def write(self) -> None:
-        from ..report import _atomic_write
-
-        _atomic_write(self.path, self.dumps())
 
 
 def make_entry(test_id: str, claim: dict[str, Any]) -> dict[str, Any]:

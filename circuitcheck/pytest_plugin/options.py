@@ -1,0 +1,58 @@
+"""circuitcheck's run options: each is a CLI flag and an ini key, and the flag wins.
+
+The options are registered in :mod:`circuitcheck.pytest_plugin.plugin`; this
+module reads them and turns a bad value into a ``pytest.UsageError`` that names
+it and says what is valid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .session import DEFAULT_SPEC
+
+
+def get(config: pytest.Config, name: str) -> Any:
+    """The value of option ``name`` (``"max_batch"``): ``--circuitcheck-max-batch``, else ini ``circuitcheck_max_batch``.
+
+    Strings come back stripped.
+    """
+    value = config.getoption(f"circuitcheck_{name}", None)
+    if value is None:
+        value = config.getini(f"circuitcheck_{name}")
+    return value.strip() if isinstance(value, str) else value
+
+
+def seed(config: pytest.Config) -> int:
+    """``--circuitcheck-seed``: the seed of generated inputs and bootstrap resampling."""
+    raw = get(config, "seed")
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"--circuitcheck-seed={raw!r} is not valid: it must be an integer") from None
+
+
+def max_batch(config: pytest.Config) -> int | None:
+    """``--circuitcheck-max-batch``: the most rows in one patched forward pass; None for the engine's default."""
+    raw = get(config, "max_batch")
+    if raw in (None, ""):
+        return None
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1:
+        raise pytest.UsageError(f"--circuitcheck-max-batch={raw!r} is not valid: it must be a positive integer")
+    return value
+
+
+def model_spec(node: pytest.Item | Any, config: pytest.Config) -> str:
+    """The model spec of a test (or its definition): ``@pytest.mark.circuitcheck_model`` > flag > ini > the default."""
+    marker = node.get_closest_marker("circuitcheck_model")
+    if marker is not None:
+        if len(marker.args) != 1 or not isinstance(marker.args[0], str):
+            raise pytest.UsageError(f"@pytest.mark.circuitcheck_model takes one model spec string, got {marker.args!r} in {node.nodeid}")
+        return marker.args[0]
+    return get(config, "model") or DEFAULT_SPEC
