@@ -18,7 +18,6 @@ All variants of one check run in the same batched forward passes.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Iterable, Sequence, Union
 
@@ -31,26 +30,20 @@ from . import stats
 from ..model.circuit import Circuit
 from ..model.components import Component, model_checkpoint, model_label, parse_components
 from ..errors import CircuitCheckError, ComponentError
-from ..engine.patcher import Patch, Patcher, component_patch
+from ..engine.patcher import Patch, Patcher, component_patch, shared_patcher
 from .result import CheckResult
 from ..model.tasks import Task
 from .decision import check_thresholds, conclude
 
 Components = Union[str, Component, Circuit, Iterable[Union[str, Component]]]
 
-_patchers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
 
 def get_patcher(model, max_batch: int | None = None) -> Patcher:
-    """The patcher of ``model`` shared by every check (its cached runs are reused)."""
+    """The patcher of ``model`` shared by every check (its cached runs are reused): the running test's, else the model session's."""
     context_patcher = context.current_patcher(model)
     if context_patcher is not None:
         return context_patcher
-    patcher = _patchers.get(model)
-    if patcher is None or (max_batch is not None and patcher.max_batch != max_batch):
-        patcher = Patcher(model, max_batch=max_batch)
-        _patchers[model] = patcher
-    return patcher
+    return shared_patcher(model, max_batch)
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import Callable
 
 
@@ -22,13 +21,12 @@ def task_fixture(function: Callable | None = None, *, name: str | None = None):
     def decorate(build: Callable):
         import pytest
 
-        built: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+        from ..engine.session import session_of
 
         @pytest.fixture(name=name or build.__name__)
         def fixture(model):
-            if model not in built:
-                built[model] = build(model)
-            return built[model]
+            # Kept in the model's session: built once per model, freed with it.
+            return session_of(model).task(("task_fixture", build), lambda: build(model))
 
         fixture.__doc__ = build.__doc__
         return fixture

@@ -1,15 +1,18 @@
 """Per-run state shared by the tests of one pytest session (usable without pytest).
 
-Expensive things are computed once per session and shared: models are loaded
-once per (spec, device); activation caches once per (model, input).
+Models are loaded once per (spec, device), checkpoints of one model one at a
+time. Everything cached per model (patchers, tasks, activation caches) lives in
+the model's own session (:func:`circuitcheck.engine.session.session_of`) and is
+freed with the model when the store lets it go.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from ..engine.session import tokens_digest  # noqa: F401 (importable here as before)
 
 DEFAULT_SPEC = "zoo:induction-2l"
 
@@ -58,25 +61,3 @@ def _release_memory() -> None:
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
 
-
-@dataclass
-class ActivationStore:
-    """Activation caches keyed by (model identity, input digest)."""
-
-    caches: dict[tuple[int, str], Any] = field(default_factory=dict)
-
-    def get(self, model, tokens, compute: Callable[[], Any]):
-        key = (id(model), tokens_digest(tokens))
-        if key not in self.caches:
-            self.caches[key] = compute()
-        return self.caches[key]
-
-    def clear(self) -> None:
-        self.caches.clear()
-
-
-def tokens_digest(tokens) -> str:
-    array = tokens.detach().cpu().contiguous().numpy()
-    digest = hashlib.sha1(array.tobytes())
-    digest.update(str(array.shape).encode())
-    return digest.hexdigest()
