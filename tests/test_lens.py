@@ -149,7 +149,7 @@ def test_without_inputs_the_task_comes_from_the_test(induction_2l):
     [
         ({"layer": 2}, ValueError, "valid layers are 0 to 1"),
         ({"layer": -1}, ValueError, "valid layers are 0 to 1"),
-        ({"layer": 1, "positions": [11]}, ValueError, "position 11 is out of range: the input has 11 positions, valid are 0 to 10"),
+        ({"layer": 1, "positions": [11]}, ValueError, "position 11 is out of range: the inputs have 11 positions, valid are 0 to 10"),
         ({"layer": 1, "positions": []}, ValueError, "selects no position"),
         ({"layer": 1, "max_kl": 0}, ValueError, "max_kl=0 is not valid: it must be a positive number"),
         ({"layer": 1, "max_kl": -0.5}, ValueError, "max_kl=-0.5 is not valid"),

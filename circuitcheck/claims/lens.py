@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from ..model import context
+from ..model import inputs as _inputs
 from ..engine import lens as _lens
 from ..model.components import model_checkpoint, model_label
 from ..errors import CircuitCheckError
@@ -68,10 +69,10 @@ def check_logit_lens_converges_by(
     if len(given) > 1:
         raise CircuitCheckError(f"give one of prompt=, tokens= or task=, not {' and '.join(given)}")
     if prompt is not None:
-        token_input = _lens.as_tokens(model, prompt)
+        token_input = _inputs.as_tokens(model, prompt, what="the prompts")
         source = f"prompt {prompt!r}" if isinstance(prompt, str) else f"{len(prompt)} given prompts"
     elif tokens is not None:
-        token_input = _lens.as_tokens(model, tokens)
+        token_input = _inputs.as_tokens(model, tokens)
         source = "given tokens"
     else:
         task = context.resolve_task(task, model)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import operator
 import os
 import tempfile
 from contextlib import contextmanager
@@ -54,86 +53,16 @@ def resid_hook(layer: int) -> str:
     return "blocks.0.hook_resid_pre" if layer == EMBED_LAYER else f"blocks.{layer}.hook_resid_post"
 
 
-def as_tokens(model, tokens_or_prompts: TokensOrPrompts) -> torch.Tensor:
-    """A ``[batch, pos]`` long tensor from a prompt, prompts of equal token length, or tokens."""
-    value = tokens_or_prompts
-    if isinstance(value, str) or (isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value)):
-        rows = _inputs.tokens_of_prompts(model, value)
-    elif isinstance(value, torch.Tensor):
-        rows = [value] if value.ndim == 1 else None
-        if value.ndim not in (1, 2):
-            raise ValueError(f"tokens must be [pos] or [batch, pos], got shape {tuple(value.shape)}")
-        if rows is None:
-            tokens = value
-    elif isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
-        rows = list(value)
-    else:
-        raise ValueError(
-            f"expected a prompt string, a list of prompts, or a [batch, pos] token tensor, got {type(value).__name__}"
-            + (" (empty)" if isinstance(value, (list, tuple)) and not value else "")
-        )
-    if rows is not None:
-        lengths = sorted({int(r.shape[-1]) for r in rows})
-        if len(lengths) > 1:
-            raise ValueError(
-                f"the prompts tokenise to different lengths ({', '.join(map(str, lengths))} tokens): "
-                "the lens compares positions, so give prompts of the same token length"
-            )
-        tokens = torch.stack([r.reshape(-1) for r in rows])
-    if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise ValueError(f"tokens must be integer token ids, got dtype {tokens.dtype}")
-    tokens = tokens.long().cpu()
-    if tokens.shape[0] == 0 or tokens.shape[1] == 0:
-        raise ValueError(f"tokens are empty (shape {tuple(tokens.shape)})")
-    vocab = model.cfg.d_vocab
-    if int(tokens.max()) >= vocab or int(tokens.min()) < 0:
-        raise ValueError(f"token ids must lie in the model's vocabulary 0-{vocab - 1}")
-    if tokens.shape[1] > model.cfg.n_ctx:
-        raise ValueError(f"{tokens.shape[1]} positions are more than the model's context of {model.cfg.n_ctx}")
-    return tokens
-
-
 def resolve_positions(model, tokens: torch.Tensor, positions=None) -> list[int]:
-    """Positions to evaluate, as sorted non-negative indices.
+    """Positions the lens evaluates: sorted non-negative indices, each once.
 
     ``None``: every position except a leading BOS (when every prompt starts with
     the model's BOS token). Otherwise an int, a sequence of ints or a slice;
-    negative indices count from the end.
+    negative indices count from the end (see :func:`circuitcheck.model.inputs.resolve_positions`).
     """
-    seq_len = int(tokens.shape[1])
     if positions is None:
-        bos = _inputs.bos_token_id(model)
-        start = 1 if bos is not None and seq_len > 1 and bool((tokens[:, 0] == bos).all()) else 0
-        return list(range(start, seq_len))
-    if isinstance(positions, slice):
-        chosen = list(range(seq_len))[positions]
-    elif isinstance(positions, (int, range)) and not isinstance(positions, bool):
-        chosen = [positions] if isinstance(positions, int) else list(positions)
-    elif isinstance(positions, (list, tuple)) or (isinstance(positions, torch.Tensor) and positions.ndim == 1):
-        chosen = [_index(p) for p in positions]
-    else:
-        raise ValueError(f"positions={positions!r} is not valid: give an int, a list of ints or a slice")
-    result = []
-    for p in chosen:
-        if isinstance(p, bool) or not isinstance(p, int):
-            raise ValueError(f"position {p!r} is not valid: positions are integers")
-        if not -seq_len <= p < seq_len:
-            raise ValueError(
-                f"position {p} is out of range: the input has {seq_len} positions, valid are 0 to {seq_len - 1} "
-                f"(or -{seq_len} to -1 from the end)"
-            )
-        result.append(p % seq_len)
-    result = sorted(set(result))
-    if not result:
-        raise ValueError(f"positions={positions!r} selects no position of the {seq_len}-token input")
-    return result
-
-
-def _index(p):
-    try:
-        return p if isinstance(p, bool) else operator.index(p)  # ints, numpy / torch integer scalars
-    except TypeError:
-        return p
+        return _inputs.positions_after_bos(model, tokens)
+    return sorted(set(_inputs.resolve_positions(positions, int(tokens.shape[1]))))
 
 
 def check_layers(model, layers, *, allow_embed: bool = True) -> list[int]:
@@ -311,7 +240,7 @@ def logit_lens(
     from ..model.context import require_eval
 
     require_eval(model)
-    tokens = as_tokens(model, tokens_or_prompt)
+    tokens = _inputs.as_tokens(model, tokens_or_prompt, what="the lens's inputs")
     chosen = resolve_positions(model, tokens, positions)
     layers = ([EMBED_LAYER] if include_embed else []) + list(range(model.cfg.n_layers))
     if lens == "tuned":
@@ -628,7 +557,7 @@ def tuned_lens(
         task.validate(model)
         tokens = task.clean
     if tokens is not None:
-        tokens = as_tokens(model, tokens)
+        tokens = _inputs.as_tokens(model, tokens, what="the tuned lens's tokens")
         settings["data"] = "tokens:" + hashlib.sha256(tokens.numpy().tobytes() + str(tuple(tokens.shape)).encode()).hexdigest()
     if layers is not None:
         layers = tuple(layer for layer in check_layers(model, layers) if layer != model.cfg.n_layers - 1)

@@ -1,14 +1,34 @@
-"""Seeded, deterministic model inputs.
+"""Model inputs: the one place that turns prompts, tokens and positions into tensors, and seeded inputs.
 
-Every generated input is a function of (model vocabulary, sizes, seed) only, so
-the same claim measures the same number on every run and every machine.
+- :func:`as_tokens` / :func:`token_rows`: a prompt, prompts, a ``[pos]`` or
+  ``[batch, pos]`` tensor, or rows of token ids -> ``[batch, pos]`` long CPU
+  tokens (or one ``[pos]`` row per prompt when lengths may differ), checked
+  against the model's vocabulary and context.
+- :func:`resolve_positions`: an int, a list of ints or a slice -> non-negative
+  indices; :func:`positions_after_bos`: the default, every position but a
+  leading BOS.
+- Seeded inputs (:func:`random_tokens`, :func:`repeated_random_tokens`): every
+  generated input is a function of (model vocabulary, sizes, seed) only, so the
+  same claim measures the same number on every run and every machine.
+
+Bad inputs raise :class:`InputError`, which names the bad value and what is valid.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import operator
+from typing import Any, Sequence, Union
 
 import torch
+
+from ..errors import CircuitCheckError
+
+TokensLike = Union[str, Sequence[str], torch.Tensor, Sequence[torch.Tensor], Sequence[Sequence[int]]]
+PositionsLike = Union[int, Sequence[int], slice, range, torch.Tensor]
+
+
+class InputError(CircuitCheckError, ValueError):
+    """Prompts, tokens or positions that cannot be used: the message names the value and what is valid."""
 
 
 def special_token_ids(model) -> set[int]:
@@ -71,10 +91,138 @@ def tokens_of_prompts(model, prompts: str | Sequence[str]) -> list[torch.Tensor]
     if isinstance(prompts, str):
         prompts = [prompts]
     if len(prompts) == 0:
-        raise ValueError("prompts is empty: give at least one prompt")
-    if getattr(model, "tokenizer", None) is None:
-        raise ValueError("this model has no tokenizer, so string prompts cannot be used: pass tokens= instead")
+        raise InputError("prompts is empty: give at least one prompt")
+    if model is None or getattr(model, "tokenizer", None) is None:
+        raise InputError("this model has no tokenizer, so string prompts cannot be used: pass tokens= instead")
     return [model.to_tokens(p)[0].cpu() for p in prompts]
+
+
+def _is_prompts(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, str) for v in value))
+
+
+def token_rows(model, value: TokensLike, *, what: str = "tokens") -> list[torch.Tensor]:
+    """One ``[pos]`` long CPU tensor per prompt; rows may differ in length.
+
+    ``value``: a prompt string or a list of prompts (tokenised with the model's
+    BOS), a ``[pos]`` or ``[batch, pos]`` integer tensor (or array), or a list
+    of ``[pos]`` rows. Token ids are checked against the vocabulary of
+    ``model`` (skipped when ``model`` is None). ``what`` names the value in errors.
+    """
+    if _is_prompts(value):
+        rows = tokens_of_prompts(model, value)
+    elif isinstance(value, (list, tuple)) and not value:
+        raise InputError(f"{what} are empty: give at least one prompt")
+    elif isinstance(value, (list, tuple)) and not any(_is_int(v) for v in value):  # rows, possibly of different lengths
+        rows = [_integer_tensor(torch.as_tensor(v), what).reshape(-1) for v in value]
+    else:
+        try:
+            tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise InputError(
+                f"{what} of type {type(value).__name__} are not valid: give a prompt, a list of prompts, or [batch, pos] token ids"
+            ) from None
+        tensor = _integer_tensor(tensor, what)
+        if tensor.ndim == 1:
+            tensor = tensor[None]
+        if tensor.ndim != 2:
+            raise InputError(f"{what} must be [batch, pos] or [pos] token ids, got shape {tuple(tensor.shape)}")
+        rows = list(tensor)
+    if not rows:
+        raise InputError(f"{what} are empty: give at least one prompt")
+    rows = [row.long().cpu() for row in rows]
+    if model is not None:
+        vocab = model.cfg.d_vocab
+        for row in rows:
+            if row.numel() and (int(row.min()) < 0 or int(row.max()) >= vocab):
+                bad = int(row.max()) if int(row.max()) >= vocab else int(row.min())
+                raise InputError(f"token id {bad} is outside the model's vocabulary 0-{vocab - 1}")
+    return rows
+
+
+def as_tokens(model, value: TokensLike, *, what: str = "tokens") -> torch.Tensor:
+    """``[batch, pos]`` long CPU tokens: :func:`token_rows` of one length, within the model's context."""
+    rows = token_rows(model, value, what=what)
+    lengths = sorted({int(row.shape[0]) for row in rows})
+    if len(lengths) > 1:
+        verb = "tokenise to" if _is_prompts(value) else "have"
+        raise InputError(
+            f"{what} {verb} different lengths ({', '.join(map(str, lengths))} tokens): "
+            "they form one [batch, pos] tensor, so give prompts of the same token length"
+        )
+    tokens = torch.stack(rows)
+    if tokens.shape[1] == 0:
+        raise InputError(f"{what} are empty (shape {tuple(tokens.shape)}): give at least one token per prompt")
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    if n_ctx is not None and tokens.shape[1] > n_ctx:
+        raise InputError(f"{what} have {tokens.shape[1]} positions, more than the model's context of {n_ctx}")
+    return tokens
+
+
+def _integer_tensor(tensor: torch.Tensor, what: str) -> torch.Tensor:
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+        raise InputError(f"{what} must be integer token ids, got dtype {tensor.dtype}")
+    return tensor
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.ndim == 0 and not value.dtype.is_floating_point and value.dtype != torch.bool
+    try:
+        operator.index(value)  # ints, numpy and torch integer scalars
+    except TypeError:
+        return False
+    return True
+
+
+def resolve_positions(positions: PositionsLike, seq_len: int, *, what: str = "position") -> list[int]:
+    """Non-negative position indices, in the order given (repeats kept), from an int, ints, a range or a slice.
+
+    Negative indices count from the end. A position outside the ``seq_len``
+    positions, a non-integer, or a selection of nothing is an :class:`InputError`.
+    """
+    if isinstance(positions, slice):
+        selected = list(range(seq_len))[positions]
+        if not selected:
+            raise InputError(
+                f"positions {_slice_text(positions)} select no position of inputs with {seq_len} positions (0 to {seq_len - 1})"
+            )
+        return selected
+    if _is_int(positions):
+        items = [positions]
+    else:
+        try:
+            items = list(positions)
+        except TypeError:
+            raise InputError(f"positions={positions!r} is not valid: give an int, a list of ints or a slice") from None
+        if not items:
+            raise InputError(f"positions={positions!r} selects no position: give at least one")
+    out = []
+    for p in items:
+        if not _is_int(p):
+            raise InputError(f"{what} {p!r} is not valid: positions are integers")
+        p = operator.index(p)
+        if not -seq_len <= p < seq_len:
+            raise InputError(
+                f"{what} {p} is out of range: the inputs have {seq_len} positions, valid are 0 to {seq_len - 1} "
+                f"(or -{seq_len} to -1 from the end)"
+            )
+        out.append(p % seq_len)
+    return out
+
+
+def positions_after_bos(model, tokens: torch.Tensor) -> list[int]:
+    """Every position of ``[batch, pos]`` tokens except a leading BOS (when every prompt starts with the model's BOS)."""
+    seq_len = int(tokens.shape[1])
+    bos = bos_token_id(model)
+    start = 1 if bos is not None and seq_len > 1 and bool((tokens[:, 0] == bos).all()) else 0
+    return list(range(start, seq_len))
+
+
+def _slice_text(positions: slice) -> str:
+    return f"{'' if positions.start is None else positions.start}:{'' if positions.stop is None else positions.stop}"
 
 
 def _check_positive(**values: int) -> None:

@@ -47,8 +47,8 @@ class Task:
     _digest: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        self.clean = _as_tokens(self.clean, "clean")
-        self.corrupt = _as_tokens(self.corrupt, "corrupt")
+        self.clean = _inputs.as_tokens(None, self.clean, what="clean tokens")
+        self.corrupt = _inputs.as_tokens(None, self.corrupt, what="corrupt tokens")
         if self.clean.shape != self.corrupt.shape:
             raise CircuitCheckError(
                 f"clean and corrupted inputs must have the same shape: clean is {tuple(self.clean.shape)}, "
@@ -65,7 +65,7 @@ class Task:
                     raise CircuitCheckError(f"{name} has {value.shape[0]} entries for {self.clean.shape[0]} examples")
                 setattr(self, name, value)
         if self.reference is not None:
-            self.reference = _as_tokens(self.reference, "reference")
+            self.reference = _inputs.as_tokens(None, self.reference, what="reference tokens")
             if self.reference.shape[1] != self.clean.shape[1]:
                 raise CircuitCheckError(
                     f"reference inputs have {self.reference.shape[1]} positions, the task has {self.clean.shape[1]}: mean ablation is per position"
@@ -156,8 +156,8 @@ def from_prompts(
         raise CircuitCheckError(
             f"clean ({len(clean)}), corrupt ({len(corrupt)}), answers ({len(answers)}) and wrong_answers ({len(wrong_answers)}) must have one entry per example"
         )
-    clean_tokens = _stack_prompts(model, clean, "clean")
-    corrupt_tokens = _stack_prompts(model, corrupt, "corrupt")
+    clean_tokens = _inputs.as_tokens(model, list(clean), what="clean prompts")
+    corrupt_tokens = _inputs.as_tokens(model, list(corrupt), what="corrupt prompts")
     return Task(
         clean=clean_tokens,
         corrupt=corrupt_tokens,
@@ -191,27 +191,6 @@ def from_tokens(
         d_vocab=d_vocab,
         reference=reference,
     )
-
-
-def _as_tokens(tokens, label: str) -> torch.Tensor:
-    tokens = torch.as_tensor(tokens)
-    if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise CircuitCheckError(f"{label} tokens must be integer token ids, got dtype {tokens.dtype}")
-    if tokens.ndim == 1:
-        tokens = tokens[None]
-    if tokens.ndim != 2:
-        raise CircuitCheckError(f"{label} tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
-    return tokens.long().cpu()
-
-
-def _stack_prompts(model, prompts: Sequence[str], label: str) -> torch.Tensor:
-    rows = _inputs.tokens_of_prompts(model, list(prompts))
-    lengths = sorted({len(r) for r in rows})
-    if len(lengths) != 1:
-        raise CircuitCheckError(
-            f"{label} prompts tokenise to different lengths {lengths}: every clean and corrupted prompt must have the same number of tokens"
-        )
-    return torch.stack(rows)
 
 
 def _single_token(model, text: str) -> int:
