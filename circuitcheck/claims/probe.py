@@ -272,6 +272,8 @@ def _spec_probe(assertion, params: dict, *, model, task=None):
     if isinstance(labels, str):
         params.setdefault("what", f"the {labels.replace('_', ' ')}")
         labels = LABELLERS[labels]
+    if isinstance(params.get("positions"), slice):  # the prober takes positions as a list
+        params["positions"] = list(range(tokens.shape[1]))[params["positions"]]
     if params.get("control") == "none":
         params["control"] = None
     return assertion(params.pop("hook"), labels(tokens), inputs=tokens, model=model, **params)
