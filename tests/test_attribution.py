@@ -104,7 +104,7 @@ def test_clear_errors(induction_2l, induction_task):
         direct_logit_attribution(induction_2l, induction_task)
     with pytest.raises(CircuitCheckError, match="position 16 is the last one"):
         direct_logit_attribution(induction_2l, induction_task, positions=-1, answers="next")
-    with pytest.raises(CircuitCheckError, match="position 40 does not exist: the inputs have positions 0-16"):
+    with pytest.raises(CircuitCheckError, match="position 40 is out of range: the inputs have 17 positions, valid are 0 to 16"):
         direct_logit_attribution(induction_2l, induction_task, positions=40, answers="next")
     with pytest.raises(CircuitCheckError, match="outside the model's vocabulary 0-63"):
         direct_logit_attribution(induction_2l, induction_task.clean, answers=99)

@@ -32,7 +32,7 @@ def test_positions_narrow_a_component():
 
 
 def test_position_outside_the_input_names_the_valid_range():
-    with pytest.raises(ComponentError, match=r"position 12 does not exist: the input has positions 0-9"):
+    with pytest.raises(ComponentError, match=r"position 12 is out of range: the inputs have 10 positions, valid are 0 to 9"):
         Component.parse("L1H3@12").positions.indices(10)
 
 

@@ -355,7 +355,7 @@ def test_metric_positions():
     assert metrics.kl_to_clean(-3).reads(9) == [6]
     assert metrics.next_token_logprob(slice(4, None)).reads(9) == [4, 5, 6, 7]
     assert metrics.loss([0, -1]).reads(9) == [0, 7]
-    with pytest.raises(ValueError, match="position 12 does not exist"):
+    with pytest.raises(ValueError, match="position 12 is out of range: the inputs have 9 positions"):
         metrics.logit_diff(12).reads(9)
 
 

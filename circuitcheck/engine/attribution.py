@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from ..errors import CircuitCheckError
+from ..model import inputs as _inputs
 
 SUMMARY_COLUMNS = ("kind", "layer", "head", "in_total", "mean", "std", "share")
 MAX_BATCH = 64
@@ -75,14 +76,9 @@ def direct_logit_attribution(
     elif task_or_tokens is None:
         raise CircuitCheckError("direct_logit_attribution needs a task or tokens")
     else:
-        tokens = torch.as_tensor(task_or_tokens)
-        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-            raise CircuitCheckError(f"tokens must be integer token ids, got dtype {tokens.dtype}")
-        tokens = (tokens[None] if tokens.ndim == 1 else tokens).long().cpu()
-        if tokens.ndim != 2:
-            raise CircuitCheckError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
+        tokens = _inputs.as_tokens(model, task_or_tokens)
     batch, seq_len = tokens.shape
-    pos_index = resolve_positions(positions, seq_len)
+    pos_index = _inputs.resolve_positions(positions, seq_len)
     ans, wrong = _resolve_answers(model, task, tokens, pos_index, answers, wrong_answers)
 
     chunks = []
@@ -101,31 +97,6 @@ def direct_logit_attribution(
     values = np.concatenate([np.stack([chunk[0][n] for n in names]) for chunk in chunks], axis=1)  # [rows, batch]
     meta = chunks[0][1]
     return _frame(names, meta, values)
-
-
-def resolve_positions(positions: Positions, seq_len: int) -> list[int]:
-    """Non-negative position indices from an int, a sequence of ints or a slice; a clear error if out of range."""
-    if isinstance(positions, slice):
-        selected = list(range(seq_len))[positions]
-        if not selected:
-            raise CircuitCheckError(f"positions {positions} select nothing in inputs of {seq_len} tokens (positions 0-{seq_len - 1})")
-        return selected
-    items = [positions] if isinstance(positions, (int, np.integer)) and not isinstance(positions, bool) else positions
-    try:
-        items = list(items)
-    except TypeError:
-        raise CircuitCheckError(f"positions={positions!r} is not valid: give an int, a list of ints or a slice") from None
-    if not items:
-        raise CircuitCheckError("positions is empty: give at least one position")
-    out = []
-    for p in items:
-        if isinstance(p, bool) or not isinstance(p, (int, np.integer)):
-            raise CircuitCheckError(f"position {p!r} is not valid: positions are integers")
-        q = int(p) + seq_len if p < 0 else int(p)
-        if not 0 <= q < seq_len:
-            raise CircuitCheckError(f"position {int(p)} does not exist: the inputs have positions 0-{seq_len - 1}")
-        out.append(q)
-    return out
 
 
 def _token_ids(value, batch: int, n_pos: int, d_vocab: int, label: str) -> torch.Tensor:

@@ -236,23 +236,10 @@ def _resolve_tokens(model, tokens, prompts, n_prompts, half_len, seed) -> list[t
     if tokens is not None and prompts is not None:
         raise ValueError("give tokens= or prompts=, not both")
     if prompts is not None:
-        return _inputs.tokens_of_prompts(model, prompts)
+        return _inputs.token_rows(model, prompts, what="prompts")
     if tokens is None:
         tokens = default_tokens(model, n_prompts=n_prompts, half_len=half_len, seed=seed)
-    if isinstance(tokens, torch.Tensor):
-        if tokens.ndim == 1:
-            tokens = tokens[None]
-        if tokens.ndim != 2:
-            raise ValueError(f"tokens must be [batch, pos] or [pos], got shape {tuple(tokens.shape)}")
-        tokens = list(tokens)
-    result = [torch.as_tensor(t).long().cpu() for t in tokens]
-    if not result:
-        raise ValueError("tokens is empty: give at least one prompt")
-    vocab = model.cfg.d_vocab
-    for t in result:
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= vocab):
-            raise ValueError(f"token id {int(t.max()) if int(t.max()) >= vocab else int(t.min())} is outside the model's vocabulary 0-{vocab - 1}")
-    return result
+    return _inputs.token_rows(model, tokens)  # prompts may differ in length: each is scored on its own
 
 
 def _checked_pattern(pattern: torch.Tensor, length: int) -> torch.Tensor:

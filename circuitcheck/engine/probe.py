@@ -306,62 +306,22 @@ class Prober:
 
 
 def as_tokens(model, inputs) -> torch.Tensor:
-    """``[batch, pos]`` long tokens on the CPU from a tensor, prompt(s) or Task."""
+    """``[batch, pos]`` long tokens on the CPU from a tensor, prompt(s) or Task (its clean inputs)."""
     from ..model.tasks import Task
 
     if isinstance(inputs, Task):
         return inputs.clean.cpu()
-    if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and all(isinstance(p, str) for p in inputs)):
-        token_list = _inputs.tokens_of_prompts(model, inputs)
-        lengths = sorted({len(t) for t in token_list})
-        if len(lengths) != 1:
-            raise CircuitCheckError(
-                f"the prompts tokenise to different lengths {lengths}: probe inputs need one length "
-                "(pass a [batch, pos] token tensor instead)"
-            )
-        return torch.stack(token_list)
-    if isinstance(inputs, (list, tuple, np.ndarray)):
-        inputs = torch.as_tensor(np.asarray(inputs))
-    if not isinstance(inputs, torch.Tensor):
-        raise CircuitCheckError(f"inputs of type {type(inputs).__name__} are not valid: give [batch, pos] token ids, prompts, or a Task")
-    if inputs.ndim != 2 or inputs.shape[0] == 0 or inputs.shape[1] == 0:
-        raise CircuitCheckError(f"inputs must be [batch, pos] token ids, got shape {tuple(inputs.shape)}")
-    if inputs.dtype.is_floating_point or inputs.dtype == torch.bool:
-        raise CircuitCheckError(f"inputs must be integer token ids, got dtype {inputs.dtype}")
-    d_vocab = model.cfg.d_vocab
-    if int(inputs.min()) < 0 or int(inputs.max()) >= d_vocab:
-        raise CircuitCheckError(
-            f"inputs hold token ids outside the model's vocabulary 0..{d_vocab - 1} (min {int(inputs.min())}, max {int(inputs.max())})"
-        )
-    return inputs.long().cpu()
+    return _inputs.as_tokens(model, inputs, what="probe inputs")
 
 
 def select_positions(model, tokens: torch.Tensor, positions) -> tuple[list[int], bool]:
-    """The probed positions as non-negative indices, and whether one int was given."""
-    seq_len = tokens.shape[1]
+    """The probed positions as non-negative indices (default: all but BOS), and whether one int was given."""
     if positions is None:
-        bos = _inputs.bos_token_id(model)
-        start = 1 if bos is not None and bool((tokens[:, 0] == bos).all()) else 0
-        if start >= seq_len:
-            raise CircuitCheckError(f"the inputs have {seq_len} position(s), all BOS: there is nothing to probe")
-        return list(range(start, seq_len)), False
-    single = isinstance(positions, (int, np.integer)) and not isinstance(positions, bool)
-    items = [positions] if single else list(positions) if isinstance(positions, (list, tuple, range, np.ndarray, torch.Tensor)) else None
-    if items is None or not items:
-        raise CircuitCheckError(f"positions={positions!r} is not valid: give None (all but BOS), an int, or a non-empty list of ints")
-    selected = []
-    for p in items:
-        p = p.item() if hasattr(p, "item") else p
-        if isinstance(p, bool) or not isinstance(p, int):
-            raise CircuitCheckError(f"position {p!r} is not valid: positions are ints")
-        if not -seq_len <= p < seq_len:
-            raise CircuitCheckError(
-                f"position {p} is out of range: the inputs have {seq_len} positions (0..{seq_len - 1}, or -{seq_len}..-1)"
-            )
-        selected.append(p % seq_len)
+        return _inputs.positions_after_bos(model, tokens), False
+    selected = _inputs.resolve_positions(positions, int(tokens.shape[1]))
     if len(set(selected)) != len(selected):
-        raise CircuitCheckError(f"positions {items!r} name the same position twice")
-    return selected, single
+        raise CircuitCheckError(f"positions {positions!r} name the same position twice")
+    return selected, isinstance(positions, (int, np.integer)) and not isinstance(positions, bool)
 
 
 def _label_matrix(labels, n_prompts: int, seq_len: int, selected: list[int], single: bool) -> tuple[torch.Tensor, np.ndarray]:

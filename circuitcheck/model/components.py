@@ -55,16 +55,13 @@ class Positions:
         return cls(start, stop)
 
     def indices(self, seq_len: int) -> list[int]:
-        """The positions selected in a sequence of ``seq_len`` tokens; an error if none is."""
-        if self.single:
-            pos = self.start + seq_len if self.start < 0 else self.start
-            if not 0 <= pos < seq_len:
-                raise ComponentError(f"position {self.start} does not exist: the input has positions 0-{seq_len - 1}")
-            return [pos]
-        selected = list(range(seq_len))[slice(self.start, self.stop)]
-        if not selected:
-            raise ComponentError(f"positions {self} select nothing in an input of {seq_len} tokens (positions 0-{seq_len - 1})")
-        return selected
+        """The positions selected in a sequence of ``seq_len`` tokens; a ComponentError if none is."""
+        from .inputs import InputError, resolve_positions  # torch: not at import time
+
+        try:
+            return resolve_positions(self.start if self.single else slice(self.start, self.stop), seq_len)
+        except InputError as error:
+            raise ComponentError(f"{error} (component positions @{self})") from None
 
     def __str__(self) -> str:
         if self.single:

@@ -214,10 +214,15 @@ def resolve_positions(positions: PositionsLike, seq_len: int, *, what: str = "po
 
 
 def positions_after_bos(model, tokens: torch.Tensor) -> list[int]:
-    """Every position of ``[batch, pos]`` tokens except a leading BOS (when every prompt starts with the model's BOS)."""
+    """Every position of ``[batch, pos]`` tokens except a leading BOS (when every prompt starts with the model's BOS).
+
+    Inputs that are only a BOS token are an :class:`InputError`: nothing follows it.
+    """
     seq_len = int(tokens.shape[1])
     bos = bos_token_id(model)
-    start = 1 if bos is not None and seq_len > 1 and bool((tokens[:, 0] == bos).all()) else 0
+    start = 1 if bos is not None and bool((tokens[:, 0] == bos).all()) else 0
+    if start >= seq_len:
+        raise InputError(f"the inputs have {seq_len} position, a BOS token: no position follows it (give positions=[0] to use it)")
     return list(range(start, seq_len))
 
 

@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from . import inputs as _inputs
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -70,10 +72,7 @@ def as_metric(metric) -> Metric:
 
 
 def _position_index(position: int, seq_len: int) -> int:
-    pos = position + seq_len if position < 0 else position
-    if not 0 <= pos < seq_len:
-        raise ValueError(f"metric position {position} does not exist: the input has positions 0-{seq_len - 1}")
-    return pos
+    return _inputs.resolve_positions(position, seq_len, what="metric position")[0]
 
 
 def _answers(task, which: str) -> torch.Tensor:
@@ -168,13 +167,8 @@ def _at(position: int) -> Callable[[int], list[int]]:
 
 
 def _positions(positions, n: int) -> list[int]:
-    if isinstance(positions, slice):
-        chosen = list(range(n))[positions]
-    else:
-        chosen = [_position_index(p, n) for p in positions]
-    if not chosen:
-        raise ValueError(f"positions {_describe(positions)} select nothing among the {n} predicting positions")
-    return chosen
+    """Indices among the ``n`` predicting positions (every position but the last)."""
+    return _inputs.resolve_positions(positions, n, what="metric position")
 
 
 def _describe(positions) -> str:

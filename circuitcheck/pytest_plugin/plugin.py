@@ -101,7 +101,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collect_file(file_path, parent):
     """``*.circuit.yaml`` files are executable specs: one test item per claim (see circuitcheck.spec)."""
     if file_path.name.endswith(".circuit.yaml"):
-        from ..spec.load import SpecFile
+        from .spec_items import SpecFile
 
         return SpecFile.from_parent(parent, path=file_path)
     return None
@@ -271,13 +271,7 @@ def cache(request: pytest.FixtureRequest, model):
     if marker is not None:
         if len(marker.args) != 1:
             raise pytest.UsageError(f"@pytest.mark.circuitcheck_prompt takes one prompt or list of prompts, got {marker.args!r}")
-        token_list = inputs.tokens_of_prompts(model, marker.args[0])
-        lengths = {len(t) for t in token_list}
-        if len(lengths) != 1:
-            raise pytest.UsageError(
-                f"circuitcheck_prompt prompts tokenise to different lengths {sorted(lengths)}: a cache needs one shape"
-            )
-        tokens = torch.stack(token_list)
+        tokens = inputs.as_tokens(model, marker.args[0], what="circuitcheck_prompt prompts")
     else:
         task = state.task_for(request.node, model)
         tokens = task.clean if task is not None else heads.default_tokens(model, seed=state.seed())
