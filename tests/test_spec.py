@@ -438,3 +438,118 @@ def test_every_parameter_type_of_the_registry_has_a_validator():
     assert set(schema.VALIDATORS) == set(registry.PARAM_TYPES)
     for kind in registry.kinds().values():
         assert all(param.type in schema.VALIDATORS for param in kind.params), kind.name
+
+
+# Every kind is expressible: tokens tasks, references to module:function, lens, probes ---------------------
+
+METRICS_MODULE = '''
+import torch
+
+
+def second_copy_logprob(logits, task):
+    """Mean log-probability of the next token over the second half of each prompt."""
+    half = task.clean.shape[1] // 2
+    logprobs = logits[:, half:-1].log_softmax(-1)
+    return logprobs.gather(-1, task.clean[:, half + 1:, None].to(logits.device))[..., 0].mean(-1)
+
+
+def parity(tokens):
+    """Labels: whether each token id is even."""
+    return tokens % 2
+'''
+
+
+def test_a_tokens_task_with_a_metric_and_labels_from_modules_beside_the_spec_runs(pytester):
+    from circuitcheck import tasks, zoo
+
+    task = tasks.induction(zoo.load("induction-2l"), n_prompts=8, seq_len=10, seed=1)
+    pytester.makepyfile(spec_helpers=METRICS_MODULE)
+    (pytester.path / "spec_helpers.py").rename(pytester.path / "specs_helpers_mod.py")
+    specs = pytester.mkdir("specs")
+    (pytester.path / "specs_helpers_mod.py").rename(specs / "spec_helpers.py")  # beside the spec, not on sys.path
+    write_spec(
+        pytester,
+        f"""
+        model: zoo:induction-2l
+        task:
+          name: repeats
+          clean: {task.clean.tolist()}
+          corrupt: {task.corrupt.tolist()}
+          metric: spec_helpers:second_copy_logprob
+        claims:
+          - kind: sufficient
+            circuit: L0H0 L0H2 L1H0 L1H2 L1H3
+            min_recovery: 0.7
+          - kind: logit_lens
+            layer: 0
+            max_kl: 0.5
+            xfail: "layer 0 does not predict the second copy yet"
+          - kind: probe
+            hook: hook_embed
+            labels: spec_helpers:parity
+            what: the parity of the token id
+            min_accuracy: 0.5
+        """,
+        name="specs/tokens.circuit.yaml",
+    )
+    result = pytester.runpytest("-v", "specs")
+    result.assert_outcomes(passed=2, xfailed=1)
+    result.stdout.fnmatch_lines(["*::sufficient L0H0 L0H2 L1H0 L1H2 L1H3 PASSED*", "*::probe hook_embed spec_helpers:parity PASSED*"])
+
+
+def test_a_reference_that_cannot_be_imported_is_an_error_at_the_claims_line(pytester):
+    write_spec(
+        pytester,
+        """
+        model: zoo:induction-2l
+        claims:
+          - kind: head_matches_pattern
+            layer: 1
+            head: 0
+            pattern: no_such_module:pattern
+        """,
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["error: cannot import 'no_such_module' for 'no_such_module:pattern'*", "spec: claims.circuit.yaml:3: claims[[]0[]]*"])
+
+
+@pytest.mark.parametrize(
+    "claim, expected",
+    [
+        pytest.param("kind: probe\n    hook: hook_embed\n    labels: previous_tokens\n    min_accuracy: 0.5",
+                     "5: claims[0].labels 'previous_tokens' is not valid (did you mean 'previous_token'?): give one of previous_token, "
+                     "current_token, position, or a reference 'module:function'", id="bad-labeller"),
+        pytest.param("kind: logit_lens\n    layer: 1\n    positions: one", "5: claims[0].positions must be a position", id="bad-positions"),
+        pytest.param("kind: logit_lens\n    layer: 1\n    lens: tunde", "5: claims[0].lens 'tunde' is not valid: valid values are logit, tuned",
+                     id="bad-choice"),
+        pytest.param("kind: logit_lens_converges_by\n    layer: 1", "3: claims[0]: a logit_lens claim needs the spec's task: add a top-level "
+                     "`task:` (e.g. `task: induction`), or give prompt", id="lens-without-task-or-prompt"),
+        pytest.param("kind: composition\n    sender: L0H0\n    receiver: L1H0.z\n    min_score: 0.1", "5: claims[0].receiver bad head input 'z'",
+                     id="bad-component"),
+        pytest.param("kind: copying_head\n    layer: 1\n    head: 7", "4: claims[0]: head 7 does not exist", id="zoo-head-out-of-range"),
+    ],
+)
+def test_the_new_kinds_are_validated_with_file_line_and_key(claim, expected):
+    assert f"s.circuit.yaml:{expected}" in spec_error(f"model: zoo:induction-2l\nclaims:\n  - {claim}\n")
+
+
+def test_a_tokens_task_is_checked_for_shape_and_answers():
+    assert "s.circuit.yaml:4: task.corrupt must have the clean inputs' shape 2 x 3, got 1 x 3" in spec_error(
+        "model: zoo:induction-2l\ntask:\n  clean: [[0, 1, 2], [0, 2, 3]]\n  corrupt: [[0, 1, 1]]\n  answers: [1, 2]\n  wrong_answers: [3, 4]\nclaims: []\n"
+    )
+    assert "a tokens task needs answers and wrong_answers" in spec_error(
+        "model: zoo:induction-2l\ntask:\n  clean: [[0, 1, 2]]\n  corrupt: [[0, 1, 1]]\nclaims: []\n"
+    )
+
+
+def test_the_every_kind_example_spec_uses_every_built_in_kind():
+    from pathlib import Path
+
+    from circuitcheck.claims import registry
+
+    path = Path(__file__).resolve().parents[1] / "example_suites" / "induction-2l-every-kind.circuit.yaml"
+    spec = load_spec(path)
+    builtin = {kind.name for kind in registry.kinds().values() if kind.source == "circuitcheck"}
+    assert {claim.kind for claim in spec.claims} == builtin
+    assert {claim.params.get("lens", "logit") for claim in spec.claims if claim.kind == "logit_lens"} == {"logit", "tuned"}
