@@ -41,7 +41,7 @@ from typing import Any
 
 from ..claims import registry
 from ..errors import CircuitCheckError
-from .schema import Bad, Problems, Scope, components_text, integer, number, reference, resolve_reference, shown, string, \
+from .schema import Bad, Problems, Scope, components_text, integer, reference, resolve_reference, shown, string, \
     string_list, suggest, validate_claim
 from .yaml import List, Map, SpecError, parse_yaml, type_name
 

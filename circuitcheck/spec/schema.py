@@ -26,7 +26,7 @@ from typing import Any, Callable
 from ..claims import registry
 from ..claims.registry import ClaimKind, Param
 from ..errors import CircuitCheckError
-from .yaml import List, Map, type_name
+from .yaml import Map, type_name
 
 
 class Bad(Exception):
