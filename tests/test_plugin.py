@@ -1,5 +1,6 @@
 """The pytest plugin end to end, through pytester."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -444,3 +445,89 @@ def test_claims_appear_in_the_pytest_html_report(tiny):
 def test_without_pytest_html_nothing_changes(tiny):
     tiny.makepyfile("import circuitcheck as cc\n\ndef test_p(model):\n    cc.assert_previous_token_head(0, 0, max_score=1.0)\n")
     tiny.runpytest("-p", "no:html", "--circuitcheck-model=tiny:x").assert_outcomes(passed=1)
+
+
+# The plugin's duties as plugin objects --------------------------------------------
+
+DUTIES = {
+    "circuitcheck-state": "CircuitCheckState",
+    "circuitcheck-collect": "ReportCollector",
+    "circuitcheck-baseline": "BaselinePlugin",
+    "circuitcheck-checkpoints": "CheckpointsPlugin",
+    "circuitcheck-summary": "TerminalSummary",
+}
+
+
+def test_each_duty_is_a_plugin_object_registered_for_the_run_and_removed_at_unconfigure(pytester):
+    config = pytester.parseconfigure("-p", "no:xdist")
+    registered = {name: type(config.pluginmanager.get_plugin(name)).__name__ for name in DUTIES}
+    assert registered == DUTIES
+    assert config.pluginmanager.get_plugin("circuitcheck-xdist") is None  # its hook exists only with xdist
+    config._ensure_unconfigure()
+    assert [name for name in DUTIES if config.pluginmanager.get_plugin(name) is not None] == []
+
+
+def test_the_xdist_merger_is_registered_only_when_xdist_is_present(pytester):
+    config = pytester.parseconfigure("-p", "xdist")
+    assert type(config.pluginmanager.get_plugin("circuitcheck-xdist")).__name__ == "XdistMerge"
+
+
+def _call_report(nodeid: str) -> pytest.TestReport:
+    return pytest.TestReport(nodeid=nodeid, location=("t.py", 0, nodeid), keywords={}, outcome="passed", longrepr=None, when="call")
+
+
+def test_the_collector_records_its_own_reports_and_leaves_forwarded_worker_reports_to_the_merge(pytester):
+    from types import SimpleNamespace
+
+    from circuitcheck.pytest_plugin.collect import WORKER_OUTPUT, XdistMerge
+
+    config = pytester.parseconfigure("-p", "no:xdist")
+    collector = config.pluginmanager.get_plugin("circuitcheck-collect")
+    collector.pytest_runtest_logreport(_call_report("t.py::local"))
+    forwarded = _call_report("t.py::on_a_worker")
+    forwarded.node = object()  # what xdist's controller sets on a worker's report
+    collector.pytest_runtest_logreport(forwarded)
+    assert [test["nodeid"] for test in collector.tests] == ["t.py::local"]
+
+    published = {"nodeid": "t.py::on_a_worker", "outcome": "passed", "duration": 0.1, "claims": [], "sweeps": []}
+    XdistMerge(collector).pytest_testnodedown(node=SimpleNamespace(workeroutput={WORKER_OUTPUT: [published]}), error=None)
+    assert [test["nodeid"] for test in collector.tests] == ["t.py::local", "t.py::on_a_worker"]
+    # the baseline plugin reads the very same list at session finish
+    assert config.pluginmanager.get_plugin("circuitcheck-baseline").tests is collector.tests
+    XdistMerge(collector).pytest_testnodedown(node=SimpleNamespace(workeroutput={}), error="worker crashed")
+    assert len(collector.tests) == 2
+
+
+def test_under_xdist_every_worker_publishes_its_records_through_workeroutput(tiny):
+    tiny.makepyfile(XDIST_SUITE)
+    tiny.makeconftest(
+        TINY_SOURCE
+        + textwrap.dedent(
+            """
+            def pytest_testnodedown(node, error):
+                print("PUBLISHED", node.gateway.id, sorted(t["nodeid"].split("::")[1] for t in node.workeroutput["circuitcheck_tests"]))
+            """
+        )
+    )
+    result = tiny.runpytest_subprocess("-n", "2", "-p", "xdist", "--circuitcheck-model=tiny:x", "--circuitcheck-json=results.json")
+    result.assert_outcomes(passed=4)
+    published = [line[line.index("PUBLISHED"):] for line in result.stdout.lines if "PUBLISHED" in line]  # after the progress dots
+    names = sorted(name for line in published for name in ast.literal_eval(line.split(" ", 2)[2]))
+    assert len(published) == 2 and names == ["test_a", "test_b", "test_c", "test_d"]
+    document = json.loads((tiny.path / "results.json").read_text())
+    assert sorted(test["nodeid"].split("::")[1] for test in document["tests"]) == names
+
+
+def test_the_terminal_summary_uses_the_claim_formatter(tiny):
+    tiny.makepyfile(
+        """
+        import circuitcheck as cc
+
+        def test_claim(model):
+            cc.assert_previous_token_head(0, 0, max_score=1.0)
+        """
+    )
+    result = tiny.runpytest("--circuitcheck-model=tiny:x", "-v")
+    lines = result.stdout.str().split("circuitcheck claims")[1].splitlines()
+    line = next(line for line in lines if "L0H0 is not a previous-token head" in line)
+    assert line.startswith("  held ") and ", required <= 1  L0H0 is not a previous-token head" in line
