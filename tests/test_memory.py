@@ -85,3 +85,64 @@ def test_one_checkpoint_model_is_alive_at_a_time(pytester, monkeypatch, workers)
         assert len(counts) == workers  # both workers ran checkpoints
     for log in counts.values():
         assert [alive for _, alive in log] == [1] * len(log), f"models alive after each checkpoint: {log}"
+
+
+# The model session -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_model(zoo_tokenizer_dir):
+    from conftest import build_native
+
+    return build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=64, seed=5, tokenizer_dir=zoo_tokenizer_dir)
+
+
+def test_a_model_has_one_session_and_it_is_freed_with_the_model(zoo_tokenizer_dir):
+    import gc
+    import weakref
+
+    from conftest import build_native
+    from circuitcheck.engine.patcher import shared_patcher
+    from circuitcheck.engine.session import session_of
+
+    small_model = build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=64, seed=5, tokenizer_dir=zoo_tokenizer_dir)
+    session = session_of(small_model)
+    assert session_of(small_model) is session and session.model is small_model
+    patcher = shared_patcher(small_model)
+    assert shared_patcher(small_model) is patcher and shared_patcher(small_model, 8) is not patcher
+    gone = weakref.ref(small_model)
+    session_gone = weakref.ref(session)
+    del small_model, patcher, session
+    gc.collect()
+    assert gone() is None and session_gone() is None  # the patchers it held did not keep the model alive
+
+
+def test_edited_weights_drop_every_derived_cache_but_keep_tasks(small_model):
+    import torch
+
+    from circuitcheck.engine.session import session_of
+
+    session = session_of(small_model)
+    tokens = torch.zeros(1, 3, dtype=torch.long)
+    session.activations(tokens, lambda: "before")
+    session.derived("attention-patterns")["key"] = "before"
+    task = session.task("a task", object)
+    generation = session.generation
+    with torch.no_grad():
+        next(small_model.parameters()).mul_(2.0)  # in place
+    assert session.generation == generation + 1
+    assert session.activations(tokens, lambda: "after") == "after"
+    assert session.derived("attention-patterns") == {}
+    assert session.task("a task", object) is task  # a task is its inputs and metric, not the weights
+
+
+def test_a_copied_model_gets_a_session_of_its_own(small_model):
+    import copy
+
+    from circuitcheck.engine.session import session_of
+
+    session = session_of(small_model)
+    session.task("a task", object)
+    twin = copy.deepcopy(small_model)
+    assert session_of(twin) is not session and session_of(twin).model is twin
+    assert session_of(small_model) is session
