@@ -3,7 +3,7 @@
 Only wiring lives here. Each duty of a run is a plugin object of its own,
 registered at configure time the way pytest registers its cache provider:
 
-- ``circuitcheck-state``: the fixtures' state (models, tasks, patchers, activation caches, model sources);
+- ``circuitcheck-state``: the fixtures' state (the model store, the test's task, conftest model sources);
 - ``circuitcheck-collect``: per-test records and the JSON / HTML report (:mod:`.collect`);
 - ``circuitcheck-baseline``: baseline comparison and update (:mod:`.baselines`);
 - ``circuitcheck-checkpoints``: running tests over checkpoints (:mod:`.checkpoints`);
@@ -118,7 +118,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 class CircuitCheckState:
-    """What the fixtures share in one pytest run: models, tasks, patchers, activation caches, model sources."""
+    """What the fixtures share in one pytest run: the model store, what it loaded, the test's task, conftest model sources.
+
+    Each model's patcher, tasks and activation caches live in its own session
+    (``engine.session``), so they are freed with the model.
+    """
 
     def __init__(self, config: pytest.Config):
         self.config = config
