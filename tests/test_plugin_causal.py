@@ -100,7 +100,7 @@ def test_claim(induction_task):
             ">*cc.assert_sufficient(\"L1H0\", min_recovery=0.99)",
             "E*claim failed: L1H0 is sufficient for induction (model zoo:induction-2l)",
             "E*measured: recovery * (95% CI * to *, n=32)",
-            "E*required: recovery >= 0.99, decided on the lower bound",
+            "E*required: recovery >= 0.99, decided on the lower bound*",
             "E*task:*induction: 32 prompts*",
             "E*ablation: resample; seed 0",
         ]
