@@ -52,3 +52,32 @@ def test_no_two_modules_import_each_other():
     graph = {name: _imports(path) for path, name in modules.items()}
     circles = sorted({tuple(sorted((a, b))) for a, targets in graph.items() for b in targets if a in graph.get(b, ())})
     assert circles == [], f"modules that import each other: {circles}"
+
+
+#: Layers, lowest first: a module imports only modules of its own layer or below
+#: (``circuitcheck/__init__.py`` and ``__main__.py`` are entry points above them all).
+LAYERS = ("errors hookspecs tables", "model", "engine", "claims", "zoo", "spec", "report", "pytest_plugin")
+
+
+def _layer(module: str) -> int | None:
+    part = module.split(".")[1] if "." in module else ""
+    for rank, names in enumerate(LAYERS):
+        if part in names.split():
+            return rank
+    return None
+
+
+def test_modules_import_only_their_own_layer_or_lower_ones():
+    upward = []
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        rank = _layer(name)
+        if rank is None:
+            continue
+        upward += [f"{name} -> {target}" for target in sorted(_imports(path)) if (_layer(target) or 0) > rank]
+    assert upward == []
+
+
+def test_every_module_belongs_to_a_layer():
+    modules = {".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__") for path in PACKAGE.rglob("*.py")}
+    assert sorted(m for m in modules if _layer(m) is None) == ["circuitcheck", "circuitcheck.__main__"]

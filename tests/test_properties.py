@@ -22,7 +22,7 @@ def make_task(pair):
 
 
 @SETTINGS
-@given(pair=cst.clean_corrupt_pairs(**VOCAB, min_len=3, max_len=10), ablation=st.sampled_from(["resample", "mean", "zero", "noise(0.5)"]))
+@given(pair=cst.clean_corrupt_pairs(**VOCAB, min_len=3, max_len=10, min_batch=2), ablation=st.sampled_from(["resample", "mean", "zero", "noise(0.5)"]))  # a claim needs 2 examples
 def test_recovery_of_the_full_model_is_one_and_of_nothing_is_zero(random_model, pair, ablation):
     task = make_task(pair)
     patcher = Patcher(random_model)

@@ -6,12 +6,12 @@ the report (tensors never travel), and the lab-note message of a failure.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from ..tables import frame_from_json, frame_to_json, json_number as _json_number, json_safe as _json_safe  # noqa: F401 (frame_* importable here)
 from . import format as claim_format  # not the builtin
 
 SCHEMA_VERSION = 1
@@ -103,44 +103,3 @@ class CheckResult:
             "notes": list(self.notes),
             "evidence": {name: frame_to_json(frame) for name, frame in self.evidence.items()},
         }
-
-
-def frame_to_json(frame: pd.DataFrame) -> dict[str, Any]:
-    """A DataFrame as ``{"index", "columns", "data", "index_name", "columns_name"}`` (JSON-safe)."""
-    return {
-        "index": _json_safe(list(frame.index)),
-        "columns": _json_safe(list(frame.columns)),
-        "index_name": frame.index.name,
-        "columns_name": frame.columns.name,
-        "data": _json_safe(frame.to_numpy().tolist()),
-    }
-
-
-def frame_from_json(data: dict[str, Any]) -> pd.DataFrame:
-    frame = pd.DataFrame(data["data"], index=data["index"], columns=data["columns"])
-    frame.index.name = data.get("index_name")
-    frame.columns.name = data.get("columns_name")
-    return frame
-
-
-def _json_number(value):
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return _json_number(value)
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalars
-        return _json_safe(value.item())
-    return str(value)

@@ -41,7 +41,7 @@ import torch
 
 from ..model import context, inputs as _inputs
 from ..errors import CircuitCheckError
-from ..pytest_plugin.session import tokens_digest
+from .session import tokens_digest
 
 DEFAULT_WEIGHT_DECAY = 1e-3
 DEFAULT_MAX_ITER = 100
@@ -125,7 +125,7 @@ class ProbeResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: the summary plus the per-class table."""
-        from ..claims.result import frame_to_json
+        from ..tables import frame_to_json
 
         return {**self.summary(), "per_class": frame_to_json(self.per_class)}
 

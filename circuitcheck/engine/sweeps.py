@@ -120,7 +120,7 @@ class Sweep:
 
     def to_dict(self, title: str = "") -> dict:
         """JSON-safe, for the report: the mean and normalised matrices."""
-        from ..claims.result import frame_to_json
+        from ..tables import frame_to_json
 
         clean, corrupt = float(self.clean_metric.mean()), float(self.corrupt_metric.mean())
         return {

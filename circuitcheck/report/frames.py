@@ -12,7 +12,7 @@ from ..claims.format import number
 
 @dataclass
 class Frame:
-    """A table as recorded by :func:`circuitcheck.claims.result.frame_to_json`, readable without pandas."""
+    """A table as recorded by :func:`circuitcheck.tables.frame_to_json`, readable without pandas."""
 
     index: list
     columns: list

@@ -75,7 +75,7 @@ class Results:
 
     def evidence(self, claim: int, name: str) -> "pd.DataFrame":
         """Evidence table ``name`` of the ``claim``-th claim (the row of :meth:`frame`)."""
-        from ..claims.result import frame_from_json
+        from ..tables import frame_from_json
 
         claims = self.claims()
         if not 0 <= claim < len(claims):
