@@ -553,3 +553,105 @@ def test_the_every_kind_example_spec_uses_every_built_in_kind():
     builtin = {kind.name for kind in registry.kinds().values() if kind.source == "circuitcheck"}
     assert {claim.kind for claim in spec.claims} == builtin
     assert {claim.params.get("lens", "logit") for claim in spec.claims if claim.kind == "logit_lens"} == {"logit", "tuned"}
+
+
+# Hostile files: refused fast, with the line ------------------------------------------------------
+
+
+def _alias_bomb(levels: int) -> str:
+    """A few hundred bytes whose aliases expand to 9**levels strings."""
+    anchors = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    anchors += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return ("anchors:\n" + "".join(f"  {line}\n" for line in anchors)
+            + f"model: zoo:induction-2l\nclaims:\n  - kind: induction_head\n    layer: *a{levels - 1}\n    head: 0\n")
+
+
+@pytest.mark.parametrize("levels", [7, 9])
+def test_an_alias_bomb_is_refused_fast_with_its_line(levels):
+    import time
+
+    text = _alias_bomb(levels)
+    assert len(text) < 600
+    start = time.perf_counter()
+    with pytest.raises(SpecError) as error:
+        load_spec("bomb.circuit.yaml", text=text)
+    assert time.perf_counter() - start < 0.5
+    message = str(error.value)
+    line = int(message.split(":")[1])
+    assert 2 <= line <= levels + 1  # an anchor's line
+    assert message.startswith(f"bomb.circuit.yaml:{line}: aliases expand the spec by ")
+    assert "at most 10,000 values may come from aliases" in message
+
+
+def test_aliases_that_reuse_a_circuit_are_still_allowed():
+    spec = load_spec("ok.circuit.yaml", text=textwrap.dedent("""\
+        model: zoo:induction-2l
+        task: induction
+        claims:
+          - kind: necessary
+            circuit: &heads [L1H0, L1H2]
+            min_drop: 0.1
+          - kind: sufficient
+            circuit: *heads
+            min_recovery: 0.1
+        """))
+    assert len(spec.claims) == 2
+
+
+def test_recursive_aliases_and_deep_nesting_are_refused_with_the_line():
+    with pytest.raises(SpecError, match=r"^r.circuit.yaml:2: a recursive alias"):
+        load_spec("r.circuit.yaml", text="model: zoo:induction-2l\nloop: &loop [1, *loop]\nclaims: []\n")
+    with pytest.raises(SpecError, match=r"^d.circuit.yaml:\d+: lists and mappings are nested too deeply: at most 100 levels"):
+        load_spec("d.circuit.yaml", text="model: zoo:induction-2l\nclaims: " + "[" * 150 + "]" * 150 + "\n")
+
+
+def test_an_oversized_or_non_utf8_spec_file_is_an_error_naming_it(tmp_path, monkeypatch):
+    import circuitcheck.spec.yaml as spec_yaml
+
+    monkeypatch.setattr(spec_yaml, "MAX_SPEC_BYTES", 1000)
+    monkeypatch.setattr("circuitcheck.spec.load.MAX_SPEC_BYTES", 1000)
+    big = tmp_path / "big.circuit.yaml"
+    big.write_text("model: zoo:induction-2l\nclaims: []\n" + "# padding\n" * 200)
+    with pytest.raises(SpecError, match=r"big.circuit.yaml:1: the spec is 2,035 bytes: spec files are at most 1,000 bytes"):
+        load_spec(big)
+    latin = tmp_path / "latin.circuit.yaml"
+    latin.write_bytes(b"model: zoo:induction-2l\ndescription: caf\xe9\nclaims: []\n")
+    with pytest.raises(SpecError, match=r"latin.circuit.yaml:2: the byte b'\\xe9' is not UTF-8 text"):
+        load_spec(latin)
+
+
+def test_derived_ids_of_20000_claims_are_made_unique_in_linear_time():
+    import time
+
+    from circuitcheck.spec.load import Claim, unique_ids
+    from circuitcheck.spec.schema import Problems
+
+    n = 20_000
+    claims = [Claim(i, "induction_head", "L1H0 is an induction head", i + 1, {}) for i in range(n)]
+    claims.append(Claim(n, "induction_head", "L1H0 is an induction head #3", n + 1, {}))  # an explicit id in the way
+    problems = Problems("many.circuit.yaml")
+    start = time.perf_counter()
+    kept = unique_ids(claims, {n}, problems, {n: n + 1})
+    assert time.perf_counter() - start < 0.5
+    ids = [claim.id for claim in kept]
+    assert ids[:3] == ["L1H0 is an induction head", "L1H0 is an induction head #2", "L1H0 is an induction head #3"]
+    assert len(set(ids)) == len(ids) == n
+    assert problems.problems == [
+        f"many.circuit.yaml:{n + 1}: claims[{n}].id 'L1H0 is an induction head #3' is already used by claims[2]: ids must be unique"]
+
+
+HOSTILE_MODEL_NAMES = [
+    "models/a # b", "models/a#b", "models/x: y", "models/x\ninjected: 1", "models/x\nclaims: [{kind: bos_head}]",
+    "- item", "'quoted'", '"double"', "true", "1.5", "null", "@at", "&anchor", "*alias", "a\u2028b", "a\rb", "tab\there",
+    "%percent", "{flow}", "[flow]", "!tag", "|block", ">fold", "?key", "x,y", "caf\u00e9", "a\\b", "a\x85b",
+]
+
+
+@pytest.mark.parametrize("model", HOSTILE_MODEL_NAMES)
+def test_a_starter_spec_loads_back_the_same_model_string(model, tmp_path):
+    path = write_new_spec(tmp_path, model)
+    spec = load_spec(path)
+    assert spec.model == model
+    assert [line for line in path.read_text().splitlines() if line.startswith("model:")] == [
+        line for line in path.read_text().split("\n") if line.startswith("model:")]
+    assert "injected" not in (spec.circuits or {}) and not spec.claims

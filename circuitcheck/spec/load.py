@@ -43,7 +43,7 @@ from ..claims import registry
 from ..errors import CircuitCheckError
 from .schema import Bad, Problems, Scope, components_text, integer, reference, resolve_reference, shown, string, \
     string_list, suggest, validate_claim
-from .yaml import List, Map, SpecError, parse_yaml, type_name
+from .yaml import MAX_SPEC_BYTES, List, Map, SpecError, check_size, parse_yaml, type_name
 
 SUFFIX = ".circuit.yaml"
 
@@ -206,10 +206,7 @@ def load_spec(path: str | os.PathLike, text: str | None = None, display: str | N
     display = display or str(path)
     base = path.resolve().parent
     if text is None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise SpecError([f"{display}:1: cannot read the spec: {error.strerror or error}"]) from None
+        text = read_spec_text(path, display)
     data = parse_yaml(text, display)
     v = Problems(display)
     if data is None:
@@ -232,6 +229,49 @@ def load_spec(path: str | os.PathLike, text: str | None = None, display: str | N
         raise SpecError(v.problems)
     valid_circuits = {k: c for k, c in circuits.items() if c is not None}
     return Spec(path, display, model, model_line, checkpoints, task, valid_circuits, claims, description)
+
+
+def read_spec_text(path: Path, display: str) -> str:
+    """The text of a spec file: UTF-8, at most MAX_SPEC_BYTES; :class:`SpecError` (with the line of a bad byte) otherwise."""
+    try:
+        with open(path, "rb") as handle:
+            check_size(os.fstat(handle.fileno()).st_size, display)
+            raw = handle.read(MAX_SPEC_BYTES + 1)
+    except OSError as error:
+        raise SpecError([f"{display}:1: cannot read the spec: {error.strerror or error}"]) from None
+    check_size(len(raw), display)  # a file that grew, or a pipe
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise SpecError([f"{display}:{line}: the byte {raw[error.start:error.start + 1]!r} is not UTF-8 text: "
+                         "spec files are UTF-8 (re-save the file as UTF-8)"]) from None
+
+
+def unique_ids(claims: list[Claim], explicit: set[int], problems: Problems, lines: dict[int, int]) -> list[Claim]:
+    """Give each claim a unique id: a repeated derived id gets `` #2``, `` #3``...; a repeated explicit id is an error.
+
+    Linear in the number of claims (the next free suffix is remembered per id).
+    ``explicit``: the indices whose id was written in the file; ``lines``: the
+    line of each such id.
+    """
+    taken: dict[str, int] = {}
+    next_suffix: dict[str, int] = {}
+    kept: list[Claim] = []
+    for claim in claims:
+        if claim.id in taken:
+            if claim.index in explicit:
+                problems.error(lines[claim.index], f"claims[{claim.index}].id",
+                               f"{claim.id!r} is already used by claims[{taken[claim.id]}]: ids must be unique")
+                continue
+            base, n = claim.id, next_suffix.get(claim.id, 2)
+            while f"{base} #{n}" in taken:
+                n += 1
+            next_suffix[base] = n + 1
+            claim.id = f"{base} #{n}"
+        taken[claim.id] = claim.index
+        kept.append(claim)
+    return kept
 
 
 def _zoo(model: str | None, line: int, v: Problems):
@@ -285,25 +325,19 @@ def _claims(data: Map, v: Problems, scope: Scope, has_task: bool, base: Path) ->
         v.error(data.value_lines["claims"], "claims", f"must be a list of claims (each starting with '- kind: ...'), got {type_name(raw_claims)}")
         return []
     claims: list[Claim] = []
-    ids: dict[str, int] = {}
+    explicit: set[int] = set()
+    id_lines: dict[int, int] = {}
     for index, raw in enumerate(raw_claims):
         where = f"claims[{index}]"
         found = validate_claim(raw, where, raw_claims.lines[index], v, scope, has_task)
         if found is None:
             continue
-        claim = Claim(index, found.kind.name, found.id or found.kind.describe(found.params), raw.line, found.params,
-                      found.xfail, found.tolerance, base)
-        if claim.id in ids:
-            if "id" in raw:
-                v.error(raw.value_lines["id"], f"{where}.id", f"{claim.id!r} is already used by claims[{ids[claim.id]}]: ids must be unique")
-                continue
-            n = 2
-            while f"{claim.id} #{n}" in ids:
-                n += 1
-            claim.id = f"{claim.id} #{n}"
-        ids[claim.id] = index
-        claims.append(claim)
-    return claims
+        claims.append(Claim(index, found.kind.name, found.id or found.kind.describe(found.params), raw.line, found.params,
+                            found.xfail, found.tolerance, base))
+        if "id" in raw:
+            explicit.add(index)
+            id_lines[index] = raw.value_lines["id"]
+    return unique_ids(claims, explicit, v, id_lines)
 
 
 def _checkpoints(data: Map, v: Problems, model: str | None, zoo_name: str | None) -> list[str] | None:

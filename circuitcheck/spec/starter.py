@@ -65,12 +65,12 @@ def _zoo_spec_text(model: str, name: str, checkpoint: str | None) -> str:
         scores = found[0]["scores"] if found else card["scores"]
     else:
         scores = card["scores"]
-    lines = [_HEADER.format(model=model, filename=f"{name}.circuit.yaml").rstrip("\n")]
+    lines = [_HEADER.format(model=yaml_scalar(model), filename=f"{name}.circuit.yaml").rstrip("\n")]
     description = " ".join(str(card.get("description", "")).split())
     if description:
         lines.append("#")
         lines += ["# " + chunk for chunk in _wrap(description, 86)]
-    lines += ["", f"model: {model}"]
+    lines += ["", f"model: {yaml_scalar(model)}"]
     available = zoo.checkpoints(name)
     if not checkpoint and available:
         lines += [
@@ -129,8 +129,8 @@ def _zoo_spec_text(model: str, name: str, checkpoint: str | None) -> str:
 
 def _generic_spec_text(model: str) -> str:
     filename = re.sub(r"[^\w.-]+", "-", model.rstrip("/").split("/")[-1]).strip("-.") or "model"
-    return _HEADER.format(model=model, filename=f"{filename}.circuit.yaml") + f"""
-model: {model}
+    return _HEADER.format(model=yaml_scalar(model), filename=f"{filename}.circuit.yaml") + f"""
+model: {yaml_scalar(model)}
 
 # Optional: check every claim at several checkpoints (model@checkpoint specs).
 # checkpoints: [step1000, step2000]
@@ -158,6 +158,28 @@ claims: []
   #   xfail: "expected to fail because ..."   # any claim: a documented false claim
   # The kinds and their keys (details: circuitcheck/spec/spec_schema.md):
 """ + "\n".join(_other_kinds(set())) + "\n"
+
+
+_LINE_BREAKS = ("\n", "\r", "\x85", "\u2028", "\u2029")
+
+
+def yaml_scalar(text: str) -> str:
+    """``text`` as one line of YAML that reads back as exactly ``text``: plain when YAML allows, else double-quoted.
+
+    PyYAML picks the style (its plain-scalar rules know every indicator: ``#``,
+    ``: ``, leading ``-``/``@``/quotes, ``true``, numbers...); anything it would
+    write over several lines, or with a YAML line break inside, is written
+    double-quoted with escapes, so the value can sit after ``model:`` or in a
+    comment without ending the line.
+    """
+    import yaml
+
+    plain = yaml.safe_dump(text, allow_unicode=True, width=float("inf"))
+    if plain.endswith("\n...\n") and not any(mark in plain[:-5] for mark in _LINE_BREAKS) and "'" not in plain[:1]:
+        return plain[:-5]
+    quoted = yaml.safe_dump(text, default_style='"', allow_unicode=True, width=float("inf")).rstrip("\n")
+    assert not any(mark in quoted for mark in _LINE_BREAKS), quoted  # PyYAML escapes them in double quotes
+    return quoted
 
 
 def _task_kinds() -> str:

@@ -5,6 +5,13 @@ the 1-based lines of themselves, their keys and their values) and whose
 sequences are :class:`List` (with each item's line), so that every problem
 found later can be reported as ``file:line: key ...``. Only plain data is
 built (``yaml.SafeLoader``): a spec file can never construct Python objects.
+
+Hostile files are refused before they cost time or memory: aliases may add at
+most :data:`MAX_ALIAS_EXPANSION` values beyond those written in the file (an
+"alias bomb" of a few hundred bytes would otherwise expand to millions),
+recursive aliases and nesting deeper than :data:`MAX_DEPTH` are errors, and
+:data:`MAX_SPEC_BYTES` bounds the file (checked by :func:`parse_yaml` and by
+the loader before reading).
 """
 
 from __future__ import annotations
@@ -14,6 +21,13 @@ from typing import Any
 import yaml
 
 from ..errors import CircuitCheckError
+
+MAX_SPEC_BYTES = 8 * 1024 * 1024
+"""The largest spec file read (8 MiB: tens of thousands of claims)."""
+MAX_ALIAS_EXPANSION = 10_000
+"""How many values aliases (``*name``) may add beyond those written in the file."""
+MAX_DEPTH = 100
+"""How deeply lists and mappings may nest."""
 
 
 class SpecError(CircuitCheckError):
@@ -108,10 +122,19 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 
 def parse_yaml(text: str, display: str) -> Any:
-    """Parse ``text`` (a file shown as ``display`` in messages); :class:`SpecError` on invalid YAML or duplicate keys."""
+    """Parse ``text`` (a file shown as ``display`` in messages); :class:`SpecError` on invalid YAML or duplicate keys.
+
+    Also refused, with the line: text over :data:`MAX_SPEC_BYTES`, aliases
+    expanding to more than :data:`MAX_ALIAS_EXPANSION` extra values, recursive
+    aliases and nesting deeper than :data:`MAX_DEPTH`.
+    """
+    check_size(len(text.encode("utf-8", "surrogatepass")), display)
     loader = _Loader(text)
     try:
-        data = loader.get_single_data()
+        node = loader.get_single_node()
+        if node is not None:
+            _check_expansion(node, display)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -123,8 +146,65 @@ def parse_yaml(text: str, display: str) -> Any:
         raise SpecError([f"{display}:{line}: invalid YAML{column}: {what}"]) from None
     except yaml.YAMLError as error:
         raise SpecError([f"{display}:1: invalid YAML: {error}"]) from None
+    except RecursionError:
+        raise SpecError([f"{display}:1: lists and mappings are nested too deeply: at most {MAX_DEPTH} levels"]) from None
     finally:
         loader.dispose()
     if loader.problems:
         raise SpecError([f"{display}:{line}: {text}" for line, text in loader.problems])
     return data
+
+
+def check_size(n_bytes: int, display: str) -> None:
+    """:class:`SpecError` when a spec of ``n_bytes`` is over :data:`MAX_SPEC_BYTES`."""
+    if n_bytes > MAX_SPEC_BYTES:
+        raise SpecError([f"{display}:1: the spec is {n_bytes:,} bytes: spec files are at most {MAX_SPEC_BYTES:,} bytes "
+                         "(split it into several *.circuit.yaml files)"])
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node, display: str) -> None:
+    """Refuse recursive aliases, nesting deeper than MAX_DEPTH, and aliases adding over MAX_ALIAS_EXPANSION values.
+
+    The composed graph shares one node per anchor, so its expanded size (each
+    alias counted as a full copy) is found in one pass over distinct nodes.
+    """
+    cap = MAX_ALIAS_EXPANSION * 1000  # sizes beyond this all mean "too big"; keeps the numbers small
+    sizes: dict[int, int] = {}
+    uses: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    order: list[yaml.Node] = []
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, leaving = stack.pop()
+        key = id(node)
+        if leaving:
+            open_nodes.discard(key)
+            sizes[key] = min(cap, 1 + sum(sizes[id(child)] for child in _children(node)))
+            order.append(node)
+            continue
+        uses[key] = uses.get(key, 0) + 1
+        if key in open_nodes:
+            raise SpecError([f"{display}:{node.start_mark.line + 1}: a recursive alias (a value that contains itself): "
+                             "aliases may only repeat a finished value"])
+        if key in sizes:
+            continue
+        if depth > MAX_DEPTH:
+            raise SpecError([f"{display}:{node.start_mark.line + 1}: lists and mappings are nested too deeply: at most {MAX_DEPTH} levels"])
+        open_nodes.add(key)
+        stack.append((node, depth, True))
+        stack.extend((child, depth + 1, False) for child in reversed(_children(node)))
+    extra = sizes[id(root)] - len(sizes)
+    if extra > MAX_ALIAS_EXPANSION:
+        worst = max((n for n in order if uses[id(n)] > 1), key=lambda n: sizes[id(n)] * (uses[id(n)] - 1), default=root)
+        shown_extra = f"{extra:,}" if sizes[id(root)] < cap else f"more than {cap:,}"
+        raise SpecError([f"{display}:{worst.start_mark.line + 1}: aliases expand the spec by {shown_extra} values "
+                         f"(this anchored value is repeated {uses[id(worst)]} times): at most {MAX_ALIAS_EXPANSION:,} "
+                         "values may come from aliases"])
