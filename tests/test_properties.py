@@ -9,6 +9,7 @@ import circuitcheck as cc
 from circuitcheck import strategies as cst
 from circuitcheck import tasks
 from circuitcheck.claims.causal import _ablate_all_but
+from circuitcheck.claims.robustness import GapError
 from circuitcheck.model.components import Component
 from circuitcheck.engine.patcher import Patch, Patcher, component_patch
 
@@ -35,7 +36,10 @@ def test_recovery_of_the_full_model_is_one_and_of_nothing_is_zero(random_model, 
     torch.testing.assert_close(empty, one_by_one, atol=1e-4, rtol=0)
     full, nothing = patcher.runs(task).clean_metric.mean(), empty.mean()
     if abs(full - nothing) > 1e-3:
-        result = cc.check_sufficient(everything, model=random_model, task=task, ablation=ablation)
+        try:
+            result = cc.check_sufficient(everything, model=random_model, task=task, ablation=ablation)
+        except GapError:  # a gap whose interval includes 0 (2 examples, one unchanged) is an error, never a ratio
+            return
         assert result.value == pytest.approx(1.0, abs=1e-4)
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..engine import ablation as _ablation
 from ..model import context
-from . import stats
+from . import robustness, stats
 from ..model.circuit import Circuit
 from ..model.components import Component, model_checkpoint, model_label, parse_components
 from ..errors import CircuitCheckError, ComponentError
@@ -54,20 +54,74 @@ class _Setup:
     ablation: _ablation.Ablation
     seed: int
     confidence: float
+    keep: tuple[Component, ...] = ()  # components left intact outside the circuit (keep=)
 
 
-def _setup(model, task, ablation, seed, confidence) -> _Setup:
+def _setup(model, task, ablation, seed, confidence, keep=None) -> _Setup:
+    """Resolve a single-ablation check's inputs (a check taking several ablations is wrapped in ``robustness.over_ablations``)."""
     model = context.resolve_model(model)
     task = context.resolve_task(task, model)
     task.validate(model)
+    chosen = robustness.ablations(ablation)
+    if len(chosen) > 1:
+        raise CircuitCheckError(
+            f"this check takes one ablation, got {', '.join(a.name for a in chosen)}: wrap it in robustness.over_ablations to decide on the worst"
+        )
     return _Setup(
         model=model,
         task=task,
         patcher=get_patcher(model),
-        ablation=_ablation.parse(ablation),
+        ablation=chosen[0],
         seed=context.resolve_seed(seed),
         confidence=stats.check_confidence(confidence),
+        keep=_keep_components(keep, model),
     )
+
+
+#: keep= words for whole component types, and what each keeps.
+KEEP_TYPES = {"mlp": "every MLP output", "heads": "every head output"}
+
+
+def _keep_components(keep, model) -> tuple[Component, ...]:
+    """The components ``keep=`` leaves intact outside the circuit: type words (``"mlp"``, ``"heads"``) and components (``"L0.mlp"``, ``"L1H2"``)."""
+    if keep is None:
+        return ()
+    items = [keep] if isinstance(keep, (str, Component)) else list(keep)
+    kept: list[Component] = []
+    for item in items:
+        word = item.strip().lower() if isinstance(item, str) else None
+        if word in ("mlp", "mlps"):
+            if getattr(model.cfg, "attn_only", False):
+                raise CircuitCheckError(f"keep={keep!r}: the model is attention-only, it has no MLPs to keep")
+            kept += [Component("mlp", layer) for layer in range(model.cfg.n_layers)]
+        elif word in ("heads", "attn"):
+            kept += [Component("head", layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
+        else:
+            try:
+                component = Component.parse(item).validate(model)
+            except ComponentError as error:
+                raise ComponentError(
+                    f"keep={keep!r}: {item!r} is neither a component type ({', '.join(KEEP_TYPES)}) nor a valid component: {error}"
+                ) from None
+            if component.kind not in ("head", "attn", "mlp") or component.port is not None:
+                raise ComponentError(f"keep={keep!r}: {component} cannot be kept; keep takes head outputs, attention layers, MLPs, or {', '.join(KEEP_TYPES)}")
+            kept.append(component)
+    return tuple(kept)
+
+
+def _require_outside(components: Sequence[Component], keep: Sequence[Component], model, seq_len: int) -> None:
+    """A kept component cannot be part of the circuit: it would be ablated and kept at once."""
+    if not keep:
+        return
+    kept = _kept_sets(keep, model, seq_len)
+    for c in components:
+        keys = [(c.layer, "head", h) for h in range(model.cfg.n_heads)] if c.kind == "attn" else [
+            (c.layer, "head", c.head) if c.kind == "head" else (c.layer, "mlp")]
+        if any(kept.get(key) for key in keys):
+            raise CircuitCheckError(
+                f"{c} is in the circuit and also kept intact by keep= ({' '.join(map(str, keep))}): "
+                "keep names components outside the circuit; remove it from one of them"
+            )
 
 
 def _components(components: Components, model) -> list[Component]:
@@ -109,9 +163,10 @@ def _kept_sets(components: Sequence[Component], model, seq_len: int):
     return kept
 
 
-def _ablate_all_but(components: Sequence[Component], model, seq_len: int) -> list[Patch]:
-    """Patches that ablate every head and MLP output except the kept ones."""
-    kept = _kept_sets(components, model, seq_len)
+def _ablate_all_but(components: Sequence[Component], model, seq_len: int, keep: Sequence[Component] = ()) -> list[Patch]:
+    """Patches that ablate every head and MLP output except ``components`` and the ``keep=`` components (``_Setup.keep``)."""
+    _require_outside(components, keep, model, seq_len)
+    kept = _kept_sets([*components, *keep], model, seq_len)
     everywhere = set(range(seq_len))
     patches: list[Patch] = []
     for layer in range(model.cfg.n_layers):
@@ -133,13 +188,13 @@ def _ablate(components: Sequence[Component], seq_len: int) -> list[Patch]:
     return [component_patch(c, "ablated", seq_len) for c in components]
 
 
-def _check_gap(m_full: float, m_empty: float, setup: _Setup) -> None:
-    if not np.isfinite(m_full - m_empty) or abs(m_full - m_empty) <= 1e-6 * max(1.0, abs(m_full)):
-        raise CircuitCheckError(
-            f"zero gap: the full model and the fully ablated model score the same mean metric ({m_full:.6g} vs {m_empty:.6g}) "
-            f"on task {setup.task.name!r} with {setup.ablation} ablation, so necessity, sufficiency and minimality are undefined. "
-            "Use a task whose metric the model actually computes, or another ablation."
-        )
+def _check_gap(full, empty, setup: _Setup) -> stats.Estimate:
+    """The gap m(M) - m(∅) from per-example metrics ``[n]``; a :class:`robustness.GapError` when its interval includes zero."""
+    if np.ndim(full) == 0 or np.ndim(empty) == 0:
+        raise TypeError("_check_gap takes the per-example metrics of M and ∅ (arrays [n]), not their means: its interval needs them")
+    return robustness.require_gap(
+        full, empty, confidence=setup.confidence, seed=setup.seed, ablation=str(setup.ablation), task=setup.task.name
+    )
 
 
 def _base(setup: _Setup, components_label: str, kind: str, metric_name: str) -> dict:
@@ -152,6 +207,8 @@ def _base(setup: _Setup, components_label: str, kind: str, metric_name: str) -> 
             "task_description": setup.task.describe(),
             "metric": str(setup.task.metric),
             "ablation": str(setup.ablation),
+            "ablation_detail": _ablation.describe(setup.ablation, setup.task),
+            **({"keep": " ".join(map(str, setup.keep))} if setup.keep else {}),
             "seed": setup.seed,
             "aggregation": "per-example metric, mean over examples, ratio of means",
         },
@@ -177,12 +234,17 @@ def _label(components: Sequence[Component], circuit_name: str | None = None) -> 
 
 
 def _lines(setup: _Setup) -> list[str]:
-    return [f"task:     {setup.task.describe()}", f"ablation: {setup.ablation}; seed {setup.seed}"]
+    lines = [f"task:     {setup.task.describe()}",
+             f"ablation: {setup.ablation} ({_ablation.describe(setup.ablation, setup.task)}); seed {setup.seed}"]
+    if setup.keep:
+        lines.append(f"kept intact outside the circuit: {' '.join(map(str, setup.keep))}")
+    return lines
 
 
 # Necessity -----------------------------------------------------------------------------
 
 
+@robustness.over_ablations
 def check_necessary(
     components: Components,
     *,
@@ -191,6 +253,7 @@ def check_necessary(
     model=None,
     task: Task | None = None,
     ablation=None,
+    keep=None,
     confidence: float = stats.DEFAULT_CONFIDENCE,
     seed: int | None = None,
 ) -> CheckResult:
@@ -201,17 +264,18 @@ def check_necessary(
     if min_drop is None and max_drop is None:
         min_drop = 0.5
     check_thresholds(min_drop, max_drop, names=("min_drop", "max_drop"))
-    setup = _setup(model, task, ablation, seed, confidence)
+    setup = _setup(model, task, ablation, seed, confidence, keep)
     comps = _components(components, setup.model)
     name = components.name if isinstance(components, Circuit) else None
     seq_len = setup.task.seq_len
-    variants = [_ablate(comps, seq_len), _ablate_all_but([], setup.model, seq_len)]
+    _require_outside(comps, setup.keep, setup.model, seq_len)
+    variants = [_ablate(comps, seq_len), _ablate_all_but([], setup.model, seq_len, keep=setup.keep)]
     if len(comps) > 1:
         variants += [_ablate([c], seq_len) for c in comps]
     values = setup.patcher.run(setup.task, variants, base="clean", ablation=setup.ablation, seed=setup.seed, desc="necessity")
     full = setup.patcher.runs(setup.task).clean_metric
     samples = np.stack([full.numpy(), values[1].numpy(), values[0].numpy(), *[v.numpy() for v in values[2:]]])
-    _check_gap(float(samples[0].mean()), float(samples[1].mean()), setup)
+    _check_gap(samples[0], samples[1], setup)
 
     def drops(means):
         gap = means[..., 0] - means[..., 1]
@@ -273,6 +337,7 @@ def _circuit(circuit: Components, model) -> tuple[list[Component], str | None]:
     return comps, circuit.name if isinstance(circuit, Circuit) else None
 
 
+@robustness.over_ablations
 def check_sufficient(
     circuit: Components,
     *,
@@ -281,6 +346,7 @@ def check_sufficient(
     model=None,
     task: Task | None = None,
     ablation=None,
+    keep=None,
     confidence: float = stats.DEFAULT_CONFIDENCE,
     seed: int | None = None,
 ) -> CheckResult:
@@ -288,14 +354,14 @@ def check_sufficient(
     if min_recovery is None and max_recovery is None:
         min_recovery = 0.8
     check_thresholds(min_recovery, max_recovery, names=("min_recovery", "max_recovery"))
-    setup = _setup(model, task, ablation, seed, confidence)
+    setup = _setup(model, task, ablation, seed, confidence, keep)
     comps, name = _circuit(circuit, setup.model)
     seq_len = setup.task.seq_len
-    variants = [_ablate_all_but(comps, setup.model, seq_len), _ablate_all_but([], setup.model, seq_len)]
+    variants = [_ablate_all_but(comps, setup.model, seq_len, keep=setup.keep), _ablate_all_but([], setup.model, seq_len, keep=setup.keep)]
     values = setup.patcher.run(setup.task, variants, base="clean", ablation=setup.ablation, seed=setup.seed, desc="sufficiency")
     full = setup.patcher.runs(setup.task).clean_metric
     samples = np.stack([full.numpy(), values[1].numpy(), values[0].numpy()])
-    _check_gap(float(samples[0].mean()), float(samples[1].mean()), setup)
+    _check_gap(samples[0], samples[1], setup)
     (estimate,) = stats.bootstrap_statistics(
         samples, lambda m: ((m[..., 2] - m[..., 1]) / (m[..., 0] - m[..., 1]))[..., None], confidence=setup.confidence, seed=setup.seed
     )
@@ -316,7 +382,7 @@ def check_sufficient(
         decided_on=decided,
         evidence={"sufficiency": recovery, "means": means},
         notes=[f"m(M) = {samples[0].mean():.4g}, m(C) = {samples[2].mean():.4g}, m(∅) = {samples[1].mean():.4g} ({setup.task.metric})",
-               "every head and MLP output outside the circuit is ablated"] + _lines(setup),
+               "every head and MLP output outside the circuit is ablated" + (" except the kept ones" if setup.keep else "")] + _lines(setup),
     )
 
 
@@ -332,6 +398,7 @@ def assert_sufficient(circuit: Components, min_recovery: float | None = None, **
     return conclude(check_sufficient(circuit, min_recovery=min_recovery, **kwargs), tolerance)
 
 
+@robustness.over_ablations
 def check_minimal(
     circuit: Components,
     *,
@@ -339,20 +406,21 @@ def check_minimal(
     model=None,
     task: Task | None = None,
     ablation=None,
+    keep=None,
     confidence: float = stats.DEFAULT_CONFIDENCE,
     seed: int | None = None,
 ) -> CheckResult:
     """Measure every component's contribution(v) = recovery(C) - recovery(C \\ {v}) and decide."""
     check_thresholds(min_contribution, None, names=("min_contribution", "max"))
-    setup = _setup(model, task, ablation, seed, confidence)
+    setup = _setup(model, task, ablation, seed, confidence, keep)
     comps, name = _circuit(circuit, setup.model)
     seq_len = setup.task.seq_len
-    variants = [_ablate_all_but(comps, setup.model, seq_len), _ablate_all_but([], setup.model, seq_len)]
-    variants += [_ablate_all_but([c for c in comps if c != v], setup.model, seq_len) for v in comps]
+    variants = [_ablate_all_but(comps, setup.model, seq_len, keep=setup.keep), _ablate_all_but([], setup.model, seq_len, keep=setup.keep)]
+    variants += [_ablate_all_but([c for c in comps if c != v], setup.model, seq_len, keep=setup.keep) for v in comps]
     values = setup.patcher.run(setup.task, variants, base="clean", ablation=setup.ablation, seed=setup.seed, desc="minimality")
     full = setup.patcher.runs(setup.task).clean_metric
     samples = np.stack([full.numpy(), *[v.numpy() for v in values]])  # M, C, ∅, C\v...
-    _check_gap(float(samples[0].mean()), float(samples[2].mean()), setup)
+    _check_gap(samples[0], samples[2], setup)
 
     def contributions(m):
         gap = m[..., 0] - m[..., 2]
@@ -439,11 +507,11 @@ def check_path(
     values = setup.patcher.path_patch(setup.task, senders, [target], direction)
     runs = setup.patcher.runs(setup.task)
     samples = np.stack([runs.clean_metric.numpy(), runs.corrupt_metric.numpy(), values[0].numpy()])
-    gap = float(samples[0].mean() - samples[1].mean())
-    if not np.isfinite(gap) or abs(gap) <= 1e-6 * max(1.0, abs(float(samples[0].mean()))):
-        raise CircuitCheckError(
-            f"zero gap: clean and corrupted inputs score the same mean metric ({samples[0].mean():.6g}) on task {setup.task.name!r}, so a path effect is undefined"
-        )
+    robustness.require_gap(
+        samples[0], samples[1], confidence=setup.confidence, seed=setup.seed, ablation=None, task=setup.task.name,
+        gap="m(clean) - m(corrupt)", sides="clean and corrupted inputs", undefined="a path effect is",
+        hint="Use corrupted inputs that change what the model computes, or more examples.",
+    )
     if direction == "noise":
         def effect(m):
             return ((m[..., 0] - m[..., 2]) / (m[..., 0] - m[..., 1]))[..., None]
@@ -500,10 +568,14 @@ def assert_path(sender: Components, receiver: "str | Component", min_effect: flo
 from .registry import ClaimKind, Param, declare  # noqa: E402
 
 _CAUSAL_PARAMS = (
-    Param("ablation", "ablation", "resample", doc="resample, mean, zero, noise(STD), or one a plugin provides"),
+    Param("ablation", "ablation", "resample",
+          doc="resample, mean (over the task's reference set, else its corrupted inputs), mean(corrupt), mean(clean), zero, "
+          "noise(STD), one a plugin provides, or a list of them (the claim is decided on the worst)"),
     Param("confidence", "probability", stats.DEFAULT_CONFIDENCE, doc="of the bootstrap interval over examples"),
     Param("seed", "seed", doc="default: --circuitcheck-seed"),
 )
+#: keep=: left intact outside the circuit (the IOI paper kept MLPs); not for paths, which ablate nothing.
+_KEEP = Param("keep", "strings", doc="component types (mlp, heads) or components left intact outside the circuit, e.g. mlp")
 _CIRCUIT = Param("circuit", "components", required=True, doc="a circuit name of the spec, a component string or a list")
 
 
@@ -534,7 +606,7 @@ NECESSARY = declare(ClaimKind(
     params=(_CIRCUIT,
             Param("min_drop", "number", doc="passes when the lower bound of drop is >= it (default 0.5 when no threshold is given)"),
             Param("max_drop", "number", doc='with only max_drop, a "not necessary" claim (upper bound <= it)'),
-            *_CAUSAL_PARAMS),
+            *_CAUSAL_PARAMS, _KEEP),
     thresholds=("min_drop", "max_drop"),
     evidence=("necessity", "means"),
     definition="drop(C) = (m(M) − m(M\\C)) / (m(M) − m(∅)): the share of the task's performance lost when C is ablated. "
@@ -552,7 +624,7 @@ SUFFICIENT = declare(ClaimKind(
     params=(_CIRCUIT,
             Param("min_recovery", "number", doc="passes when the lower bound of recovery is >= it (default 0.8 when no threshold is given)"),
             Param("max_recovery", "number", doc='with only max_recovery, a "not sufficient" claim'),
-            *_CAUSAL_PARAMS),
+            *_CAUSAL_PARAMS, _KEEP),
     thresholds=("min_recovery", "max_recovery"),
     evidence=("sufficiency", "means"),
     definition="recovery(C) = (m(C) − m(∅)) / (m(M) − m(∅)): the share of performance the circuit recovers on its own "
@@ -569,7 +641,7 @@ MINIMAL = declare(ClaimKind(
     metric="contribution",
     params=(_CIRCUIT,
             Param("min_contribution", "number", 0.05, doc="every component's lower bound must be >= it"),
-            *_CAUSAL_PARAMS),
+            *_CAUSAL_PARAMS, _KEEP),
     thresholds=("min_contribution", None),
     evidence=("minimality",),
     definition="contribution(v) = recovery(C) − recovery(C \\ {v}) for every component v; the circuit is minimal when every "

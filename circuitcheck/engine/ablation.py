@@ -2,8 +2,12 @@
 
 - ``resample`` (default): the component's activation on the corrupted input
   (the same example index), from the cached corrupted run.
-- ``mean``: the mean activation over a reference set of inputs, per position
-  (default reference: the task's clean inputs).
+- ``mean``: the mean activation over a reference set of inputs, per position:
+  the task's ``reference`` inputs when it has them, else its corrupted inputs
+  (never silently the clean inputs being measured, whose own mean would leak
+  what is being measured into the ablation). ``mean(corrupt)`` always averages
+  over the corrupted inputs; ``mean(clean)`` over the clean inputs (the old
+  default, available only when asked for by name).
 - ``zero``: zeros.
 - ``noise(std)``: the clean activation plus seeded Gaussian noise of ``std``.
 
@@ -22,7 +26,7 @@ import torch
 
 from ..errors import CircuitCheckError
 
-BUILTIN = ("resample", "mean", "zero", "noise(STD)")
+BUILTIN = ("resample", "mean", "zero", "noise(STD)", "mean(corrupt)", "mean(clean)")
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,17 @@ def resample() -> Ablation:
     return Ablation("resample", lambda hook, runs: runs.corrupt(hook), needs=("corrupt",))
 
 
-def mean() -> Ablation:
-    return Ablation("mean", lambda hook, runs: runs.reference(hook).mean(0, keepdim=True), needs=("reference",))
+#: What ``mean(SET)`` can average over: the run each reads (``reference`` is the task's
+#: reference set, or its corrupted inputs when it has none).
+MEAN_SETS = ("reference", "corrupt", "clean")
+
+
+def mean(over: str = "reference") -> Ablation:
+    """Per-position mean over ``over``: ``"reference"`` (default: the task's reference set, else its corrupted inputs), ``"corrupt"`` or ``"clean"``."""
+    if over not in MEAN_SETS:
+        raise CircuitCheckError(f"mean ablation over {over!r} is not valid: valid sets are {', '.join(MEAN_SETS)}")
+    name = "mean" if over == "reference" else f"mean({over})"
+    return Ablation(name, lambda hook, runs: getattr(runs, over)(hook).mean(0, keepdim=True), needs=(over,))
 
 
 def zero() -> Ablation:
@@ -79,6 +92,7 @@ def noise(std: float) -> Ablation:
     return Ablation(f"noise({std:g})", value, needs=("clean",))
 
 
+_MEAN = re.compile(r"^mean\(\s*(?P<over>corrupt|clean)\s*\)$")
 _NOISE = re.compile(r"^noise\(\s*(?P<std>[0-9.eE+-]+)\s*\)$")
 
 
@@ -93,6 +107,9 @@ def parse(ablation: "str | Ablation | None") -> Ablation:
     text = ablation.strip()
     if text in ("resample", "mean", "zero"):
         return {"resample": resample, "mean": mean, "zero": zero}[text]()
+    match = _MEAN.match(text)
+    if match:
+        return mean("corrupt" if match["over"] == "corrupt" else "clean")
     match = _NOISE.match(text)
     if match:
         try:
@@ -105,3 +122,27 @@ def parse(ablation: "str | Ablation | None") -> Ablation:
     if made is not None:
         return made
     raise CircuitCheckError(f"unknown ablation {ablation!r}: valid ablations are {', '.join(BUILTIN)}, or one a plugin provides")
+
+
+def describe(ablation: Ablation, task) -> str:
+    """What the ablation puts in place of a removed activation on ``task``, in words (stated in every causal result)."""
+    if "reference" in ablation.needs:
+        return f"per-position mean over {reference_set(task)}"
+    if ablation.name == "mean(corrupt)":
+        return f"per-position mean over the task's corrupted inputs ({task.n_examples} examples)"
+    if ablation.name == "mean(clean)":
+        return f"per-position mean over the clean inputs being measured ({task.n_examples} examples)"
+    if ablation.name == "resample":
+        return "each example's activation on its corrupted input"
+    if ablation.name == "zero":
+        return "zeros"
+    if ablation.name.startswith("noise("):
+        return f"the clean activation plus seeded Gaussian noise of std {ablation.name[6:-1]}"
+    return f"{ablation.name} (a plugin's ablation)"
+
+
+def reference_set(task) -> str:
+    """The inputs plain ``mean`` ablation averages over for ``task``: its reference set, else its corrupted inputs."""
+    if task.reference is not None:
+        return f"the task's reference set ({int(task.reference.shape[0])} inputs)"
+    return f"the task's corrupted inputs ({task.n_examples} examples; the task has no reference set)"

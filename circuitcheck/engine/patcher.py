@@ -148,7 +148,8 @@ class Patcher:
             task.validate(self.model)
             clean = _RunCache(self.model, task.clean.to(self.device))
             corrupt = _RunCache(self.model, task.corrupt.to(self.device))
-            reference = clean if task.reference is None else _RunCache(self.model, task.reference.to(self.device))
+            # Mean ablation's reference: the task's reference set, else its corrupted inputs (never the clean inputs measured).
+            reference = corrupt if task.reference is None else _RunCache(self.model, task.reference.to(self.device))
             self._runs[key] = TaskRuns(task, clean, corrupt, reference, self.score, weights=weights)
         return self._runs[key]
 

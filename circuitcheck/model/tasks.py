@@ -31,7 +31,8 @@ class Task:
     ids for answer-based metrics. ``d_vocab`` records the vocabulary the task
     was built for, so that a task is never silently run on another model's
     vocabulary. ``reference`` is the input set mean ablation averages over
-    (default: the clean inputs).
+    (``[n_reference, pos]``; default None: the corrupted inputs, so that the
+    mean never comes from the very clean inputs being measured).
     """
 
     clean: torch.Tensor

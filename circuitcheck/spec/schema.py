@@ -135,9 +135,15 @@ def choice(value, options: tuple[str, ...]) -> str:
     return value
 
 
-def ablation(value) -> str:
+def ablation(value) -> "str | list[str]":
+    if isinstance(value, list):  # several ablations: the claim is decided on the worst
+        if not value:
+            raise Bad("names no ablation: give one (resample) or a list such as [resample, mean, zero]")
+        if len(set(map(str, value))) != len(value):
+            raise Bad(f"{shown(value)} names an ablation more than once: list each ablation once")
+        return [ablation(item) for item in value]
     text = string(value)
-    if text in ("resample", "mean", "zero") or re.fullmatch(r"noise\(\s*[0-9.eE+-]+\s*\)", text):
+    if text in ("resample", "mean", "zero", "mean(corrupt)", "mean(clean)") or re.fullmatch(r"noise\(\s*[0-9.eE+-]+\s*\)", text):
         try:
             if text.startswith("noise"):
                 std = float(text[text.index("(") + 1 : -1])
@@ -424,7 +430,7 @@ _TYPE_TEXT = {
     "string": "string",
     "strings": "string or list of strings",
     "choice": "one of",
-    "ablation": "`resample`, `mean`, `zero`, `noise(STD)` or a plugin's",
+    "ablation": "`resample`, `mean`, `zero`, `noise(STD)`, a plugin's, or a list of them",
     "components": "circuit name, component string or list",
     "component": "one component",
     "positions": "int, list of ints or `START:STOP`",
