@@ -2,22 +2,61 @@
 
 from __future__ import annotations
 
+import math
+
 from ..model import context
-from ..errors import CircuitAssertionError
+from ..errors import CircuitAssertionError, CircuitCheckError
 from .result import CheckResult
 
 
+class ThresholdError(CircuitCheckError, ValueError):
+    """A threshold that no measurement can be decided against (not a number, not finite, out of range)."""
+
+
+def is_finite_number(value) -> bool:
+    """Whether ``value`` is a real number (not a bool) that is neither infinite nor NaN.
+
+    Integers too large for a float count as infinite: the comparison would overflow.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def check_thresholds(min_value, max_value, *, low: float | None = None, high: float | None = None, names=("min", "max")):
-    """Validate a pair of thresholds; ``low``/``high`` bound the metric's range when it has one."""
+    """Validate a pair of thresholds; ``low``/``high`` bound the metric's range when it has one.
+
+    A threshold must be a finite number: ``min_drop=-inf`` or ``max_recovery=inf``
+    would decide every claim the same way whatever was measured, so a false
+    claim would pass. Raises :class:`ThresholdError` (a ``ValueError``) naming
+    the bad value and what is valid.
+    """
+    between = f" between {low:g} and {high:g}" if low is not None and high is not None else ""
     for name, value in zip(names, (min_value, max_value)):
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise ValueError(f"{name}={value!r} is not valid: it must be a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ThresholdError(f"{name}={_shown(value)} is not valid: it must be a number{between}")
+        if not is_finite_number(value):
+            raise ThresholdError(
+                f"{name}={_shown(value)} is not valid: it must be a finite number{between} "
+                "(an infinite threshold decides every claim the same way, whatever is measured)"
+            )
         if (low is not None and value < low) or (high is not None and value > high):
-            raise ValueError(f"{name}={value!r} is not valid: the measured value lies between {low} and {high}")
+            lies = f"lies between {low} and {high}" if low is not None and high is not None else (f"is >= {low}" if low is not None else f"is <= {high}")
+            raise ThresholdError(f"{name}={value!r} is not valid: the measured value {lies}")
     if min_value is not None and max_value is not None and min_value > max_value:
-        raise ValueError(f"{names[0]}={min_value} is above {names[1]}={max_value}: no value can satisfy both")
+        raise ThresholdError(f"{names[0]}={min_value} is above {names[1]}={max_value}: no value can satisfy both")
+
+
+def _shown(value) -> str:
+    if isinstance(value, int) and value.bit_length() > 64:  # repr of a huge int is slow or refused
+        return f"{str(value)[:20]}... (an integer of {value.bit_length()} bits)" if value.bit_length() < 10_000 else f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def within(value: float, min_value, max_value) -> bool:

@@ -96,9 +96,15 @@ def integer(value, minimum: int | None = None) -> int:
 
 
 def number(value, low: float | None = None, high: float | None = None, open_ends: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    """A finite number, optionally within ``[low, high]`` (``(low, high)`` with ``open_ends``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise Bad(f"must be a number, got {shown(value)} ({type_name(value)})")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float range
+        raise Bad(f"must be a finite number, got an integer too large for a float ({value.bit_length()} bits)") from None
+    if not math.isfinite(value):  # YAML .inf / -.inf / .nan: a threshold of inf decides every claim alike
+        raise Bad(f"must be a finite number, got {_yaml_float(value)}")
     if open_ends:
         if not (low < value < high):
             raise Bad(f"must be a number strictly between {low:g} and {high:g}, got {value:g}")
@@ -109,6 +115,11 @@ def number(value, low: float | None = None, high: float | None = None, open_ends
             rng = f">= {low:g}" if low is not None else f"<= {high:g}"
         raise Bad(f"must be a number {rng}, got {value:g}")
     return value
+
+
+def _yaml_float(value: float) -> str:
+    """A non-finite float as YAML spells it."""
+    return ".nan" if value != value else (".inf" if value > 0 else "-.inf")
 
 
 def string(value) -> str:
