@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -142,10 +144,52 @@ def test_direct_effect_claims_pass_fail_and_are_json_safe(induction_2l, inductio
 def test_top_direct_effects(induction_2l, induction_task):
     kwargs = dict(task=induction_task, positions=INDUCTION_POSITIONS, answers="next", model=induction_2l)
     result = assert_top_direct_effects("L1H0 L1H1 L1H2 L1H3", **kwargs)
-    assert result.kind == "top_direct_effects" and result.value == 1.0
+    assert result.kind == "top_direct_effects" and result.parameters["fraction_in_top_k"] == 1.0
+    assert result.decided_on == "lower bound" and result.min_value == 0.0 and result.ci_low >= 0.0
     ranking = result.evidence["ranking"]
     assert set(ranking.index[:4]) == {"L1H0", "L1H1", "L1H2", "L1H3"} and len(ranking) == 10  # embed, pos_embed, 8 heads
     assert_top_direct_effects("L1.attn", k=1, **kwargs)
     json.dumps(result.to_dict())
     with pytest.raises(CircuitAssertionError, match="outside the top: L0H0"):
         assert_top_direct_effects(["L0H0"], k=3, **kwargs)
+
+
+def test_the_rank_margin_matches_a_ranking_written_here(induction_2l, induction_task):
+    kwargs = dict(task=induction_task, positions=INDUCTION_POSITIONS, answers="next", model=induction_2l)
+    result = check_top_direct_effects("L1H0 L1H3", k=3, **kwargs)
+    frame = direct_logit_attribution(induction_2l, induction_task, positions=INDUCTION_POSITIONS, answers="next")
+    heads = [f"L{l}H{h}" for l in range(2) for h in range(4)]
+    scores = {n: abs(float(frame.loc[n, "mean"])) for n in ["embed", "pos_embed", *heads]}
+    # the margin of a listed component: its score minus the 3rd largest score among all the other candidates
+    margins = [scores[n] - sorted((v for m, v in scores.items() if m != n), reverse=True)[2] for n in ("L1H0", "L1H3")]
+    assert result.value == pytest.approx(min(margins), abs=1e-6)
+    assert result.passed == (result.ci_low >= 0)
+
+
+def test_direct_effect_shares_are_decided_on_the_interval_not_the_mean(induction_2l, induction_task):
+    kwargs = dict(task=induction_task, positions=INDUCTION_POSITIONS, answers="next", model=induction_2l)
+    measured = check_direct_effect("L1H0", min_share=0.0, **kwargs)
+    between = (measured.value + measured.ci_low) / 2  # the mean clears it, the lower bound does not
+    result = check_direct_effect("L1H0", min_share=between, **kwargs)
+    assert result.value > between and not result.passed and result.decided_on == "lower bound"
+    assert "decided on the lower bound" in result.message() and result.p_value > 0.025
+    upper = check_direct_effect("L1H0", max_share=(measured.value + measured.ci_high) / 2, **kwargs)
+    assert not upper.passed and upper.decided_on == "upper bound"
+
+
+def test_copying_is_exact_and_composition_above_random_has_a_baseline_p_value(induction_2l):
+    from circuitcheck.claims.attribution import check_composition, check_copying_head
+
+    copying = check_copying_head(1, 0, min_score=0.5, model=induction_2l)
+    assert copying.p_value is None and copying.p_method.startswith("exact") and copying.ci_low is None
+    from circuitcheck.engine.composition import random_composition_baseline
+
+    composed = check_composition("L0H2", "L1H0.k", above_random=True, model=induction_2l, seed=0)
+    null = random_composition_baseline(induction_2l, "k", seed=0).samples
+    reached = int((null >= composed.value).sum())
+    assert composed.passed and reached < 10  # far above every random score: the tail is extrapolated
+    assert composed.p_method == "t tail" and composed.p_value <= (1 + 10) / (len(null) + 1)
+    z = (composed.value - null.mean()) / (null.std(ddof=1) * np.sqrt(1 + 1 / len(null)))
+    assert composed.p_value == pytest.approx(float(__import__("scipy").stats.t.sf(z, len(null) - 1)), rel=1e-6)
+    plain = check_composition("L0H2", "L1H0.k", min_score=0.1, model=induction_2l)
+    assert plain.p_value is None

@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,8 +94,9 @@ def test_the_zoo_logit_lens_converges_by_its_last_layer(induction_2l):
     assert result.passed and result.kind == "logit_lens"
     assert result.claim == "the logit lens converges by layer 1"
     assert result.metric == "KL(final || lens)" and result.max_value == DEFAULT_MAX_KL
-    assert result.decided_on == "max over layers >= 1"
+    assert result.decided_on.startswith("upper bound of the worst layer >= 1")
     assert result.n == 10 and result.value == pytest.approx(0.0, abs=1e-6)
+    assert result.ci_high == pytest.approx(0.0, abs=1e-6) and result.parameters["min_agreement"] == 0.9
     assert result.parameters["converges_by"] == 1
 
     task = tasks.induction(induction_2l, n_prompts=8)
@@ -110,11 +112,12 @@ def test_a_claim_at_layer_0_fails_naming_the_first_converging_layer(induction_2l
     table = result.evidence["lens_by_layer"]
     assert message.startswith("claim failed: the logit lens converges by layer 0 (model zoo:induction-2l)")
     assert "converges by layer 1 instead" in message
-    assert "decided on the max over layers >= 0" in message
+    assert "decided on the upper bound of the worst layer >= 0 (L0; and top-1 agreement's lower bound)" in message
     assert "not converged at layer 0" in message and "furthest positions at layer 0" in message
     # layer 0 of induction-2l is far from the output: most top-1s differ, KL of nats
     assert table.loc[0, "top1_agreement"] < 0.5 and table.loc[0, "mean_kl"] > 1.0
     assert result.value == pytest.approx(table["mean_kl"].max())
+    assert result.ci_high == pytest.approx(table["kl_ci_high"].max()) and result.ci_low < result.value < result.ci_high
     assert list(table.columns[:4]) == ["mean_kl", "max_kl", "top1_agreement", "mean_p_final_top1"]
     assert len(result.evidence["lens_top_k"]) == 2 * 10
 
@@ -130,7 +133,7 @@ def test_a_lens_that_never_converges_says_so(induction_2l):
 def test_max_kl_is_part_of_the_decision(induction_2l):
     # with a generous KL the claim still needs the top-1 tokens to agree
     result = check_logit_lens_converges_by(0, prompt=PROMPT, model=induction_2l, max_kl=100.0)
-    assert not result.passed and "top-1 agrees at 20% of positions" in result.message()
+    assert not result.passed and "top-1 agrees at 20% of positions (lower bound" in result.message()
     # positions where layer 0 already agrees (the lens's top-1 is the final one) and a loose KL: passes
     frame = L.logit_lens(induction_2l, PROMPT)
     agreeing = frame[(frame.layer == 0) & frame.top1_agrees].position.tolist()
@@ -264,3 +267,49 @@ def test_the_tuned_lens_claim(induction_2l, tuned_2l):
 def test_a_lens_for_another_model_is_refused(induction_1l, tuned_2l):
     with pytest.raises(CircuitCheckError, match="trained for a model with d_model=64 and 2 layers"):
         check_logit_lens_converges_by(0, prompt=PROMPT, model=induction_1l, lens=tuned_2l)
+
+
+# --------------------------------------------------------------------------- decisions on intervals
+
+
+def _by_hand(run, layer):
+    """Per-prompt mean KL and top-1 agreement of one layer, computed from the run's tensors here."""
+    i = run.layers.index(layer)
+    return run.kl[i].double().mean(dim=1).numpy(), run.agrees[i].double().mean(dim=1).numpy()
+
+
+def test_agreement_is_decided_on_its_lower_bound_and_kl_on_its_upper_bound(induction_2l):
+    task = tasks.induction(induction_2l, n_prompts=8)
+    result = check_logit_lens_converges_by(1, task=task, model=induction_2l)
+    table = result.evidence["lens_by_layer"]
+    run = L.measure(induction_2l, task.clean, list(range(1, task.clean.shape[1])), [0, 1])
+    kl, agreement = _by_hand(run, 0)
+    # the intervals are bootstraps over prompts: resampled here, independently of the claim's code
+    rng = np.random.default_rng(11)
+    index = rng.integers(0, 8, size=(4000, 8))
+    kl_high = np.quantile(kl[index].mean(axis=1), 0.975)
+    agreement_low = np.quantile(agreement[index].mean(axis=1), 0.025)
+    assert table.loc[0, "kl_ci_high"] == pytest.approx(kl_high, rel=0.05)
+    assert table.loc[0, "agreement_ci_low"] == pytest.approx(agreement_low, abs=0.03)
+    # a tolerance on agreement: 100% is no longer required, the lower bound must clear min_agreement
+    lenient = check_logit_lens_converges_by(0, task=task, model=induction_2l, max_kl=100.0,
+                                            min_agreement=max(0.0, float(table.loc[0, "agreement_ci_low"]) - 0.01))
+    strict = check_logit_lens_converges_by(0, task=task, model=induction_2l, max_kl=100.0,
+                                           min_agreement=min(1.0, float(table.loc[0, "agreement_ci_low"]) + 0.01))
+    assert lenient.passed and not strict.passed
+    # a KL threshold between the mean and the upper bound fails: the bound decides, not the mean
+    between = float((table.loc[0, "mean_kl"] + table.loc[0, "kl_ci_high"]) / 2)
+    on_mean = check_logit_lens_converges_by(0, task=task, model=induction_2l, max_kl=between, min_agreement=0.0)
+    assert on_mean.value < between and not on_mean.passed
+    assert "upper bound" in on_mean.message() and on_mean.p_value > 0.025
+
+
+def test_one_prompt_is_resampled_over_its_positions_and_says_so(induction_2l):
+    result = check_logit_lens_converges_by(0, prompt=PROMPT, model=induction_2l)
+    assert "bootstrap over the 10 positions of the one prompt (not independent" in result.message()
+    assert result.ci_low is not None and result.p_value is not None
+
+
+def test_bad_agreement_thresholds_are_clear_errors(induction_2l):
+    with pytest.raises(ValueError, match="min_agreement=1.5 is not valid"):
+        check_logit_lens_converges_by(1, prompt=PROMPT, model=induction_2l, min_agreement=1.5)

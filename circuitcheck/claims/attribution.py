@@ -21,7 +21,7 @@ from ..engine import composition as _comp
 from ..model import context
 from . import stats
 from ..model.components import Component, model_checkpoint, model_label, parse_components
-from ..errors import CircuitCheckError, ComponentError
+from ..errors import ArgumentError, CircuitCheckError, ComponentError
 from .result import CheckResult
 from .decision import check_thresholds, conclude, within
 
@@ -85,13 +85,14 @@ def check_direct_effect(
 
     share = mean over examples of the component's DLA / mean over examples of
     the model's logit difference (ratio of means), with a seeded paired
-    bootstrap interval; decided on the mean. Components: ``embed``,
+    bootstrap interval, decided on that interval (the lower bound for
+    ``min_share``, the upper bound for ``max_share``). Components: ``embed``,
     ``pos_embed``, ``L1H3``, ``L1.attn``, ``L0.mlp``.
     """
     model = context.resolve_model(model)
     seed = context.resolve_seed(seed)
     if min_share is None and max_share is None:
-        raise ValueError("give min_share=... and/or max_share=... (the share of the logit difference the component must carry)")
+        raise ArgumentError("give min_share=... and/or max_share=... (the share of the logit difference the component must carry)")
     check_thresholds(min_share, max_share, names=("min_share", "max_share"))
     parsed = _dla_component(component, model)
     source, source_text = _dla_inputs(model, task, tokens)
@@ -105,7 +106,7 @@ def check_direct_effect(
     (estimate,) = stats.bootstrap_statistics(
         np.stack([own, total]), lambda means: means[..., :1] / means[..., 1:], confidence=confidence, seed=seed
     )
-    passed = within(estimate.mean, min_share, max_share)
+    decision = stats.decide(estimate, min_share, max_share)
     task_obj = source if hasattr(source, "clean") else None
     target = "logit difference" if _has_wrong(answers, wrong_answers, task_obj) else "answer logit"
     table = _dla.summary(frame)
@@ -121,12 +122,11 @@ def check_direct_effect(
         kind="direct_effect",
         claim=claim,
         value=estimate.mean,
-        passed=passed,
+        **decision.fields(),
         **estimate.interval_fields(),
         metric="direct-effect share",
         min_value=min_share,
         max_value=max_share,
-        decided_on="mean",
         model=model_label(model),
         checkpoint=model_checkpoint(model),
         parameters={
@@ -161,7 +161,8 @@ def assert_direct_effect(component, tolerance=None, **kwargs) -> CheckResult:
 
     ``min_share=`` / ``max_share=`` bound share = mean DLA(component) / mean
     logit difference (signed; a component pushing against the answer has a
-    negative share). Keyword arguments: ``task`` (else the test's task) or
+    negative share), decided on its paired bootstrap interval over examples:
+    the lower bound must clear ``min_share``, the upper bound stay under ``max_share``. Keyword arguments: ``task`` (else the test's task) or
     ``tokens``, ``positions`` (default -1), ``answers`` (ids or ``"next"``),
     ``wrong_answers`` (ids or ``False``), ``model``, ``seed``, ``confidence``.
     """
@@ -194,6 +195,7 @@ def check_top_direct_effects(
     wrong_answers=None,
     model=None,
     seed: int | None = None,
+    confidence: float = stats.DEFAULT_CONFIDENCE,
 ) -> CheckResult:
     """Check that every listed component ranks among the top ``k`` direct effects.
 
@@ -203,46 +205,54 @@ def check_top_direct_effects(
     never candidates). Ranked by ``|mean DLA|`` (``by="abs"``) or by signed mean
     (``by="signed"``: largest positive first). ``k`` defaults to the number of
     listed components, making the claim "these are exactly the top ones".
-    value = fraction of the listed components within the top k; passes at 1.
+
+    value = the rank margin: the smallest, over the listed components, of the
+    component's score (``|mean DLA|`` or signed mean) minus the k-th largest
+    score among the other candidates. It is > 0 exactly when every listed
+    component is in the top k. Decided on its lower bound (paired bootstrap
+    over examples, every candidate resampled together): the claim holds when
+    the lower bound is >= 0, i.e. the ranking is not an accident of the examples.
     """
     model = context.resolve_model(model)
     seed = context.resolve_seed(seed)
     listed = parse_components(components)
     if not listed:
-        raise ValueError("list at least one component")
+        raise ArgumentError("list at least one component")
     for c in listed:
         _dla_component(c, model)
     names = [str(c) for c in listed]
     if len(set(names)) != len(names):
-        raise ValueError(f"components {names} list one component twice")
+        raise ArgumentError(f"components {names} list one component twice")
     if level is None:
         has_head = any(c.kind == "head" for c in listed)
         has_attn = any(c.kind == "attn" for c in listed)
         if has_head and has_attn:
-            raise ValueError("list heads (L1H3) or whole attention layers (L1.attn), not both: a layer contains its heads")
+            raise ArgumentError("list heads (L1H3) or whole attention layers (L1.attn), not both: a layer contains its heads")
         level = "layer" if has_attn else "head"
     if level not in ("head", "layer"):
-        raise ValueError(f"level={level!r} is not valid: use 'head' or 'layer'")
+        raise ArgumentError(f"level={level!r} is not valid: use 'head' or 'layer'")
     wrong_level = [n for c, n in zip(listed, names) if c.kind == ("attn" if level == "head" else "head")]
     if wrong_level:
-        raise ValueError(f"{wrong_level} are not candidates at level={level!r}")
+        raise ArgumentError(f"{wrong_level} are not candidates at level={level!r}")
     if by not in ("abs", "signed"):
-        raise ValueError(f"by={by!r} is not valid: use 'abs' or 'signed'")
+        raise ArgumentError(f"by={by!r} is not valid: use 'abs' or 'signed'")
     if k is None:
         k = len(listed)
     pool_size = len(_pool_names(model, level))
     if isinstance(k, bool) or not isinstance(k, int) or not len(listed) <= k <= pool_size:
-        raise ValueError(
+        raise ArgumentError(
             f"k={k!r} is not valid: it must be an integer from {len(listed)} (the components listed) to {pool_size} (the candidates)"
         )
 
+    confidence = stats.check_confidence(confidence)
     source, source_text = _dla_inputs(model, task, tokens)
     frame = _dla.direct_logit_attribution(model, source, positions=positions, answers=answers, wrong_answers=wrong_answers)
     ranked = _ranked(frame, level, by)
     rank_of = {n: i + 1 for i, (n, _) in enumerate(ranked)}
     inside = [n for n in names if rank_of[n] <= k]
-    value = len(inside) / len(names)
-    passed = value >= 1.0
+    candidates = [n for n, _ in ranked]
+    margin = _rank_margin(frame, candidates, names, k, by, confidence, seed)
+    decision = stats.decide(margin, 0.0, None)
     ranking = pd.DataFrame(
         {
             "rank": [rank_of[n] for n, _ in ranked],
@@ -257,18 +267,19 @@ def check_top_direct_effects(
         f"input:    {source_text}; positions {_positions_text(positions)}",
         f"ranked by {'|mean DLA|' if by == 'abs' else 'signed mean DLA'} among {len(ranked)} {level}-level candidates",
         f"top {k}: " + ", ".join(f"{n} {v:+.3f}" for n, v in ranked[:k]),
+        f"in the top {k} on the mean: {len(inside)} of {len(names)} listed; rank margin {margin.describe()} "
+        f"(listed score minus the {_ordinal(k)} largest other score, logits)",
     ]
     if outside:
         notes.append("outside the top: " + ", ".join(outside))
     return CheckResult(
         kind="top_direct_effects",
         claim=f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} among the top {k} direct effects",
-        value=value,
-        passed=passed,
-        n=int(len(_dla.per_example(frame).columns)),
-        metric="fraction of listed components in the top k",
-        min_value=1.0,
-        decided_on="mean",
+        value=margin.mean,
+        **decision.fields(),
+        **margin.interval_fields(),
+        metric=TOP_METRIC,
+        min_value=0.0,
         model=model_label(model),
         checkpoint=model_checkpoint(model),
         parameters={
@@ -279,10 +290,40 @@ def check_top_direct_effects(
             "positions": _positions_text(positions),
             "seed": seed,
             "ranks": {n: rank_of[n] for n in names},
+            "fraction_in_top_k": len(inside) / len(names),
         },
         evidence={"direct_logit_attribution": _dla.summary(frame), "ranking": ranking},
         notes=notes,
     )
+
+
+TOP_METRIC = "rank margin (listed score minus the k-th largest other)"
+
+
+def _rank_margin(frame: pd.DataFrame, candidates: list[str], names: list[str], k: int, by: str, confidence: float,
+                 seed: int) -> stats.Estimate:
+    """The smallest listed score minus the k-th largest score of the other candidates, with a paired bootstrap interval.
+
+    Every candidate's per-example DLA is resampled together, so the interval
+    is that of the ranking itself.
+    """
+    if k >= len(candidates):  # every candidate is in the top k: the claim could not fail
+        raise ArgumentError(f"k={k} is every candidate ({len(candidates)}): the claim would hold whatever was measured; "
+                         f"give k < {len(candidates)}")
+    samples = _dla.per_example(frame).loc[candidates].to_numpy(dtype=float)  # [candidates, examples]
+    listed = [candidates.index(n) for n in names]
+
+    def statistic(means):
+        scores = np.abs(means) if by == "abs" else means
+        margins = [scores[..., i] - np.sort(np.delete(scores, i, axis=-1), axis=-1)[..., -k] for i in listed]
+        return np.min(np.stack(margins, axis=-1), axis=-1, keepdims=True)
+
+    (estimate,) = stats.bootstrap_statistics(samples, statistic, confidence=confidence, seed=seed)
+    return estimate
+
+
+def _ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
 def _pool_names(model, level: str) -> list[str]:
@@ -338,7 +379,8 @@ def check_copying_head(
         metric="OV copying score",
         min_value=min_score,
         max_value=max_score,
-        decided_on="value (weights only, no sampling)",
+        decided_on="value (exact: weights only, no sampling)",
+        p_method="exact (weights only: no sampling error, left out of multiple-comparisons families)",
         model=model_label(model),
         checkpoint=model_checkpoint(model),
         parameters={"component": str(component), "layer": layer, "head": head},
@@ -384,13 +426,15 @@ def check_composition(
     model = context.resolve_model(model)
     seed = context.resolve_seed(seed)
     if min_score is None and max_score is None and not above_random:
-        raise ValueError("give min_score=..., max_score=... or above_random=True")
+        raise ArgumentError("give min_score=..., max_score=... or above_random=True")
     check_thresholds(min_score, max_score, low=0.0, high=1.0, names=("min_score", "max_score"))
     sender_c, receiver_c, kind = _comp._pair(model, sender, receiver, kind)
     value = _comp.composition_score(model, sender_c, receiver_c, kind)
     baseline = _comp.random_composition_baseline(model, kind, n_samples=n_random, quantile=quantile, seed=seed)
     beats_random = value > baseline.quantile_value
     passed = within(value, min_score, max_score) and (beats_random or not above_random)
+    # The score is exact; only the random baseline is sampled, so only "above random" has a p-value.
+    p = stats.exceedance_p_value(value, baseline.samples) if above_random else None
     low = min_score
     if above_random:
         low = max(baseline.quantile_value, min_score or 0.0)
@@ -406,7 +450,8 @@ def check_composition(
         f"senders into {receiver_c}.{kind}: " + ", ".join(f"{n} {v:.3f}" for n, v in others.head(4).items()),
     ]
     if above_random:
-        notes.append(f"required above random: score > {baseline.quantile_value:.3f}")
+        notes.append(f"required above random: score > {baseline.quantile_value:.3f}; p-value against the random "
+                     f"baseline {p.value:.3g} ({p.method}, {baseline.n_samples} samples)")
     return CheckResult(
         kind="composition",
         claim=f"{sender_c} {word}-composes with {receiver_c}" + (" above random" if above_random else ""),
@@ -416,7 +461,10 @@ def check_composition(
         metric=f"{word}-composition score",
         min_value=low,
         max_value=max_score,
-        decided_on="value (weights only, no sampling)",
+        decided_on="value (exact: weights only, no sampling)" if not above_random
+        else f"value (exact) against the random baseline's {baseline.quantile:.0%} quantile",
+        **(p.fields() if p is not None else {"p_method": "exact (weights only: no sampling error, left out of "
+                                                          "multiple-comparisons families)"}),
         model=model_label(model),
         checkpoint=model_checkpoint(model),
         parameters={
@@ -483,8 +531,8 @@ DIRECT_EFFECT = declare(ClaimKind(
     metric="direct-effect share",
     params=(
         Param("component", "component", required=True, doc="embed, pos_embed, L1H3, L1.attn or L0.mlp"),
-        Param("min_share", "number", doc="share = mean DLA(component) / mean logit difference (signed)"),
-        Param("max_share", "number", doc="at most this share"),
+        Param("min_share", "number", doc="lower bound of share = mean DLA(component) / mean logit difference (signed) >= it"),
+        Param("max_share", "number", doc="upper bound of the share <= it"),
         *_WHERE,
         Param("seed", "seed", doc="default: --circuitcheck-seed"),
         Param("confidence", "probability", stats.DEFAULT_CONFIDENCE, doc="of the paired bootstrap interval"),
@@ -500,7 +548,7 @@ TOP_DIRECT_EFFECTS = declare(ClaimKind(
     name="top_direct_effects",
     check=check_top_direct_effects,
     assertion=assert_top_direct_effects,
-    metric="fraction of listed components in the top k",
+    metric=TOP_METRIC,
     params=(
         Param("components", "components", required=True, doc="the components claimed to be the top direct effects"),
         Param("k", "positive", doc="default: the number listed (exactly the top ones)"),
@@ -508,6 +556,7 @@ TOP_DIRECT_EFFECTS = declare(ClaimKind(
         Param("by", "choice", "abs", choices=("abs", "signed"), doc="rank by |mean DLA| or by signed mean"),
         *_WHERE,
         Param("seed", "seed", doc="default: --circuitcheck-seed"),
+        Param("confidence", "probability", stats.DEFAULT_CONFIDENCE, doc="of the paired bootstrap interval of the rank margin"),
     ),
     thresholds=(None, None),
     evidence=("direct_logit_attribution", "ranking"),

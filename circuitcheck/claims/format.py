@@ -119,9 +119,16 @@ def decision(claim: Any) -> str:
     """The deciding statistic with its number: ``lower bound -4.370``, ``interval [0.1, 0.9]``, ``max over layers >= 1: 0.02``."""
     statistic, bound = deciding_bound(claim)
     if statistic == "interval":
-        return f"interval [{number(bound[0])}, {number(bound[1])}]"
-    separator = " " if statistic in _STATISTICS else ": "
-    return f"{statistic}{separator}{number(bound)}"
+        text = f"interval [{number(bound[0])}, {number(bound[1])}]"
+    else:
+        separator = " " if statistic in _STATISTICS else ": "
+        text = f"{statistic}{separator}{number(bound)}"
+    correction = fields(claim).get("correction") if isinstance(claim, Mapping) else None
+    if isinstance(correction, Mapping) and correction.get("held_at_own_level") and not correction.get("held"):
+        # held on its own bound, failed as one of a family: say so where the bound is shown
+        text += (f" (held at its own level; fails {correction.get('method')} over {correction.get('family_size')} claims: "
+                 f"adjusted p {number(correction.get('adjusted_p_value'))} > {limit(correction.get('alpha'))})")
+    return text
 
 
 def lab_note(claim: Any) -> str:

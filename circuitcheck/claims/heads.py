@@ -2,7 +2,9 @@
 
 The score of a head is defined in :mod:`circuitcheck.heads` (TransformerLens
 ``head_detector``'s ``"mul"`` measure). A claim is decided on the mean score
-over its seeded prompts; the bootstrap interval over prompts is reported with it.
+over its seeded prompts, and decided on that mean's bootstrap interval over
+prompts: the lower bound for ``min_score`` ("is a ... head"), the upper bound
+for ``max_score`` ("is not"), both for both.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from . import stats
 from ..model.components import Component, model_checkpoint, model_label
 from ..engine.heads import canonical_kind, measure_head_scores
 from .result import CheckResult
-from .decision import check_thresholds, conclude, within
+from .decision import check_thresholds, conclude
 
 DEFAULT_MIN_SCORE = 0.5
 
@@ -70,7 +72,8 @@ def check_head(
     per_prompt = run.scores[:, layer, head]
     estimate = stats.bootstrap_mean(per_prompt.numpy(), confidence=confidence, seed=seed)
     scores = run.frame()
-    passed = within(estimate.mean, min_score, max_score)
+    decision = stats.decide(estimate, min_score, max_score)
+    passed = decision.passed
 
     negative = min_score is None
     claim = f"{component} is {'not ' if negative else ''}{_KIND_WORDS[kind]}"
@@ -88,12 +91,11 @@ def check_head(
         kind=f"{kind}_head",
         claim=claim,
         value=estimate.mean,
-        passed=passed,
+        **decision.fields(),
         **estimate.interval_fields(),
         metric=metric,
         min_value=min_score,
         max_value=max_score,
-        decided_on="mean",
         model=model_label(model),
         checkpoint=model_checkpoint(model),
         parameters={
@@ -122,8 +124,9 @@ def assert_head(layer: int, head: int, kind: str, tolerance=None, **kwargs) -> C
 def assert_previous_token_head(layer: int, head: int, min_score: float | None = None, **kwargs) -> CheckResult:
     """Assert that head ``layer``.``head`` attends from each token to the one before it.
 
-    Passes when the mean previous-token score is >= ``min_score`` (default 0.5);
-    with only ``max_score=`` it is an "is not" claim (score <= ``max_score``).
+    Passes when the lower bound of the mean previous-token score's bootstrap
+    interval over prompts is >= ``min_score`` (default 0.5); with only
+    ``max_score=`` it is an "is not" claim (upper bound <= ``max_score``).
     Keyword arguments: ``model``, ``seed``, ``tokens``/``prompts`` (else seeded
     repeated random tokens), ``n_prompts``, ``half_len``, ``exclude_bos``, ``confidence``.
     Returns the :class:`CheckResult`; raises :class:`CircuitAssertionError` if it fails.
@@ -192,8 +195,8 @@ from .registry import ClaimKind, Param, declare  # noqa: E402
 _HEAD_PARAMS = (
     Param("layer", "integer", required=True, doc="the head's layer"),
     Param("head", "integer", required=True, doc="the head's index in its layer"),
-    Param("min_score", "score", doc=f"passes when the mean score is >= it (default {DEFAULT_MIN_SCORE} when no threshold is given)"),
-    Param("max_score", "score", doc='with only max_score, an "is not" claim (mean score <= it)'),
+    Param("min_score", "score", doc=f"passes when the lower bound of the mean score is >= it (default {DEFAULT_MIN_SCORE} when no threshold is given)"),
+    Param("max_score", "score", doc='with only max_score, an "is not" claim (upper bound of the mean score <= it)'),
     Param("n_prompts", "positive", 16, doc="prompts of the seeded 'BOS r r' input"),
     Param("half_len", "positive", 20, doc="length of r in 'BOS r r'"),
     Param("prompts", "strings", doc="prompts to measure on instead of the seeded input"),
@@ -226,7 +229,7 @@ def _head_kind(kind: str, assertion: Callable) -> ClaimKind:
         thresholds=("min_score", "max_score"),
         evidence=("head_scores", "per_prompt", "attention"),
         definition=_HEAD_DEFINITIONS[kind] + " (mean over positions and prompts, BOS excluded unless asked; TransformerLens "
-        "head_detector's \"mul\" measure).",
+        "head_detector's \"mul\" measure); decided on its bootstrap interval over prompts.",
         section="attention",
         subject=_head_subject,
     ))
@@ -253,7 +256,8 @@ PATTERN_HEAD = declare(ClaimKind(
             *_HEAD_PARAMS[2:]),
     thresholds=("min_score", "max_score"),
     evidence=("head_scores", "per_prompt", "attention"),
-    definition=_HEAD_DEFINITIONS["pattern"] + " (mean over positions and prompts, BOS excluded unless asked).",
+    definition=_HEAD_DEFINITIONS["pattern"] + " (mean over positions and prompts, BOS excluded unless asked); decided on "
+    "its bootstrap interval over prompts.",
     section="attention",
     spec_call=_spec_pattern,
     subject=_head_subject,

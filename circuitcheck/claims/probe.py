@@ -95,6 +95,10 @@ def check_probe_accuracy(
     decided = "lower bound" if max_accuracy is None else "upper bound" if min_accuracy is None else "interval"
     if min_selectivity is not None:
         decided += " (and selectivity's lower bound)"
+    parts = [accuracy.p_value(min_accuracy, max_accuracy)]
+    if min_selectivity is not None:
+        parts.append(selectivity.p_value(min_selectivity, None))
+    p = stats.combine(parts)
 
     negative = min_accuracy is None
     claim = f"{hook} {'does not linearly encode' if negative else 'linearly encodes'} {what}"
@@ -149,6 +153,7 @@ def check_probe_accuracy(
         ci_high=accuracy.high,
         confidence=accuracy.confidence,
         decided_on=decided,
+        **p.fields(),
         model=model_label(model),
         checkpoint=model_checkpoint(model),
         parameters={

@@ -37,6 +37,10 @@ class CheckResult:
         parameters: JSON-safe inputs of the measurement (layer, head, seed...).
         evidence: named DataFrames for the report.
         notes: extra lines for the lab note (e.g. the best-scoring heads).
+        p_value / p_method: the one-sided p-value of the decision and how it was
+            computed (``stats.decide``); None for claims measured without
+            sampling error (weights only), which a multiple-comparisons
+            correction leaves out of its family.
     """
 
     kind: str
@@ -56,6 +60,8 @@ class CheckResult:
     parameters: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    p_value: float | None = None
+    p_method: str | None = None
 
     @property
     def threshold_text(self) -> str:
@@ -97,6 +103,8 @@ class CheckResult:
             "ci_high": _json_number(self.ci_high),
             "confidence": _json_number(self.confidence),
             "decided_on": self.decided_on,
+            "p_value": _json_number(self.p_value),
+            "p_method": self.p_method,
             "model": self.model,
             "checkpoint": self.checkpoint,
             "parameters": _json_safe(self.parameters),

@@ -43,6 +43,9 @@ class ReportCollector:
         self.interrupted = False
         self.written: list[str] = []
         self.written_error: str | None = None
+        #: top-level document keys and environment entries other plugins add before the files are written (the correction)
+        self.extra: dict[str, Any] = {}
+        self.extra_environment: dict[str, Any] = {}
 
     # while a test runs ------------------------------------------------------------
     def add_claim(self, item: pytest.Item, result) -> dict[str, Any]:
@@ -106,7 +109,8 @@ class ReportCollector:
             return
         from .. import report as _report
 
-        document = _report.new_document(self.environment())
+        document = _report.new_document({**self.environment(), **self.extra_environment})
+        document.update(self.extra)
         document["tests"] = self.tests
         document["complete"] = not self.interrupted and not session.shouldstop and not session.shouldfail
         try:

@@ -26,12 +26,26 @@ def get(config: pytest.Config, name: str) -> Any:
 
 
 def seed(config: pytest.Config) -> int:
-    """``--circuitcheck-seed``: the seed of generated inputs and bootstrap resampling."""
+    """``--circuitcheck-seed``: the seed of generated inputs and bootstrap resampling (an integer 0..2**63-1)."""
     raw = get(config, "seed")
     try:
-        return int(raw)
+        value = int(raw)
     except (TypeError, ValueError):
-        raise pytest.UsageError(f"--circuitcheck-seed={raw!r} is not valid: it must be an integer") from None
+        value = -1
+    if not 0 <= value <= 2**63 - 1:
+        raise pytest.UsageError(f"--circuitcheck-seed={raw!r} is not valid: it must be an integer from 0 to 2**63-1")
+    return value
+
+
+def device(config: pytest.Config) -> str:
+    """``--circuitcheck-device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, checked against this machine."""
+    from ..model.sources import DeviceError, resolve_device  # torch: only when a model is wanted
+
+    raw = get(config, "device")
+    try:
+        return resolve_device(raw)
+    except DeviceError as error:
+        raise pytest.UsageError(f"--circuitcheck-device={raw!r}: {error}") from None
 
 
 def max_batch(config: pytest.Config) -> int | None:
@@ -46,6 +60,17 @@ def max_batch(config: pytest.Config) -> int | None:
     if value < 1:
         raise pytest.UsageError(f"--circuitcheck-max-batch={raw!r} is not valid: it must be a positive integer")
     return value
+
+
+def correction(config: pytest.Config) -> str:
+    """``--circuitcheck-correction``: none, holm or bh (multiple comparisons over the run's claims)."""
+    from ..claims.correction import check_method
+
+    raw = get(config, "correction")
+    try:
+        return check_method(raw or "none")
+    except ValueError:
+        raise pytest.UsageError(f"--circuitcheck-correction={raw!r} is not valid: use none, holm or bh") from None
 
 
 def model_spec(node: pytest.Item | Any, config: pytest.Config) -> str:

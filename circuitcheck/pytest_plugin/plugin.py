@@ -8,6 +8,7 @@ registered at configure time the way pytest registers its cache provider:
 - ``circuitcheck-baseline``: baseline comparison and update (:mod:`.baselines`);
 - ``circuitcheck-checkpoints``: running tests over checkpoints (:mod:`.checkpoints`);
 - ``circuitcheck-summary``: the terminal summary (:mod:`.summary`);
+- ``circuitcheck-correction``: Holm / Benjamini-Hochberg over the run's claims (:mod:`.correction`);
 - ``circuitcheck-xdist``: merging the workers' records, only when xdist is present.
 
 Options are read through :mod:`.options`. This module must stay cheap to
@@ -28,6 +29,7 @@ from . import options as _options
 from .baselines import BaselinePlugin
 from .checkpoints import CheckpointsPlugin
 from .collect import ReportCollector, XdistMerge, run_environment
+from .correction import CorrectionPlugin
 from .session import DEFAULT_SPEC, ModelStore
 from .summary import TerminalSummary
 
@@ -42,6 +44,7 @@ PLUGIN_NAMES = (
     "circuitcheck-baseline",
     "circuitcheck-checkpoints",
     "circuitcheck-summary",
+    "circuitcheck-correction",
     "circuitcheck-xdist",
 )
 
@@ -68,6 +71,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     option("max-batch", "most rows (variants x examples) in one patched forward pass (default 256); halved on out-of-memory")
     option("checkpoints", "run every test that uses `model` once per checkpoint: comma-separated names, or 'all'")
     option("baseline", "compare every claim's value with this baseline file; fail when one moved beyond its tolerance")
+    option("correction", "multiple comparisons over the run's claims: none (default), holm (family-wise error rate) or bh "
+           "(false discovery rate)", default="none")
     group.addoption("--circuitcheck-update-baseline", action="store_true", default=False, dest="circuitcheck_update_baseline",
                     help="write this run's claim values into the baseline file (merging; entries of tests that did not run are kept)")
     group.addoption("--circuitcheck-prune-baseline", action="store_true", default=False, dest="circuitcheck_prune_baseline",
@@ -89,6 +94,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "circuitcheck-baseline": baselines,
         "circuitcheck-checkpoints": CheckpointsPlugin(config),
         "circuitcheck-summary": TerminalSummary(collector, baselines),
+        "circuitcheck-correction": CorrectionPlugin(config, collector),
     }
     if config.pluginmanager.hasplugin("xdist"):  # its hook (pytest_testnodedown) exists only then
         plugins["circuitcheck-xdist"] = XdistMerge(collector)
@@ -227,7 +233,7 @@ class CircuitCheckState:
 def session_model(config: pytest.Config, spec: str):
     """The run's shared model for ``spec`` on the run's device (loaded once per session)."""
     state = config.stash[_STATE]
-    return state.models.get(spec, registry.resolve_device(state.option("device")))
+    return state.models.get(spec, _options.device(config))
 
 
 def session_seed(config: pytest.Config) -> int:
@@ -247,7 +253,7 @@ def model(request: pytest.FixtureRequest):
     """
     state = request.config.stash[_STATE]
     spec = _options.model_spec(request.node, request.config)
-    device = registry.resolve_device(state.option("device"))
+    device = _options.device(request.config)
     checkpoint = getattr(request, "param", None)
     if checkpoint is None:
         return state.models.get(spec, device)

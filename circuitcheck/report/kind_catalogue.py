@@ -29,37 +29,45 @@ KINDS = {
         "section": "sufficiency",
         "definition": "recovery(C) = (m(C) − m(∅)) / (m(M) − m(∅)): the share of performance the circuit recovers on its own (every other head and MLP output ablated; faithfulness as in the IOI paper and MIB)."
     },
-    "minimal": {
-        "section": "minimality",
-        "definition": "contribution(v) = recovery(C) − recovery(C \\ {v}) for every component v; the circuit is minimal when every component's lower bound clears the threshold. Components are sorted, weakest first."
-    },
     "path": {
         "section": "paths",
         "definition": "Path patching: the share of the clean-corrupt gap carried by the direct path from sender to receiver."
     },
+    "complete": {
+        "section": "completeness",
+        "definition": "incompleteness(C) = max over K ⊆ C of |recovery(C \\ K) − recovery(M \\ K)| (the IOI paper's completeness): knocking out K should hurt the circuit as much as it hurts the model; a circuit that misses a parallel path does worse than the model once K removes the path it has. Exhaustive over K up to 12 components, greedy beyond; the worst K is reported and the claim is decided on the upper bound of the maximum."
+    },
+    "faithful": {
+        "section": "completeness",
+        "definition": "faithfulness error(C) = |1 − recovery(C)|: recovery below 1 misses performance, recovery above 1 means the circuit leaves out components that work against the task (MIB's CMD idea). Decided on the upper bound."
+    },
     "previous_token_head": {
         "section": "attention",
-        "definition": "previous-token score: attention from each position i to i-1 (mean over positions and prompts, BOS excluded unless asked; TransformerLens head_detector's \"mul\" measure)."
+        "definition": "previous-token score: attention from each position i to i-1 (mean over positions and prompts, BOS excluded unless asked; TransformerLens head_detector's \"mul\" measure); decided on its bootstrap interval over prompts."
     },
     "duplicate_token_head": {
         "section": "attention",
-        "definition": "duplicate-token score: attention to earlier copies of the same token (mean over positions and prompts, BOS excluded unless asked; TransformerLens head_detector's \"mul\" measure)."
+        "definition": "duplicate-token score: attention to earlier copies of the same token (mean over positions and prompts, BOS excluded unless asked; TransformerLens head_detector's \"mul\" measure); decided on its bootstrap interval over prompts."
     },
     "induction_head": {
         "section": "attention",
-        "definition": "induction score: on repeated random tokens, attention from the second copy of a token to the position after its first copy (mean over positions and prompts, BOS excluded unless asked; TransformerLens head_detector's \"mul\" measure)."
+        "definition": "induction score: on repeated random tokens, attention from the second copy of a token to the position after its first copy (mean over positions and prompts, BOS excluded unless asked; TransformerLens head_detector's \"mul\" measure); decided on its bootstrap interval over prompts."
     },
     "bos_head": {
         "section": "attention",
-        "definition": "BOS score: attention to the first (BOS) token (mean over positions and prompts, BOS excluded unless asked; TransformerLens head_detector's \"mul\" measure)."
+        "definition": "BOS score: attention to the first (BOS) token (mean over positions and prompts, BOS excluded unless asked; TransformerLens head_detector's \"mul\" measure); decided on its bootstrap interval over prompts."
     },
     "pattern_head": {
         "section": "attention",
-        "definition": "pattern score: the share of attention on a user-given pattern (mean over positions and prompts, BOS excluded unless asked)."
+        "definition": "pattern score: the share of attention on a user-given pattern (mean over positions and prompts, BOS excluded unless asked); decided on its bootstrap interval over prompts."
     },
     "logit_lens": {
         "section": "lens",
-        "definition": "Logit lens: KL(final ‖ lens) of each layer's residual stream read through the unembedding, and how often its top token is the model's."
+        "definition": "Logit lens: KL(final ‖ lens) of each layer's residual stream read through the unembedding, and how often its top token is the model's; converged from a layer on when every later layer's KL upper bound and agreement lower bound meet the thresholds."
+    },
+    "minimal": {
+        "section": "minimality",
+        "definition": "Every component v must contribute: leave-one-out (default) contribution(v) = recovery(C) − recovery(C \\ {v}); IOI-style: max over K ⊆ C \\ {v} of recovery(C \\ K) − recovery(C \\ (K ∪ {v})), K reported; Shapley: v's Shapley value for the game recovery(S) over subsets S of C. The circuit is minimal when every component's lower bound clears the threshold. Components are sorted, weakest first; a failing leave-one-out claim names the components that back each other up."
     },
     "probe": {
         "section": "probe",
