@@ -42,11 +42,15 @@ _LAZY = {
     "assert_head_matches_pattern": "claims.heads",
     "check_necessary": "claims.causal",
     "check_sufficient": "claims.causal",
-    "check_minimal": "claims.causal",
+    "check_minimal": "claims.minimality",
+    "check_complete": "claims.completeness",
+    "check_faithful": "claims.faithfulness",
     "check_path": "claims.causal",
     "assert_necessary": "claims.causal",
     "assert_sufficient": "claims.causal",
-    "assert_minimal": "claims.causal",
+    "assert_minimal": "claims.minimality",
+    "assert_complete": "claims.completeness",
+    "assert_faithful": "claims.faithfulness",
     "assert_path": "claims.causal",
     "logit_lens": "engine.lens",
     "tuned_lens": "engine.lens",
@@ -203,12 +207,13 @@ if TYPE_CHECKING:  # pragma: no cover
         qk_circuit,
         random_composition_baseline,
     )
+    from .claims.minimality import assert_minimal, check_minimal
+    from .claims.completeness import assert_complete, check_complete
+    from .claims.faithfulness import assert_faithful, check_faithful
     from .claims.causal import (
-        assert_minimal,
         assert_necessary,
         assert_path,
         assert_sufficient,
-        check_minimal,
         check_necessary,
         check_path,
         check_sufficient,

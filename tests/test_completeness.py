@@ -116,3 +116,23 @@ def test_faithfulness_fails_under_and_over_recovery_that_sufficiency_lets_pass(i
     assert over.evidence["faithfulness"]["recovery"].iloc[0] > 1
     held = cc.assert_faithful(SIX, max_error=0.1, model=induction_2l, task=default_task)
     assert held.decided_on == "upper bound" and held.ci_high <= 0.1
+
+
+def test_completeness_and_faithfulness_claims_are_drawn_in_their_report_section(induction_2l, small_task, tmp_path):
+    import json
+    import re
+    import sys
+
+    from circuitcheck import report
+
+    common = {"model": induction_2l, "task": small_task}
+    claims = [cc.check_complete("L0H0 L1H3", **common), cc.check_faithful("L0H0 L1H3", **common),
+              cc.check_minimal("L0H0 L1H3", method="ioi", **common)]
+    document = report.new_document({"python": sys.version.split()[0]})
+    document["complete"] = True
+    document["tests"] = [{"nodeid": "t::c", "outcome": "failed", "duration": 1.0, "claims": [c.to_dict() for c in claims]}]
+    html = report.write_html(tmp_path / "report.html", json.loads(json.dumps(document))).read_text()
+    found = re.search(r'<section id="completeness">(.*?)</section>', html, re.S).group(1)
+    assert found.count("<svg") == 2 and "K = " in found and "|1 − recovery|" in found
+    assert "incompleteness(C) = max over K" in found  # the kind's definition from the registry
+    assert "other" not in re.findall(r'<section id="(\w+)">', html)

@@ -250,7 +250,7 @@ HEAD = "model: zoo:induction-2l\nclaims:\n  - kind: induction_head\n    layer: 1
     [
         pytest.param(
             "model: zoo:induction-2l\nclaims:\n  - kind: inductoin_head\n    layer: 1\n    head: 0\n",
-            "s.circuit.yaml:3: claims[0].kind 'inductoin_head' is not valid (did you mean 'induction_head'?): valid kinds are previous_token_head, duplicate_token_head, induction_head, bos_head, pattern_head, necessary, sufficient, minimal, path, logit_lens, direct_effect, top_direct_effects, copying_head, composition, probe",
+            "s.circuit.yaml:3: claims[0].kind 'inductoin_head' is not valid (did you mean 'induction_head'?): valid kinds are previous_token_head, duplicate_token_head, induction_head, bos_head, pattern_head, necessary, sufficient, path, minimal, complete, faithful, logit_lens, direct_effect, top_direct_effects, copying_head, composition, probe",
             id="bad-kind",
         ),
         pytest.param(

@@ -1,4 +1,4 @@
-"""Causal claims: necessity, sufficiency, minimality and paths.
+"""Causal claims: necessity, sufficiency and paths (minimality, completeness and faithfulness beside them).
 
 Definitions (DESIGN.md "Metric definitions"). Let m(X) be the mean task metric
 when only X runs intact and every other head and MLP output is ablated; M the
@@ -6,14 +6,16 @@ full model, ∅ everything ablated, M\\C the model with C ablated.
 
 - necessity:   drop(C)         = (m(M) - m(M\\C)) / (m(M) - m(∅))
 - sufficiency: recovery(C)     = (m(C) - m(∅)) / (m(M) - m(∅))
-- minimality:  contribution(v) = recovery(C) - recovery(C \\ {v})
+- minimality, completeness, faithfulness: claims/minimality.py, completeness.py, faithfulness.py
 - path (noise, default):  effect(s -> r) = (m(clean) - m(path noised)) / (m(clean) - m(corrupt))
 - path (denoise):         effect(s -> r) = (m(path denoised) - m(corrupt)) / (m(clean) - m(corrupt))
 
 Every quantity is a ratio of means over examples; its confidence interval is
 a seeded bootstrap over examples (all variants resampled together), and the
 claim is decided on the interval's bound, so it does not flip between runs.
-All variants of one check run in the same batched forward passes.
+All variants of one check run in the same batched forward passes, and a
+variant measured by one claim is not run again by another on the same circuit,
+task and ablation (claims/lattice.py).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import pandas as pd
 
 from ..engine import ablation as _ablation
 from ..model import context
-from . import robustness, stats
+from . import lattice, robustness, stats
 from ..model.circuit import Circuit
 from ..model.components import Component, model_checkpoint, model_label, parse_components
 from ..errors import CircuitCheckError, ComponentError
@@ -272,9 +274,9 @@ def check_necessary(
     variants = [_ablate(comps, seq_len), _ablate_all_but([], setup.model, seq_len, keep=setup.keep)]
     if len(comps) > 1:
         variants += [_ablate([c], seq_len) for c in comps]
-    values = setup.patcher.run(setup.task, variants, base="clean", ablation=setup.ablation, seed=setup.seed, desc="necessity")
-    full = setup.patcher.runs(setup.task).clean_metric
-    samples = np.stack([full.numpy(), values[1].numpy(), values[0].numpy(), *[v.numpy() for v in values[2:]]])
+    values, _ = lattice.run_variants(setup, variants, desc="necessity")  # shared with the other claims on this circuit
+    full = lattice.full_metric(setup)
+    samples = np.stack([full, values[1], values[0], *values[2:]])
     _check_gap(samples[0], samples[1], setup)
 
     def drops(means):
@@ -329,7 +331,7 @@ def assert_necessary(components: Components, min_drop: float | None = None, **kw
     return conclude(check_necessary(components, min_drop=min_drop, **kwargs), tolerance)
 
 
-# Sufficiency and minimality ---------------------------------------------------------------
+# Sufficiency (minimality: claims/minimality.py) ---------------------------------------------------------------
 
 
 def _circuit(circuit: Components, model) -> tuple[list[Component], str | None]:
@@ -358,9 +360,9 @@ def check_sufficient(
     comps, name = _circuit(circuit, setup.model)
     seq_len = setup.task.seq_len
     variants = [_ablate_all_but(comps, setup.model, seq_len, keep=setup.keep), _ablate_all_but([], setup.model, seq_len, keep=setup.keep)]
-    values = setup.patcher.run(setup.task, variants, base="clean", ablation=setup.ablation, seed=setup.seed, desc="sufficiency")
-    full = setup.patcher.runs(setup.task).clean_metric
-    samples = np.stack([full.numpy(), values[1].numpy(), values[0].numpy()])
+    values, _ = lattice.run_variants(setup, variants, desc="sufficiency")  # shared with the other claims on this circuit
+    full = lattice.full_metric(setup)
+    samples = np.stack([full, values[1], values[0]])
     _check_gap(samples[0], samples[1], setup)
     (estimate,) = stats.bootstrap_statistics(
         samples, lambda m: ((m[..., 2] - m[..., 1]) / (m[..., 0] - m[..., 1]))[..., None], confidence=setup.confidence, seed=setup.seed
@@ -396,82 +398,6 @@ def assert_sufficient(circuit: Components, min_recovery: float | None = None, **
     __tracebackhide__ = True
     tolerance = kwargs.pop("tolerance", None)
     return conclude(check_sufficient(circuit, min_recovery=min_recovery, **kwargs), tolerance)
-
-
-@robustness.over_ablations
-def check_minimal(
-    circuit: Components,
-    *,
-    min_contribution: float = 0.05,
-    model=None,
-    task: Task | None = None,
-    ablation=None,
-    keep=None,
-    confidence: float = stats.DEFAULT_CONFIDENCE,
-    seed: int | None = None,
-) -> CheckResult:
-    """Measure every component's contribution(v) = recovery(C) - recovery(C \\ {v}) and decide."""
-    check_thresholds(min_contribution, None, names=("min_contribution", "max"))
-    setup = _setup(model, task, ablation, seed, confidence, keep)
-    comps, name = _circuit(circuit, setup.model)
-    seq_len = setup.task.seq_len
-    variants = [_ablate_all_but(comps, setup.model, seq_len, keep=setup.keep), _ablate_all_but([], setup.model, seq_len, keep=setup.keep)]
-    variants += [_ablate_all_but([c for c in comps if c != v], setup.model, seq_len, keep=setup.keep) for v in comps]
-    values = setup.patcher.run(setup.task, variants, base="clean", ablation=setup.ablation, seed=setup.seed, desc="minimality")
-    full = setup.patcher.runs(setup.task).clean_metric
-    samples = np.stack([full.numpy(), *[v.numpy() for v in values]])  # M, C, ∅, C\v...
-    _check_gap(samples[0], samples[2], setup)
-
-    def contributions(m):
-        gap = m[..., 0] - m[..., 2]
-        recovery = (m[..., 1] - m[..., 2]) / gap
-        without = [(m[..., j] - m[..., 2]) / gap for j in range(3, samples.shape[0])]
-        return np.stack([recovery, *[recovery - w for w in without]], axis=-1)
-
-    estimates = stats.bootstrap_statistics(samples, contributions, confidence=setup.confidence, seed=setup.seed)
-    recovery, per_component = estimates[0], estimates[1:]
-    order = sorted(range(len(comps)), key=lambda i: per_component[i].mean)
-    table = pd.DataFrame(
-        {
-            "component": [str(comps[i]) for i in order],
-            "contribution": [per_component[i].mean for i in order],
-            "ci_low": [per_component[i].low for i in order],
-            "ci_high": [per_component[i].high for i in order],
-            "recovery_without": [recovery.mean - per_component[i].mean for i in order],
-        }
-    )
-    weakest = order[0]
-    failing = [comps[i] for i in order if per_component[i].low < min_contribution]
-    label = _label(comps, name)
-    notes = [f"recovery of the whole circuit: {recovery.describe()}",
-             "contributions, weakest first: " + ", ".join(f"{comps[i]} {per_component[i].mean:.3f} [{per_component[i].low:.3f}, {per_component[i].high:.3f}]" for i in order)]
-    if failing:
-        notes.insert(0, f"below the threshold: {', '.join(map(str, failing))}")
-    weakest_estimate = per_component[weakest]
-    return CheckResult(
-        **_base(setup, label, "minimal", f"contribution of the weakest component ({comps[weakest]})"),
-        claim=f"{label} is minimal for {setup.task.name} (every component contributes)",
-        value=weakest_estimate.mean,
-        passed=not failing,
-        **weakest_estimate.interval_fields(),
-        min_value=min_contribution,
-        decided_on="lower bound of every component",
-        evidence={"minimality": table},
-        notes=notes + _lines(setup),
-    )
-
-
-def assert_minimal(circuit: Components, min_contribution: float = 0.05, **kwargs) -> CheckResult:
-    """Assert that every component of the circuit contributes at least ``min_contribution`` of recovery.
-
-    contribution(v) = recovery(C) - recovery(C \\ {v}); passes when every
-    component's lower confidence bound is >= ``min_contribution``. All
-    leave-one-out variants run in the same batched passes; the result's
-    ``evidence["minimality"]`` lists every component, weakest first.
-    """
-    __tracebackhide__ = True
-    tolerance = kwargs.pop("tolerance", None)
-    return conclude(check_minimal(circuit, min_contribution=min_contribution, **kwargs), tolerance)
 
 
 # Paths --------------------------------------------------------------------------------------
@@ -630,23 +556,6 @@ SUFFICIENT = declare(ClaimKind(
     definition="recovery(C) = (m(C) − m(∅)) / (m(M) − m(∅)): the share of performance the circuit recovers on its own "
     "(every other head and MLP output ablated; faithfulness as in the IOI paper and MIB).",
     section="sufficiency",
-    needs_task=True,
-    spec_call=_spec_circuit,
-    subject=_circuit_subject,
-))
-MINIMAL = declare(ClaimKind(
-    name="minimal",
-    check=check_minimal,
-    assertion=assert_minimal,
-    metric="contribution",
-    params=(_CIRCUIT,
-            Param("min_contribution", "number", 0.05, doc="every component's lower bound must be >= it"),
-            *_CAUSAL_PARAMS, _KEEP),
-    thresholds=("min_contribution", None),
-    evidence=("minimality",),
-    definition="contribution(v) = recovery(C) − recovery(C \\ {v}) for every component v; the circuit is minimal when every "
-    "component's lower bound clears the threshold. Components are sorted, weakest first.",
-    section="minimality",
     needs_task=True,
     spec_call=_spec_circuit,
     subject=_circuit_subject,

@@ -180,7 +180,7 @@ def declare(kind: ClaimKind) -> ClaimKind:
 
 
 #: The claim modules in the order their kinds are listed (spec errors, the schema); others follow by name.
-_FIRST = ("heads", "causal", "lens", "attribution", "probe")
+_FIRST = ("heads", "causal", "minimality", "completeness", "faithfulness", "lens", "attribution", "probe")
 
 
 def _listing_order(kind: ClaimKind) -> tuple:

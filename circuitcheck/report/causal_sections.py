@@ -1,4 +1,4 @@
-"""The causal sections of the report: necessity, sufficiency, minimality and paths.
+"""The causal sections of the report: necessity, sufficiency, minimality, completeness (and faithfulness) and paths.
 
 Each builder gets the claims whose kind the registry places in its section
 (:mod:`.kinds`) and draws the evidence tables it knows; the tables it used go
@@ -110,6 +110,48 @@ def minimality(claims: list[ClaimView], consumed) -> list[dict]:
         blocks.append({"claim": c, "chart": chart, "table": frame})
     return blocks
 
+
+
+def completeness(claims: list[ClaimView], consumed) -> list[dict]:
+    """Completeness claims: the worst K's incompleteness, worst first; faithfulness claims: the circuit's |1 - recovery|."""
+    blocks = []
+    for c in claims:
+        threshold = finite(c.raw.get("max_value"))
+        if c.kind == "faithful":
+            frame = c.evidence.get("faithfulness")
+            if frame is None or not frame.has("recovery", "error"):
+                continue
+            record = frame.records()[0]
+            rows = [IntervalRow(label="|1 − recovery|", value=finite(record.get("error")), low=finite(record.get("ci_low")),
+                                high=finite(record.get("ci_high")), status=c.verdict,
+                                title=f"faithfulness error {estimate_text(record, 'error')}; recovery {number(record.get('recovery'))}"),
+                    IntervalRow(label="recovery", value=finite(record.get("recovery")), low=finite(record.get("recovery_ci_low")),
+                                high=finite(record.get("recovery_ci_high")), status="neutral",
+                                title=f"recovery {number(record.get('recovery'))}: above 1 the circuit leaves out components that work against the task")]
+            chart = charts.interval_chart(rows, label=f"faithfulness: {c.text}", axis_label="faithfulness error and recovery",
+                                          threshold=threshold, threshold_label="max error", include=(0.0, 1.0))
+            name = "faithfulness"
+        else:
+            frame = c.evidence.get("completeness")
+            if frame is None or not frame.has("K", "incompleteness"):
+                continue
+            rows = []
+            for i, record in enumerate(frame.records()):
+                high = finite(record.get("ci_high"))
+                status = "neutral" if threshold is None or high is None else (HELD if high <= threshold else FAILED)
+                rows.append(IntervalRow(
+                    label=f"K = {record['K']}", value=finite(record.get("incompleteness")), low=finite(record.get("ci_low")),
+                    high=high, status=status, highlight=i == 0,
+                    title=f"K = {record['K']}: |recovery(C \\ K) − recovery(M \\ K)| = {estimate_text(record, 'incompleteness')}; "
+                          f"recovery(C \\ K) {number(record.get('recovery_circuit_without_K'))}, "
+                          f"recovery(M \\ K) {number(record.get('recovery_model_without_K'))}"))
+            chart = charts.interval_chart(rows, label=f"completeness: {c.text}", axis_label="incompleteness |recovery(C \\ K) − recovery(M \\ K)|",
+                                          threshold=threshold, threshold_label="max")
+            name = "completeness"
+        consumed[c.index].add(name)
+        c.links.append((name, f"completeness-{c.index}"))
+        blocks.append({"claim": c, "chart": chart, "table": frame})
+    return blocks
 
 
 def paths(claims: list[ClaimView], consumed) -> list[dict]:

@@ -28,7 +28,8 @@ RULE = (
 def find_induction_circuit(model, candidates: list[str]) -> dict:
     """Prune ``candidates`` to the causal induction circuit; returns the card's ``circuits`` entries and evidence."""
     from ..model import tasks
-    from ..claims.causal import check_minimal, check_necessary, check_sufficient
+    from ..claims.causal import check_necessary, check_sufficient
+    from ..claims.minimality import check_minimal
     from ..model.circuit import Circuit
 
     task = tasks.induction(model, **TASK)
