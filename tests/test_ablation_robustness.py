@@ -279,3 +279,30 @@ def test_an_exactly_zero_gap_is_still_named_a_zero_gap():
     same = np.linspace(0, 1, 8)
     with pytest.raises(GapError, match="zero gap: the full model and the fully ablated model score the same mean metric"):
         robustness.require_gap(same, same.copy(), confidence=0.95, seed=0, ablation="zero", task="t")
+
+
+def test_a_spec_claim_with_several_ablations_runs_and_reports_each(pytester):
+    import json
+    import textwrap
+
+    (pytester.path / "robust.circuit.yaml").write_text(textwrap.dedent("""\
+        model: zoo:induction-2l
+        task:
+          name: induction
+          n_prompts: 8
+          seq_len: 10
+        circuits:
+          readme: L0H0 L0H2 L1H0 L1H2 L1H3
+        claims:
+          - kind: necessary
+            circuit: readme
+            min_drop: 0.5
+            ablation: [resample, mean, zero]
+        """))
+    result = pytester.runpytest("-v", "--circuitcheck-json=out.json")
+    result.assert_outcomes(passed=1)
+    (test,) = json.loads((pytester.path / "out.json").read_text())["tests"]
+    (claim,) = test["claims"]
+    assert claim["parameters"]["ablation"] == "resample, mean, zero"
+    assert claim["parameters"]["deciding_ablation"] in ABLATIONS
+    assert claim["evidence"]["ablations"]["data"] and len(claim["evidence"]["ablations"]["data"]) == 3
