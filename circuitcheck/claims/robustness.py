@@ -117,10 +117,7 @@ def worst(results: Sequence[CheckResult], chosen: Sequence[_ablation.Ablation]) 
     parameters["ablation"] = ", ".join(names)
     parameters["deciding_ablation"] = names[deciding]
     parameters["ablation_detail"] = {name: r.parameters.get("ablation_detail", "") for name, r in zip(names, results)}
-    summary = "; ".join(
-        f"{name} {claim_format.number(r.value)} {claim_format.interval(r) or ''} {claim_format.verdict(r)}".replace("  ", " ")
-        for name, r in zip(names, results)
-    )
+    summary = "; ".join(f"{name} {claim_format.number(r.value)}{_bounds(r)} {claim_format.verdict(r)}" for name, r in zip(names, results))
     return dataclasses.replace(
         top,
         claim=f"{top.claim} under {listed} ablation",
@@ -179,3 +176,9 @@ def require_gap(
 
 def _listed(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" and {names[-1]}"
+
+
+def _bounds(result: CheckResult) -> str:
+    if result.ci_low is None or result.ci_high is None:
+        return ""
+    return f" [{claim_format.number(result.ci_low)}, {claim_format.number(result.ci_high)}]"
