@@ -60,8 +60,17 @@ def test_the_induction_heads_write_to_the_logits(model, induction_task):
     cc.assert_path(["L1H0", "L1H2", "L1H3"], "logits", min_effect=0.5)
 
 
-def test_the_circuit_also_holds_under_mean_ablation(model, induction_task):
-    cc.assert_necessary(INDUCTION, min_drop=0.7, ablation="mean")
+def test_the_circuit_holds_under_resample_mean_and_zero_ablation(model, induction_task):
+    # Decided on the worst of the three; mean ablation averages over the corrupted inputs. Measured:
+    # drop resample 1.000, mean 1.000, zero 0.989 [0.984, 0.993]; recovery resample 0.974, mean 0.960 [0.943, 0.975], zero 1.027.
+    cc.assert_necessary(INDUCTION, min_drop=0.7, ablation=["resample", "mean", "zero"])
+    cc.assert_sufficient(INDUCTION, min_recovery=0.9, ablation=["resample", "mean", "zero"])
+
+
+@pytest.mark.xfail(strict=True, reason="documented false claim: the one-backup circuit's minimality holds under resample only")
+def test_false_claim_the_one_backup_circuit_is_minimal_under_every_ablation(model, induction_task):
+    # Weakest contribution (L1H2): resample 0.080 [0.067, 0.093], mean 0.041 [0.021, 0.064], zero 0.027 [0.014, 0.041].
+    cc.assert_minimal(ONE_BACKUP, min_contribution=0.05, ablation=["resample", "mean", "zero"])
 
 
 def test_patching_sweeps_locate_the_circuit(model, patcher, induction_task):
