@@ -129,7 +129,7 @@ def test_a_failed_claim_reads_like_a_lab_note_and_points_at_the_users_line(tiny)
             ">*cc.assert_induction_head(1, 2, min_score=0.9)",
             "E*CircuitAssertionError: claim failed: L1H2 is an induction head (model tiny:x)",
             "E*measured: induction score 0.* (95% CI * to *, n=16)",
-            "E*required: induction score >= 0.9, decided on the mean*",
+            "E*required: induction score >= 0.9, decided on the lower bound 0.*",
             "E*best heads of this kind instead: L*H* 0.*",
         ]
     )
