@@ -1,5 +1,6 @@
 """Necessity, sufficiency, minimality and paths: ground truth on the zoo, and clear errors."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -49,7 +50,8 @@ def test_the_cards_circuit_is_sufficient(induction_2l, task_2l, circuit):
 
 
 def test_the_cards_circuit_is_minimal(induction_2l, task_2l, circuit):
-    result = cc.assert_minimal(circuit, min_contribution=zoo_circuits.MIN_CONTRIBUTION, model=induction_2l, task=task_2l)
+    result = cc.assert_minimal(circuit, min_contribution=zoo_circuits.MIN_CONTRIBUTION, method=zoo_circuits.MINIMALITY_METHOD,
+                               model=induction_2l, task=task_2l)
     table = result.evidence["minimality"]
     assert sorted(table["component"]) == sorted(str(c) for c in circuit)
     assert list(table["contribution"]) == sorted(table["contribution"])
@@ -74,10 +76,20 @@ def test_without_the_strongest_induction_head_recovery_drops(induction_2l, task_
 
 def test_an_unrelated_head_fails_minimality_and_is_named(induction_2l, task_2l, circuit, unrelated_head):
     with pytest.raises(CircuitAssertionError) as info:
-        cc.assert_minimal(circuit.with_(unrelated_head), min_contribution=0.05, model=induction_2l, task=task_2l)
+        cc.assert_minimal(circuit.with_(unrelated_head), min_contribution=0.05, method="ioi", model=induction_2l, task=task_2l)
     message = str(info.value)
     assert f"below the threshold: {unrelated_head}" in message
     assert info.value.result.evidence["minimality"]["component"].iloc[0] == unrelated_head
+
+
+def test_the_cards_circuit_is_complete_and_without_a_backup_head_it_is_not(induction_2l, task_2l, circuit):
+    card = zoo.card("induction-2l")["circuit_evidence"]
+    result = cc.assert_complete(circuit, max_incompleteness=zoo_circuits.MAX_INCOMPLETENESS, model=induction_2l, task=task_2l)
+    assert result.value == pytest.approx(card["incompleteness"], abs=1e-4)
+    assert card["without_backup"], "the card names the circuits without one backup head"
+    for smaller, info in card["without_backup"].items():
+        assert not info["complete"]
+        assert not cc.check_complete(smaller, max_incompleteness=zoo_circuits.MAX_INCOMPLETENESS, model=induction_2l, task=task_2l).passed
 
 
 def test_the_one_layer_control_reaches_no_meaningful_recovery(induction_1l, induction_2l, task_2l, circuit):
@@ -177,8 +189,7 @@ def test_a_model_in_training_mode_is_refused(task_2l, zoo_tokenizer_dir):
 
 
 def test_a_task_built_for_another_vocabulary_is_refused(random_model, induction_2l):
-    task = tasks.induction(random_model, n_prompts=4, seq_len=5)
-    task.d_vocab = 1000
+    task = dataclasses.replace(tasks.induction(random_model, n_prompts=4, seq_len=5), d_vocab=1000)
     with pytest.raises(CircuitCheckError, match="built for a vocabulary of 1000 tokens, but the model has 64"):
         cc.assert_necessary("L1H0", model=induction_2l, task=task)
 

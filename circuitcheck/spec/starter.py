@@ -113,6 +113,8 @@ def _zoo_spec_text(model: str, name: str, checkpoint: str | None) -> str:
         lines += ["  - kind: necessary", f"    circuit: {first}", f"    min_drop: {_floor(drop, 0.02) if drop else 0.5}"]
         lines += ["  - kind: sufficient", f"    circuit: {first}", f"    min_recovery: {_floor(recovery, 0.02) if recovery else 0.8}"]
         lines += ["  - kind: minimal", f"    circuit: {first}", "    min_contribution: 0.05"]
+        if evidence.get("minimality_method"):  # the method the card's circuit was pruned by (ioi: backup heads count)
+            lines += [f"    method: {evidence['minimality_method']}"]
     written = {line.split("kind: ", 1)[1].split()[0] for line in lines if line.startswith("  - kind: ")}
     lines += ["", "  # More claim kinds (keys and defaults: circuitcheck/spec/spec_schema.md):"]
     lines += _other_kinds(written)

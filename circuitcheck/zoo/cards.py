@@ -38,6 +38,18 @@ def card_markdown(card: dict) -> str:
             lines += [f"Evidence: recovery {ev['recovery']} (95% CI {ev['recovery_ci'][0]} to {ev['recovery_ci'][1]}), "
                       f"drop {ev['drop']} (95% CI {ev['drop_ci'][0]} to {ev['drop_ci'][1]}); "
                       f"dropped from the candidates: {', '.join(ev['dropped']) or 'none'}.", ""]
+            if "incompleteness" in ev:
+                lines += [f"Minimal by the {ev['minimality_method']} method (weakest {ev['weakest']}, 95% CI {ev['weakest_ci'][0]} to "
+                          f"{ev['weakest_ci'][1]}); complete: incompleteness {ev['incompleteness']} (95% CI "
+                          f"{ev['incompleteness_ci'][0]} to {ev['incompleteness_ci'][1]}, worst K = {{{ev['worst_k']}}}).", ""]
+            for group in ev.get("redundancy", []):
+                lines += [f"Backup heads: {group} (leave-one-out minimality therefore fails for them, and names them).", ""]
+            for smaller, info in ev.get("without_backup", {}).items():
+                verdict = "complete" if info["complete"] else "not complete: it misses the backup path"
+                lines += [f"- without {info['without']} (`{smaller}`): recovery {info['recovery']}, incompleteness "
+                          f"{info['incompleteness']} (95% CI {info['incompleteness_ci'][0]} to {info['incompleteness_ci'][1]}): {verdict}."]
+            if ev.get("without_backup"):
+                lines += [""]
     lines += [f"## Head scores of the final model ({card['final_checkpoint']})", "", card["score_method"] + ".", ""]
     for kind in card["score_kinds"]:
         lines += [f"### {kind}", ""] + _score_table(card["scores"][kind]) + [""]
