@@ -109,6 +109,8 @@ def _models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from jinja2 import TemplateError  # the report's template engine: a field of the wrong type can fail there
+
     from . import report
     from .errors import CircuitCheckError
 
@@ -122,6 +124,10 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _error(str(error))
     except OSError as error:
         return _error(f"cannot write {str(output)!r}: {error.strerror or error}")
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError, TemplateError) as error:
+        # a hand-edited file whose fields have the wrong types: a usage error, never a traceback
+        return _error(f"{str(args.results)!r} is not a valid circuitcheck results file "
+                      f"({type(error).__name__}: {error}): re-create it with pytest --circuitcheck-json=PATH")
     summary = report.summarize(document)
     incomplete = "" if document.get("complete") else " (incomplete run)"
     counts = f"{summary['claims']} claims, {summary['claims_passed']} held, {summary['claims_failed']} failed"

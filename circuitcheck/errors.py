@@ -11,6 +11,10 @@ class CircuitCheckError(Exception):
     """Base class of circuitcheck's usage errors (bad input, not failed claims)."""
 
 
+class ArgumentError(CircuitCheckError, ValueError):
+    """An argument of the wrong type or range (``k=0``, ``confidence=1.5``, an unknown kind); the message names it."""
+
+
 class ModelSpecError(CircuitCheckError, LookupError):
     """A model spec that no model source can resolve, or a missing checkpoint."""
 

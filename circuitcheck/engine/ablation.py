@@ -18,6 +18,7 @@ objects; plugins add kinds through the ``circuitcheck_make_ablation`` hook.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -78,8 +79,8 @@ def zero() -> Ablation:
 
 
 def noise(std: float) -> Ablation:
-    if not isinstance(std, (int, float)) or isinstance(std, bool) or not std > 0:
-        raise CircuitCheckError(f"noise std {std!r} is not valid: it must be a positive number")
+    if not isinstance(std, (int, float)) or isinstance(std, bool) or not 0 < std < math.inf:
+        raise CircuitCheckError(f"noise std {std!r} is not valid: it must be a positive finite number")
 
     def value(hook: str, runs: AblationInputs) -> torch.Tensor:
         clean = runs.clean(hook)
@@ -113,9 +114,14 @@ def parse(ablation: "str | Ablation | None") -> Ablation:
     match = _NOISE.match(text)
     if match:
         try:
-            return noise(float(match["std"]))
+            std = float(match["std"])
         except ValueError:
-            pass
+            std = None
+        if std is not None:
+            if not 0 < std < math.inf:  # e.g. noise(1e400): inf, which would blame the metric later
+                raise CircuitCheckError(f"ablation {ablation!r} is not valid: noise(STD) needs a positive finite std, "
+                                        f"got {match['std']}")
+            return noise(std)
     from ..model.sources import plugin_manager
 
     made = plugin_manager().hook.circuitcheck_make_ablation(spec=text)

@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 
 from ..model.components import Component
-from ..errors import CircuitCheckError, ComponentError
+from ..errors import ArgumentError, CircuitCheckError, ComponentError
 
 COMPOSITION_KINDS = ("q", "k", "v")
 DEFAULT_BASELINE_SAMPLES = 200
@@ -155,7 +155,7 @@ def eigenvalue_copying_score(matrix) -> float:
     else:
         matrix = torch.as_tensor(matrix)
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-            raise ValueError(f"the copying score needs a square matrix, got shape {tuple(matrix.shape)}")
+            raise ArgumentError(f"the copying score needs a square matrix, got shape {tuple(matrix.shape)}")
         eigenvalues = torch.linalg.eigvals(matrix.double())
     eigenvalues = eigenvalues.to(torch.complex128)
     mass = float(eigenvalues.abs().sum())
@@ -189,7 +189,7 @@ def copying_scores(model) -> pd.DataFrame:
 
 def canonical_composition_kind(kind: str) -> str:
     if not isinstance(kind, str) or kind.lower() not in COMPOSITION_KINDS:
-        raise ValueError(f"composition kind {kind!r} is not valid: use 'q', 'k' or 'v'")
+        raise ArgumentError(f"composition kind {kind!r} is not valid: use 'q', 'k' or 'v'")
     return kind.lower()
 
 
@@ -218,11 +218,11 @@ def _pair(model, sender: HeadLike, receiver: HeadLike, kind: str | None) -> tupl
         raise ComponentError(f"sender {sender_c}: the sender is a head's output, e.g. 'L0H2' (no .q/.k/.v)")
     if kind is None:
         if receiver_c.port is None:
-            raise ValueError(f"say which composition: kind='q', 'k' or 'v', or name the receiver's input (e.g. '{receiver_c}.k')")
+            raise ArgumentError(f"say which composition: kind='q', 'k' or 'v', or name the receiver's input (e.g. '{receiver_c}.k')")
         kind = receiver_c.port
     kind = canonical_composition_kind(kind)
     if receiver_c.port is not None and receiver_c.port != kind:
-        raise ValueError(f"receiver {receiver_c} names its .{receiver_c.port} input but kind={kind!r}: they must agree")
+        raise ArgumentError(f"receiver {receiver_c} names its .{receiver_c.port} input but kind={kind!r}: they must agree")
     if receiver_c.layer <= sender_c.layer:
         raise ComponentError(
             f"receiver {receiver_c.without_positions()} is not after sender {sender_c}: composition needs the receiver "
@@ -313,9 +313,9 @@ def random_composition_baseline(
     """
     kind = canonical_composition_kind(kind)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
-        raise ValueError(f"n_samples={n_samples!r} is not valid: it must be an integer >= 2")
+        raise ArgumentError(f"n_samples={n_samples!r} is not valid: it must be an integer >= 2")
     if not isinstance(quantile, (int, float)) or not 0 < quantile < 1:
-        raise ValueError(f"quantile={quantile!r} is not valid: it must be between 0 and 1, e.g. 0.95")
+        raise ArgumentError(f"quantile={quantile!r} is not valid: it must be between 0 and 1, e.g. 0.95")
     samples = _baseline_samples(int(model.cfg.d_model), int(model.cfg.d_head), kind, n_samples, int(seed))
     return RandomBaseline(
         kind=kind,

@@ -31,6 +31,7 @@ import torch
 
 from ..model import inputs as _inputs
 from .session import session_of, tokens_digest
+from ..errors import ArgumentError
 
 HEAD_KINDS = ("previous_token", "duplicate_token", "induction", "bos")
 
@@ -48,9 +49,9 @@ _KIND_ALIASES = {
 
 def canonical_kind(kind: str) -> str:
     """The canonical name of a head kind; a clear error for an unknown one."""
-    name = _KIND_ALIASES.get(kind, kind)
+    name = _KIND_ALIASES.get(kind, kind) if isinstance(kind, str) else None
     if name not in HEAD_KINDS:
-        raise ValueError(f"unknown head kind {kind!r}: valid kinds are {', '.join(HEAD_KINDS)} (or pass pattern=)")
+        raise ArgumentError(f"unknown head kind {kind!r}: valid kinds are {', '.join(HEAD_KINDS)} (or pass pattern=)")
     return name
 
 
@@ -147,13 +148,13 @@ def measure_head_scores(
         make_pattern = pattern if callable(pattern) else (lambda toks: pattern)  # noqa: E731
     else:
         if kind is None:
-            raise ValueError("give a head kind or a pattern=")
+            raise ArgumentError("give a head kind or a pattern=")
         name = canonical_kind(kind)
         make_pattern = _PATTERNS[name]
     if exclude_bos is None:
         exclude_bos = name != "bos"
     if name == "bos" and exclude_bos:
-        raise ValueError("exclude_bos=True makes every BOS score zero: leave it unset for kind 'bos'")
+        raise ArgumentError("exclude_bos=True makes every BOS score zero: leave it unset for kind 'bos'")
 
     prompt_tokens = _resolve_tokens(model, tokens, prompts, n_prompts, half_len, seed)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
@@ -166,7 +167,7 @@ def measure_head_scores(
         by_length.setdefault(int(toks.shape[-1]), []).append(i)
     for length, indices in by_length.items():
         if length < 2 or length > model.cfg.n_ctx:
-            raise ValueError(
+            raise ArgumentError(
                 f"a prompt of {length} tokens cannot be scored: it needs 2 to {model.cfg.n_ctx} tokens (the model's n_ctx)"
             )
         batch = torch.stack([prompt_tokens[i] for i in indices])
@@ -234,7 +235,7 @@ def head_scores(
 
 def _resolve_tokens(model, tokens, prompts, n_prompts, half_len, seed) -> list[torch.Tensor]:
     if tokens is not None and prompts is not None:
-        raise ValueError("give tokens= or prompts=, not both")
+        raise ArgumentError("give tokens= or prompts=, not both")
     if prompts is not None:
         return _inputs.token_rows(model, prompts, what="prompts")
     if tokens is None:
@@ -245,9 +246,9 @@ def _resolve_tokens(model, tokens, prompts, n_prompts, half_len, seed) -> list[t
 def _checked_pattern(pattern: torch.Tensor, length: int) -> torch.Tensor:
     pattern = torch.as_tensor(pattern, dtype=torch.float32).cpu()
     if tuple(pattern.shape) != (length, length):
-        raise ValueError(f"detection pattern has shape {tuple(pattern.shape)}, expected ({length}, {length}) for this prompt")
+        raise ArgumentError(f"detection pattern has shape {tuple(pattern.shape)}, expected ({length}, {length}) for this prompt")
     if bool((torch.triu(pattern, diagonal=1) != 0).any()):
-        raise ValueError("detection pattern must be lower triangular: a causal head cannot attend to later positions")
+        raise ArgumentError("detection pattern must be lower triangular: a causal head cannot attend to later positions")
     return pattern
 
 

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from ..model import inputs as _inputs
-from ..errors import CircuitCheckError
+from ..errors import ArgumentError, CircuitCheckError
 from .session import session_of
 
 LENS_KINDS = ("logit", "tuned")
@@ -71,7 +71,7 @@ def check_layers(model, layers, *, allow_embed: bool = True) -> list[int]:
     out = []
     for layer in layers:
         if isinstance(layer, bool) or not isinstance(layer, int) or not low <= layer < n:
-            raise ValueError(
+            raise ArgumentError(
                 f"layer={layer!r} is out of range: the model has {n} layer{'s' if n != 1 else ''}, valid layers are "
                 f"{low} to {n - 1}" + (" (-1: the embedding)" if allow_embed else "")
             )
@@ -172,13 +172,13 @@ def measure(
 ) -> LensRun:
     """Run the model once and read every layer in ``layers`` through the lens at ``positions``."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k={k!r} is not valid: it must be a positive integer")
+        raise ArgumentError(f"k={k!r} is not valid: it must be a positive integer")
     k = min(k, model.cfg.d_vocab)
     tuned = lens if isinstance(lens, TunedLens) else None
     if tuned is not None:
         tuned.check_model(model)
     elif lens != "logit":
-        raise ValueError(f"lens={lens!r} is not valid here: give 'logit' or a TunedLens")
+        raise ArgumentError(f"lens={lens!r} is not valid here: give 'logit' or a TunedLens")
     logits, resid = residuals(model, tokens, layers)
     index = torch.tensor(positions, device=logits.device)
     final = logits.index_select(1, index).float().log_softmax(-1)
@@ -343,7 +343,7 @@ class TunedLens:
         tokens = tokens.long().cpu()
         n = tokens.shape[0]
         if n < 2:
-            raise ValueError("the tuned lens needs at least 2 prompts (some are held out for early stopping)")
+            raise ArgumentError("the tuned lens needs at least 2 prompts (some are held out for early stopping)")
         order = torch.randperm(n, generator=generator)
         n_held = min(n - 1, max(1, round(settings.holdout * n)))
         held, train = order[:n_held], order[n_held:]
@@ -484,11 +484,11 @@ def _check_settings(s: TunedLensSettings) -> None:
     for name in ("n_prompts", "seq_len", "max_steps", "eval_every", "patience"):
         value = getattr(s, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} is not valid: it must be a positive integer")
+            raise ArgumentError(f"{name}={value!r} is not valid: it must be a positive integer")
     if not 0 < s.holdout < 1:
-        raise ValueError(f"holdout={s.holdout!r} is not valid: it is the held-out share of prompts, between 0 and 1")
+        raise ArgumentError(f"holdout={s.holdout!r} is not valid: it is the held-out share of prompts, between 0 and 1")
     if not s.lr > 0:
-        raise ValueError(f"lr={s.lr!r} is not valid: it must be positive")
+        raise ArgumentError(f"lr={s.lr!r} is not valid: it must be positive")
 
 
 # --------------------------------------------------------------------------- caching

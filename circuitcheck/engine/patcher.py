@@ -32,7 +32,7 @@ from . import ablation as _ablation
 from . import fastpath as _fastpath
 from . import paths as _paths
 from . import sweeps as _sweeps
-from ..errors import CircuitCheckError
+from ..errors import ArgumentError, CircuitCheckError
 from ..model.components import Component, model_label
 from ..model.context import require_eval
 from ..model.tasks import Task
@@ -120,7 +120,7 @@ class Patcher:
         # False = always the general path, True = also try architectures it does not list
         # (and half-precision weights); still verified.
         if fast not in (None, True, False):
-            raise ValueError(f"fast={fast!r} is not valid: use None (where it applies), True (also unlisted architectures) or False")
+            raise ArgumentError(f"fast={fast!r} is not valid: use None (where it applies), True (also unlisted architectures) or False")
         self.fast = fast
         self.fast_passes = 0
         # What the fast path computed: tokens through one block, tokens of the last block
@@ -128,7 +128,7 @@ class Patcher:
         self.fast_work = {"token_layers": 0, "kv_only": 0, "unembedded": 0}
         self.model = model
         if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
-            raise ValueError(f"max_batch={max_batch!r} is not valid: it must be a positive number of rows")
+            raise ArgumentError(f"max_batch={max_batch!r} is not valid: it must be a positive number of rows")
         self.max_batch = max_batch or DEFAULT_MAX_BATCH
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.device = getattr(model.cfg, "device", None) or "cpu"
@@ -188,7 +188,7 @@ class Patcher:
     ) -> torch.Tensor:
         """Run each variant on the ``base`` input (``"clean"`` or ``"corrupt"``); per-example metric ``[variants, batch]``."""
         if base not in ("clean", "corrupt"):
-            raise ValueError(f"base={base!r} is not valid: use 'clean' or 'corrupt'")
+            raise ArgumentError(f"base={base!r} is not valid: use 'clean' or 'corrupt'")
         runs = self.runs(task)
         abl = _ablation.parse(ablation)
         n_variants, batch = len(variants), task.n_examples
@@ -227,7 +227,7 @@ class Patcher:
             for patch in variant:
                 if isinstance(patch.source, str):
                     if patch.source not in by_source:
-                        raise ValueError(f"patch source {patch.source!r} is not valid: use 'clean', 'corrupt', 'ablated' or a tensor")
+                        raise ArgumentError(f"patch source {patch.source!r} is not valid: use 'clean', 'corrupt', 'ablated' or a tensor")
                     by_source[patch.source].add(patch.hook)
         if by_source["ablated"]:
             for need in abl.needs:

@@ -17,6 +17,7 @@ against a model's config and names the valid range when it does not fit.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from typing import Iterable, Union
@@ -24,6 +25,7 @@ from typing import Iterable, Union
 from ..errors import ComponentError
 
 HEAD_INPUTS = ("q", "k", "v")
+KINDS = ("head", "attn", "mlp", "embed", "pos_embed")
 
 _HEAD = re.compile(r"^L(?P<layer>\d+)H(?P<head>\d+)(?:\.(?P<port>[a-z_]+))?$")
 _LAYER = re.compile(r"^L(?P<layer>\d+)\.(?P<part>[a-z_]+)$")
@@ -82,6 +84,26 @@ class Component:
     head: int | None = None
     port: str | None = None
     positions: Positions | None = None
+
+    def __post_init__(self):
+        # Every check builds its components here (``Component("head", layer, head)``): one place that
+        # turns a str/float/bool layer or head into an error naming it, before any indexing.
+        if self.kind not in KINDS:
+            raise ComponentError(f"component kind {self.kind!r} is not valid: use one of {', '.join(KINDS)}")
+        for name in ("layer", "head"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not hasattr(value, "__index__"):
+                raise ComponentError(f"{name} {value!r} is not valid: a {name} is an integer index such as 0 or 1, "
+                                     f"got {type(value).__name__}")
+            object.__setattr__(self, name, operator.index(value))
+        needed = {"head": ("layer", "head"), "attn": ("layer",), "mlp": ("layer",)}.get(self.kind, ())
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ComponentError(f"a {self.kind} component needs a {' and a '.join(missing)}, got {self!r}")
+        if self.port is not None and (self.kind != "head" or self.port not in HEAD_INPUTS):
+            raise ComponentError(f"port {self.port!r} is not valid: only heads have inputs, .q, .k and .v")
 
     @classmethod
     def parse(cls, text: Union[str, "Component"]) -> "Component":
@@ -176,8 +198,11 @@ def parse_components(components: Union[str, Component, Iterable[Union[str, Compo
         return [components]
     if isinstance(components, str):
         items: list = [c for c in re.split(r"[\s,]+", components.strip()) if c]
-    else:
+    elif isinstance(components, Iterable) and not isinstance(components, (bytes, dict)):
         items = list(components)
+    else:
+        raise ComponentError(f"components {components!r} are not valid: give a string such as 'L0H2 L1H3', "
+                             f"a Component or a list of them, got {type(components).__name__}")
     return [Component.parse(item) for item in items]
 
 

@@ -57,15 +57,33 @@ def resolve_model(model=None):
                 "no model: pass model=... (outside pytest), or call the assertion inside a test run by pytest with circuitcheck"
             )
         model = context.get_model()
+    elif not hasattr(model, "cfg") or not callable(getattr(model, "run_with_cache", None)):
+        raise CircuitCheckError(f"model={model!r} is not a model: give a TransformerLens model (a TransformerBridge or "
+                                f"HookedTransformer, e.g. circuitcheck.load_model('zoo:induction-2l')), got {type(model).__name__}")
     require_eval(model)
     return model
 
 
+MAX_SEED = 2**63 - 1
+
+
+class SeedError(CircuitCheckError, ValueError):
+    """A seed that is not an integer in 0..MAX_SEED."""
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` if it is an integer in 0..2**63-1 (what numpy and torch generators both take); else a SeedError."""
+    if isinstance(seed, bool) or not hasattr(seed, "__index__"):
+        raise SeedError(f"{name}={seed!r} is not valid: it must be an integer from 0 to 2**63-1, got {type(seed).__name__}")
+    value = int(seed.__index__())
+    if not 0 <= value <= MAX_SEED:
+        raise SeedError(f"{name}={seed!r} is not valid: it must be an integer from 0 to 2**63-1")
+    return value
+
+
 def resolve_seed(seed: int | None) -> int:
     if seed is not None:
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise ValueError(f"seed={seed!r} is not valid: it must be an integer")
-        return seed
+        return check_seed(seed)
     context = current()
     return context.default_seed() if context is not None else 0
 
@@ -76,7 +94,7 @@ def resolve_task(task, model):
         from .tasks import Task
 
         if not isinstance(task, Task):
-            raise CircuitCheckError(f"task must be a circuitcheck Task (see circuitcheck.tasks), got {type(task).__name__}")
+            raise CircuitCheckError(f"task={task!r} is not valid: it must be a circuitcheck Task (see circuitcheck.tasks), got {type(task).__name__}")
         return task
     context = current()
     found = context.get_task(model) if context is not None else None

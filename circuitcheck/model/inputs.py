@@ -61,7 +61,9 @@ def ordinary_token_ids(model) -> torch.Tensor:
 def random_tokens(model, n_prompts: int, seq_len: int, seed: int = 0) -> torch.Tensor:
     """Uniform random ordinary tokens, ``[n_prompts, seq_len]``, without BOS."""
     _check_positive(n_prompts=n_prompts, seq_len=seq_len)
-    generator = torch.Generator().manual_seed(seed)
+    from .context import check_seed
+
+    generator = torch.Generator().manual_seed(check_seed(seed))
     vocab = ordinary_token_ids(model)
     index = torch.randint(0, len(vocab), (n_prompts, seq_len), generator=generator)
     return vocab[index]
@@ -114,14 +116,9 @@ def token_rows(model, value: TokensLike, *, what: str = "tokens") -> list[torch.
     elif isinstance(value, (list, tuple)) and not value:
         raise InputError(f"{what} are empty: give at least one prompt")
     elif isinstance(value, (list, tuple)) and not any(_is_int(v) for v in value):  # rows, possibly of different lengths
-        rows = [_integer_tensor(torch.as_tensor(v), what).reshape(-1) for v in value]
+        rows = [_integer_tensor(_tensor_of(v, what), what).reshape(-1) for v in value]
     else:
-        try:
-            tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
-        except (TypeError, ValueError, RuntimeError):
-            raise InputError(
-                f"{what} of type {type(value).__name__} are not valid: give a prompt, a list of prompts, or [batch, pos] token ids"
-            ) from None
+        tensor = _tensor_of(value, what)
         tensor = _integer_tensor(tensor, what)
         if tensor.ndim == 1:
             tensor = tensor[None]
@@ -157,6 +154,18 @@ def as_tokens(model, value: TokensLike, *, what: str = "tokens") -> torch.Tensor
     if n_ctx is not None and tokens.shape[1] > n_ctx:
         raise InputError(f"{what} have {tokens.shape[1]} positions, more than the model's context of {n_ctx}")
     return tokens
+
+
+def _tensor_of(value: Any, what: str) -> torch.Tensor:
+    """``value`` as a tensor, or an InputError naming it (None, strings mixed with ids, mappings...)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise InputError(f"{what} of type {type(value).__name__} are not valid ({shown}): "
+                         "give a prompt, a list of prompts, or [batch, pos] token ids") from None
 
 
 def _integer_tensor(tensor: torch.Tensor, what: str) -> torch.Tensor:
@@ -230,7 +239,12 @@ def _slice_text(positions: slice) -> str:
     return f"{'' if positions.start is None else positions.start}:{'' if positions.stop is None else positions.stop}"
 
 
+MAX_COUNT = 10_000_000
+
+
 def _check_positive(**values: int) -> None:
     for name, value in values.items():
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} is not valid: it must be a positive integer")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name}={value!r} is not valid: it must be a positive integer")
+        if value > MAX_COUNT:  # a typo like 10**30 would otherwise be an allocation failure deep in torch
+            raise InputError(f"{name}={value!r} is not valid: it must be at most {MAX_COUNT:,}")

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import torch
 
 from . import inputs as _inputs
+from ..errors import ArgumentError
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Metric:
         if not isinstance(values, torch.Tensor):
             values = torch.as_tensor(values)
         if values.shape != (logits.shape[0],):
-            raise ValueError(
+            raise ArgumentError(
                 f"metric {self.name!r} returned shape {tuple(values.shape)}: it must return one value per example, "
                 f"shape ({logits.shape[0]},)"
             )
@@ -78,7 +79,7 @@ def _position_index(position: int, seq_len: int) -> int:
 def _answers(task, which: str) -> torch.Tensor:
     tokens = getattr(task, which)
     if tokens is None:
-        raise ValueError(f"this metric needs the task's {which.replace('_', ' ')}, and the task has none")
+        raise ArgumentError(f"this metric needs the task's {which.replace('_', ' ')}, and the task has none")
     return tokens
 
 
@@ -153,7 +154,7 @@ def kl_to_clean(position: int = -1) -> Metric:
 
     def fn(logits, task, clean):
         if clean is None:
-            raise ValueError("kl_to_clean needs the clean run's logits")
+            raise ArgumentError("kl_to_clean needs the clean run's logits")
         pos = _position_index(position, logits.shape[1])
         log_p = clean[:, pos].float().log_softmax(-1).to(logits.device)
         log_q = logits[:, pos].float().log_softmax(-1)

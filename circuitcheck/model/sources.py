@@ -8,7 +8,7 @@ import threading
 import pluggy
 
 from .. import hookspecs
-from ..errors import ModelSpecError
+from ..errors import CircuitCheckError, ModelSpecError
 
 hookimpl = pluggy.HookimplMarker("circuitcheck")
 
@@ -64,16 +64,38 @@ def model_sources() -> list[str]:
     return lines
 
 
+class DeviceError(CircuitCheckError, ValueError):
+    """A device that torch does not know, or that this machine does not have."""
+
+
 def resolve_device(device: str | None) -> str:
-    """``"auto"``/None -> ``"cuda"`` when available, else ``"cpu"``; other values are checked by torch."""
+    """``"auto"``/None -> ``"cuda"`` when available, else ``"cpu"``; others must name a device this machine has.
+
+    ``cuda`` / ``cuda:N`` need CUDA and an N below the device count, ``mps``
+    needs Apple's backend: asked for and missing is an error here, not a
+    torch assertion at the first forward pass.
+    """
     import torch
 
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    valid = "use auto, cpu, cuda, cuda:N or mps"
+    if not isinstance(device, str):
+        raise DeviceError(f"device {device!r} is not valid: {valid} (a string), got {type(device).__name__}")
     try:
-        torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device {device!r} is not valid: use auto, cpu, cuda, cuda:N or mps ({error})") from None
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise DeviceError(f"device {device!r} is not valid: {valid} ({error})") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(f"device {device!r} is not available: this machine has no CUDA device (use cpu or auto)")
+        if parsed.index is not None and parsed.index >= count:
+            raise DeviceError(f"device {device!r} is not available: this machine has CUDA devices cuda:0-cuda:{count - 1}")
+    elif parsed.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError(f"device {device!r} is not available: this machine has no MPS backend (use cpu or auto)")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"device {device!r} is not supported: {valid}")
     return device
 
 
@@ -101,7 +123,12 @@ def load_model(spec: str, device: str | None = "auto"):
         raise ModelSpecError(f"model spec {spec!r} is not valid: give a string such as 'zoo:induction-2l'")
     spec = spec.strip()
     device = resolve_device(device)
-    model = plugin_manager().hook.circuitcheck_load_model(spec=spec, device=device)
+    try:
+        model = plugin_manager().hook.circuitcheck_load_model(spec=spec, device=device)
+    except OSError as error:  # e.g. a spec too long to be a path, asked of the file system by a source
+        shown = spec if len(spec) <= 80 else spec[:77] + "..."
+        raise ModelSpecError(f"model spec {shown!r} cannot be loaded: {error.strerror or error} "
+                             "(give a zoo:NAME, a local model directory or a hub name)") from None
     if model is None:
         sources = "\n".join(f"  - {line}" for line in model_sources()) or "  (no model sources are installed)"
         raise ModelSpecError(f"no model source recognises the spec {spec!r}. Known sources:\n{sources}")

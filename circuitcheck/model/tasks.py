@@ -122,7 +122,7 @@ def induction(model, n_prompts: int = 32, seq_len: int = 20, seed: int = 0) -> T
     """
     clean = _inputs.repeated_random_tokens(model, n_prompts=n_prompts, half_len=seq_len, seed=seed)
     offset = clean.shape[1] - 2 * seq_len  # 1 with BOS, 0 without
-    fresh = _inputs.random_tokens(model, n_prompts, 2 * seq_len, seed=seed + 1_000_003)
+    fresh = _inputs.random_tokens(model, n_prompts, 2 * seq_len, seed=(seed + 1_000_003) % (2**63))  # seed checked above
     corrupt = _inputs.with_bos(model, fresh)
     # Positions offset+seq_len .. end-2 predict tokens 2..seq_len of the second copy.
     first = offset + seq_len

@@ -129,7 +129,12 @@ def parse_yaml(text: str, display: str) -> Any:
     aliases and nesting deeper than :data:`MAX_DEPTH`.
     """
     check_size(len(text.encode("utf-8", "surrogatepass")), display)
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # reads the stream: an unprintable character is an error here already
+    except yaml.reader.ReaderError as error:
+        line = text.count("\n", 0, error.position) + 1
+        raise SpecError([f"{display}:{line}: invalid YAML: the character {chr(error.character)!r} (#x{error.character:04x}) "
+                         "is not allowed in a YAML file"]) from None
     try:
         node = loader.get_single_node()
         if node is not None:
