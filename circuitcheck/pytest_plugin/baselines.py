@@ -6,6 +6,12 @@ pytest); this plugin loads the file named by ``--circuitcheck-baseline``,
 compares every recorded claim while its test runs (on the worker, under
 xdist), and at the end of the session (on the controller) counts the results
 or, with ``--circuitcheck-update-baseline``, writes the merged file.
+
+An update writes nothing when the run was interrupted (Ctrl-C,
+``pytest.exit``, collection errors) or ended in an internal error, refuses a
+read-only file before any test runs, merges under the file's lock (so
+concurrent runs keep each other's entries) and prunes only entries of tests
+that ran to completion.
 """
 
 from __future__ import annotations
@@ -32,14 +38,19 @@ class BaselinePlugin:
         self.tests = tests
         self.baseline = None
         self.lines: list[str] = []
+        self.interrupted = False
         path = options.get(config, "baseline")
         if config.getoption("circuitcheck_update_baseline") and not path:
             raise pytest.UsageError("--circuitcheck-update-baseline needs a file: give --circuitcheck-baseline=FILE (or the ini key)")
         if config.getoption("circuitcheck_prune_baseline") and not config.getoption("circuitcheck_update_baseline"):
             raise pytest.UsageError("--circuitcheck-prune-baseline only applies with --circuitcheck-update-baseline")
         if path:
+            from ..claims.baseline import check_writable
+
             try:
                 self.baseline = Baseline.load(Path(config.rootpath, path) if not Path(path).is_absolute() else path)
+                if self.updating and not hasattr(config, "workerinput"):
+                    check_writable(self.baseline.path)  # before any test runs, not after
             except BaselineError as error:
                 raise pytest.UsageError(str(error)) from None
 
@@ -71,10 +82,9 @@ class BaselinePlugin:
             return comparison.message(result.claim, str(self.baseline.path), result.metric)
         return None
 
-    def finish(self) -> None:
+    def finish(self, exitstatus: int = pytest.ExitCode.OK) -> None:
         """Count the comparisons, or write the updated file (merging; pruning when asked)."""
-        from .. import report as _report
-        from ..claims.baseline import make_entry
+        from ..claims.baseline import make_entry, rounded, update_file
 
         if self.baseline is None:
             return
@@ -87,22 +97,39 @@ class BaselinePlugin:
                 f"{new} not in the baseline" + (" (add them with --circuitcheck-update-baseline)" if new else "")
             )
             return
-        produced = {claim["baseline_key"]: make_entry(claim["baseline_test"], claim) for _, claim in claims if claim.get("value") is not None}
+        if self.interrupted or exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
+            why = "was interrupted" if exitstatus != pytest.ExitCode.INTERNAL_ERROR else "ended in an internal error"
+            self.lines.append(
+                f"baseline {self.baseline.path} not updated: the run {why}; the file keeps its previous values "
+                f"(the {len(claims)} claims measured before that were discarded); run again to update it"
+            )
+            return
+        produced = {claim["baseline_key"]: make_entry(claim["baseline_test"], claim) for _, claim in claims if rounded(claim.get("value")) is not None}
         ran = {claim["baseline_test"] for _, claim in claims} | {test.get("test_id", test["nodeid"]) for test in self.tests}
+        completed = completed_tests(self.tests)
         prune = bool(self.config.getoption("circuitcheck_prune_baseline"))
-        before = dict(self.baseline.entries)
-        merged, stale = self.baseline.merged(produced, ran, prune)
-        _report._atomic_write(merged.path, merged.dumps())
-        added = sum(key not in before for key in produced)
-        changed = sum(key in before and before[key].get("value") != entry["value"] for key, entry in produced.items())
+        update = update_file(self.baseline.path, produced, completed, prune)
+        kept = len(update.before) - len(update.stale) * prune - sum(key in update.before for key in produced)
         self.lines.append(
-            f"wrote baseline {merged.path}: {len(merged.entries)} entries ({added} added, {changed} changed, "
-            f"{len(before) - len(stale) * prune - sum(key in before for key in produced)} kept from tests that did not run or did not change)"
+            f"wrote baseline {update.path}: {len(update.baseline.entries)} entries ({update.added} added, {update.changed} changed, "
+            f"{kept} kept from tests that did not run or did not change)"
         )
-        if stale:
+        if update.stale:
             verb = "removed" if prune else "kept (remove them with --circuitcheck-prune-baseline)"
-            self.lines.append(f"{len(stale)} baseline entries are no longer produced by tests that ran, {verb}:")
-            self.lines.extend(f"  {key}" for key in stale)
+            self.lines.append(f"{len(update.stale)} baseline entries are no longer produced by tests that ran to completion, {verb}:")
+            self.lines.extend(f"  {key}" for key in update.stale)
+        unreached = sorted(
+            key for key, entry in update.before.items() if entry.get("test") in ran - completed and key not in produced
+        )
+        if prune and unreached:
+            self.lines.append(
+                f"{len(unreached)} baseline entries of tests that did not run to completion (failed, errored or skipped "
+                "before producing them) were kept, not pruned:"
+            )
+            self.lines.extend(f"  {key}" for key in unreached)
+
+    def pytest_keyboard_interrupt(self, excinfo) -> None:
+        self.interrupted = True  # Ctrl-C, pytest.exit() or collection errors: this run's values are partial
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus) -> None:
         if hasattr(session.config, "workerinput"):
@@ -110,7 +137,22 @@ class BaselinePlugin:
         from ..claims.baseline import BaselineError
 
         try:
-            self.finish()
+            self.finish(exitstatus)
         except (BaselineError, OSError) as error:
             self.lines.append(f"baseline not written: {error}")
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
+
+
+def completed_tests(tests: list[dict[str, Any]]) -> set[str]:
+    """Ids of the tests whose body ran to its end with every claim measured (passed, or xfail-marked and passed).
+
+    A failed claim stops its test, so the claims after it were never measured;
+    only these tests' missing entries can be called stale.
+    """
+    from ..claims.baseline import rounded
+
+    return {
+        test.get("test_id", test["nodeid"])
+        for test in tests
+        if test["outcome"] in ("passed", "xpassed") and all(rounded(claim.get("value")) is not None for claim in test["claims"])
+    }
