@@ -1,6 +1,5 @@
 """The pytest plugin end to end, through pytester."""
 
-import ast
 import json
 import subprocess
 import sys
@@ -257,7 +256,8 @@ def test_a_foreign_file_is_never_overwritten(tiny):
     (tiny.path / "notes.html").write_text("<p>my own notes</p>")
     result = tiny.runpytest("--circuitcheck-report=notes.html")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stdout.fnmatch_lines(["*refusing to overwrite 'notes.html': it exists and is not a circuitcheck html report*"])
+    # refused at session start, before any test runs
+    result.stderr.fnmatch_lines(["*refusing to overwrite 'notes.html': it exists and is not a circuitcheck html report*"])
     assert (tiny.path / "notes.html").read_text() == "<p>my own notes</p>"
 
 
@@ -476,46 +476,45 @@ def _call_report(nodeid: str) -> pytest.TestReport:
     return pytest.TestReport(nodeid=nodeid, location=("t.py", 0, nodeid), keywords={}, outcome="passed", longrepr=None, when="call")
 
 
-def test_the_collector_records_its_own_reports_and_leaves_forwarded_worker_reports_to_the_merge(pytester):
+def test_the_collector_records_forwarded_worker_reports_with_their_claims_and_crashes_as_crashed(pytester):
     from types import SimpleNamespace
 
-    from circuitcheck.pytest_plugin.collect import WORKER_OUTPUT, XdistMerge
+    from circuitcheck.pytest_plugin.collect import XdistMerge
 
     config = pytester.parseconfigure("-p", "no:xdist")
     collector = config.pluginmanager.get_plugin("circuitcheck-collect")
     collector.pytest_runtest_logreport(_call_report("t.py::local"))
     forwarded = _call_report("t.py::on_a_worker")
     forwarded.node = object()  # what xdist's controller sets on a worker's report
+    forwarded.circuitcheck = [{"kind": "k", "claim": "a claim", "passed": True}]  # travelled with the report
     collector.pytest_runtest_logreport(forwarded)
-    assert [test["nodeid"] for test in collector.tests] == ["t.py::local"]
-
-    published = {"nodeid": "t.py::on_a_worker", "outcome": "passed", "duration": 0.1, "claims": [], "sweeps": []}
-    XdistMerge(collector).pytest_testnodedown(node=SimpleNamespace(workeroutput={WORKER_OUTPUT: [published]}), error=None)
-    assert [test["nodeid"] for test in collector.tests] == ["t.py::local", "t.py::on_a_worker"]
+    crash = pytest.TestReport(nodeid="t.py::crashes", location=("t.py", None, "t.py"), keywords={}, outcome="failed",
+                              longrepr="worker 'gw0' crashed while running 't.py::crashes'", when="???")
+    crash.node = SimpleNamespace(gateway=SimpleNamespace(id="gw0"))
+    merge = XdistMerge(collector)
+    merge.pytest_xdist_node_collection_finished(node=None, ids=["t.py::local", "t.py::on_a_worker", "t.py::crashes", "t.py::never"])
+    merge.pytest_testnodedown(node=crash.node, error="Not properly terminated")
+    collector.pytest_runtest_logreport(crash)
+    assert [(test["nodeid"], test["outcome"]) for test in collector.tests] == [
+        ("t.py::local", "passed"), ("t.py::on_a_worker", "passed"), ("t.py::crashes", "crashed")]
+    assert collector.tests[1]["claims"] == [{"kind": "k", "claim": "a claim", "passed": True}]
+    assert collector.not_run() == ["t.py::never"]
+    assert collector.worker_errors == {}  # the crash report says it
     # the baseline plugin reads the very same list at session finish
     assert config.pluginmanager.get_plugin("circuitcheck-baseline").tests is collector.tests
-    XdistMerge(collector).pytest_testnodedown(node=SimpleNamespace(workeroutput={}), error="worker crashed")
-    assert len(collector.tests) == 2
 
 
-def test_under_xdist_every_worker_publishes_its_records_through_workeroutput(tiny):
-    tiny.makepyfile(XDIST_SUITE)
-    tiny.makeconftest(
-        TINY_SOURCE
-        + textwrap.dedent(
-            """
-            def pytest_testnodedown(node, error):
-                print("PUBLISHED", node.gateway.id, sorted(t["nodeid"].split("::")[1] for t in node.workeroutput["circuitcheck_tests"]))
-            """
-        )
-    )
-    result = tiny.runpytest_subprocess("-n", "2", "-p", "xdist", "--circuitcheck-model=tiny:x", "--circuitcheck-json=results.json")
-    result.assert_outcomes(passed=4)
-    published = [line[line.index("PUBLISHED"):] for line in result.stdout.lines if "PUBLISHED" in line]  # after the progress dots
-    names = sorted(name for line in published for name in ast.literal_eval(line.split(" ", 2)[2]))
-    assert len(published) == 2 and names == ["test_a", "test_b", "test_c", "test_d"]
-    document = json.loads((tiny.path / "results.json").read_text())
-    assert sorted(test["nodeid"].split("::")[1] for test in document["tests"]) == names
+def test_a_worker_that_goes_down_with_an_error_makes_the_run_incomplete(pytester):
+    from types import SimpleNamespace
+
+    from circuitcheck.pytest_plugin.collect import XdistMerge
+
+    config = pytester.parseconfigure("-p", "no:xdist")
+    collector = config.pluginmanager.get_plugin("circuitcheck-collect")
+    XdistMerge(collector).pytest_testnodedown(node=SimpleNamespace(gateway=SimpleNamespace(id="gw1")), error=None)
+    XdistMerge(collector).pytest_testnodedown(node=SimpleNamespace(gateway=SimpleNamespace(id="gw2")), error="Not properly terminated")
+    session = SimpleNamespace(shouldstop=False, shouldfail=False)
+    assert collector.incomplete_reasons(session) == ["xdist worker gw2 went down: Not properly terminated"]
 
 
 def test_the_terminal_summary_uses_the_claim_formatter(tiny):

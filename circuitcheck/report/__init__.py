@@ -17,8 +17,14 @@ Modules: :mod:`.sections` prepares what the page shows (one claim:
 sections: :mod:`.causal_sections`, :mod:`.heatmaps`, :mod:`.attribution_sections`,
 :mod:`.checkpoints`; which section shows a kind: :mod:`.kinds`), :mod:`.charts`
 draws the inline SVG charts, :mod:`.frames` reads evidence tables without pandas,
-:mod:`.results` reads documents back for analysis; the page layout is the
+:mod:`.results` reads documents back for analysis, :mod:`.files` writes the
+files (atomically, only over circuitcheck's own); the page layout is the
 Jinja template ``templates/report.html.j2``.
+
+A run's files say what they hold: ``in_progress_document`` is written at
+session start (so a killed run never leaves the previous run's report in
+place), and a finished document lists what it lacks (``complete``,
+``not_run``, ``incomplete_reasons``, tests whose worker ``crashed``).
 """
 
 from __future__ import annotations
@@ -26,17 +32,20 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import CircuitCheckError
+from .files import ReportWriteError, atomic_write, check_writable, owner_meta, write_text
 from .results import Results, load
 
 __all__ = [
     "REPORT_SCHEMA",
     "CircuitCheckError",
+    "ReportWriteError",
     "Results",
+    "check_writable",
+    "in_progress_document",
     "load",
     "new_document",
     "read_json",
@@ -55,11 +64,26 @@ def new_document(environment: dict[str, Any]) -> dict[str, Any]:
     """An empty results document (schema ``REPORT_SCHEMA``), ``complete`` until told otherwise: False."""
     return {
         "circuitcheck_report": REPORT_SCHEMA,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _now(),
         "complete": False,
         "environment": environment,
         "tests": [],
     }
+
+
+def in_progress_document(environment: dict[str, Any], started: str | None = None, pid: int | None = None) -> dict[str, Any]:
+    """The document a run writes at its start: no tests, ``in_progress`` true, when it started and its process id.
+
+    It stays in place when the run is killed (SIGKILL, SIGTERM, a hard crash),
+    so the files never show an earlier run's results as this one's.
+    """
+    document = new_document(environment)
+    document.update(in_progress=True, started=started or document["created"], pid=os.getpid() if pid is None else pid)
+    return document
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def summarize(document: dict[str, Any]) -> dict[str, Any]:
@@ -122,27 +146,46 @@ def render_html(document: dict[str, Any]) -> str:
             "created": str(document.get("created") or "unknown time"),
             "complete": bool(document.get("complete", False)),
             "schema": document.get("circuitcheck_report", REPORT_SCHEMA),
+            **_incompleteness(document),
         },
         summary=summary,
         page=build_page(document, summary),
-        generator_mark=GENERATOR_MARK,
+        generator_mark=owner_meta(REPORT_SCHEMA) + "\n" + GENERATOR_MARK,
     )
 
 
+def _incompleteness(document: dict[str, Any]) -> dict[str, Any]:
+    """What the page's banner says a document lacks: in progress, crashed tests, tests not run, other reasons."""
+
+    def strings(value) -> list[str]:
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+    crashed = [str(test.get("nodeid")) for test in document.get("tests") or [] if isinstance(test, dict) and test.get("outcome") == "crashed"]
+    return {
+        "in_progress": document.get("in_progress") is True,
+        "started": str(document.get("started") or document.get("created") or "an unknown time"),
+        "pid": document.get("pid"),
+        "crashed": crashed,
+        "not_run": strings(document.get("not_run")),
+        # the crashed tests are listed by name already
+        "reasons": [reason for reason in strings(document.get("incomplete_reasons")) if not any(nodeid in reason for nodeid in crashed)],
+    }
+
+
 def write_json(path: str | os.PathLike, document: dict[str, Any]) -> Path:
-    """Write the document as JSON (sorted keys), atomically; never over a file circuitcheck did not write."""
-    path = Path(path)
-    _refuse_foreign(path, kind="json")
-    _atomic_write(path, json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n")
-    return path
+    """Write the document as JSON (sorted keys), atomically; never over a file circuitcheck did not write.
+
+    Raises :class:`ReportWriteError` (a ``CircuitCheckError``) naming the file
+    and the cause when the file is not ours or cannot be written.
+    """
+    return write_text(Path(path), json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n", kind="json")
 
 
 def write_html(path: str | os.PathLike, document: dict[str, Any]) -> Path:
-    """Write the HTML report, atomically; never over a file circuitcheck did not write."""
+    """Write the HTML report, atomically; never over a file circuitcheck did not write (errors as :func:`write_json`)."""
     path = Path(path)
-    _refuse_foreign(path, kind="html")
-    _atomic_write(path, render_html(document))
-    return path
+    check_writable(path, "html")  # before rendering: a refused path costs nothing
+    return write_text(path, render_html(document), kind="html")
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
@@ -184,6 +227,12 @@ def validate(document: dict[str, Any], source: str = "results document") -> None
         raise CircuitCheckError(f"{source}: 'tests' must be a list of tests, got {type(tests).__name__}")
     if not isinstance(document.get("environment", {}), dict):
         raise CircuitCheckError(f"{source}: 'environment' must be an object of name -> value")
+    for name in ("not_run", "incomplete_reasons"):
+        value = document.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise CircuitCheckError(f"{source}: {name!r} must be a list of strings, got {value!r:.80}")
+    if not isinstance(document.get("in_progress", False), bool):
+        raise CircuitCheckError(f"{source}: 'in_progress' must be true or false, got {document['in_progress']!r:.80}")
     for i, test in enumerate(tests):
         where = f"{source}: tests[{i}]"
         if not isinstance(test, dict):
@@ -202,31 +251,5 @@ def validate(document: dict[str, Any], source: str = "results document") -> None
                 raise CircuitCheckError(f"{where}.claims[{j}] ({test['nodeid']}) has no {', '.join(map(repr, missing))}")
 
 
-def _refuse_foreign(path: Path, kind: str) -> None:
-    """Never overwrite a file that circuitcheck did not write."""
-    if not path.exists():
-        return
-    if path.is_dir():
-        raise CircuitCheckError(f"report path {str(path)!r} is a directory: give a file name")
-    head = path.read_bytes()[:4096].decode("utf-8", errors="replace")
-    ours = GENERATOR_MARK in head if kind == "html" else '"circuitcheck_report"' in head
-    if not ours:
-        raise CircuitCheckError(
-            f"refusing to overwrite {str(path)!r}: it exists and is not a circuitcheck {kind} report. Choose another path or remove it."
-        )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        # mkstemp creates the file 0600; a report is for sharing, so give it the usual umask mode
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# The baseline plugin writes its file the same way.
+_atomic_write = atomic_write
