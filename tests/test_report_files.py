@@ -260,6 +260,8 @@ def test_tests_that_never_ran_after_a_crash_are_listed_by_node_id(tiny):
     document = json.loads((tiny.path / "results.json").read_text())
     assert document["complete"] is False
     assert document["not_run"] == ["test_crashing.py::test_after"]
+    results = report.load(tiny.path / "results.json")
+    assert not results.complete and results.not_run == ["test_crashing.py::test_after"] and "1 test did not run" in results.incomplete_reasons
     assert [test["nodeid"].split("::")[-1] for test in document["tests"]] == ["test_before", "test_crash"]
     banner = (tiny.path / "report.html").read_text().split('id="incomplete"')[1].split("</div>")[0]
     assert "test_crashing.py::test_after" in banner and "1 test did not run" in banner
@@ -309,6 +311,8 @@ def test_a_killed_run_leaves_a_report_marked_in_progress_not_the_previous_green_
     document = report.read_json(pytester.path / "results.json")
     assert document["in_progress"] is True and document["complete"] is False and document["tests"] == []
     assert document["pid"] == process.pid
+    results = report.load(pytester.path / "results.json")
+    assert results.in_progress and not results.complete and results.frame().empty
     html = (pytester.path / "report.html").read_text()
     banner = html.split('id="incomplete"')[1].split("</div>")[0]
     assert "has not finished" in banner

@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -167,8 +168,12 @@ def _incompleteness(document: dict[str, Any]) -> dict[str, Any]:
         "pid": document.get("pid"),
         "crashed": crashed,
         "not_run": strings(document.get("not_run")),
-        # the crashed tests are listed by name already
-        "reasons": [reason for reason in strings(document.get("incomplete_reasons")) if not any(nodeid in reason for nodeid in crashed)],
+        # crashed tests and tests not run are listed by name below the reasons
+        "reasons": [
+            reason
+            for reason in strings(document.get("incomplete_reasons"))
+            if not any(nodeid in reason for nodeid in crashed) and not re.fullmatch(r"\d+ tests? did not run", reason)
+        ],
     }
 
 

@@ -44,6 +44,26 @@ class Results:
     document: dict[str, Any]
     path: Path | None = None
 
+    @property
+    def complete(self) -> bool:
+        """Whether the run finished with every collected test's result (see ``incomplete_reasons`` when not)."""
+        return self.document.get("complete") is True
+
+    @property
+    def in_progress(self) -> bool:
+        """Whether this is the document a run writes at its start: that run is going on, or was killed before its end."""
+        return self.document.get("in_progress") is True
+
+    @property
+    def not_run(self) -> list[str]:
+        """Node ids of the tests that were collected but have no result."""
+        return list(self.document.get("not_run") or [])
+
+    @property
+    def incomplete_reasons(self) -> list[str]:
+        """Why the run is incomplete (interrupted, stopped early, a worker crashed, tests not run); empty when complete."""
+        return list(self.document.get("incomplete_reasons") or [])
+
     def claims(self) -> list[dict[str, Any]]:
         """Every claim dict, in document order, with its test's ``nodeid`` and ``outcome`` added."""
         return [
