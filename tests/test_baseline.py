@@ -245,7 +245,7 @@ def test_pytest_exit_during_an_update_does_not_write_the_baseline(pytester):
     pytester.makepyfile(SUITE.replace("    cc.assert_previous_token_head(0, 0, min_score=0.5)\n", "    pytest.exit('stop here', returncode=0)\n").replace("import os\n", "import os\nimport pytest\n"))
     result = run(pytester, "--circuitcheck-update-baseline")
     assert not (pytester.path / "baseline.json").exists()
-    result.stdout.fnmatch_lines(["*baseline.json not updated: the run was interrupted; the file keeps its previous values (the 0 claims measured*"])
+    result.stdout.fnmatch_lines(["*baseline.json not updated: the run was interrupted; the file is left as it was (the 0 claims measured*"])
 
 
 CONCURRENT = """

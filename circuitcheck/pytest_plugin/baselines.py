@@ -100,7 +100,7 @@ class BaselinePlugin:
         if self.interrupted or exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
             why = "was interrupted" if exitstatus != pytest.ExitCode.INTERNAL_ERROR else "ended in an internal error"
             self.lines.append(
-                f"baseline {self.baseline.path} not updated: the run {why}; the file keeps its previous values "
+                f"baseline {self.baseline.path} not updated: the run {why}; the file is left as it was "
                 f"(the {len(claims)} claims measured before that were discarded); run again to update it"
             )
             return
