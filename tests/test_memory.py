@@ -23,8 +23,11 @@ import circuitcheck as cc
 
 
 def test_causal(model, induction_task):
-    cc.check_sufficient("L0H2 L1H1 L1H3", min_recovery=0.5)
-    cc.check_necessary("L1H3", min_drop=0.1)
+    try:
+        cc.check_sufficient("L0H2 L1H1 L1H3", min_recovery=0.5)
+        cc.check_necessary("L1H3", min_drop=0.1)
+    except cc.CircuitCheckError as error:  # untrained: no gap to divide by (its runs are cached all the same)
+        assert "gap" in str(error) and model.circuitcheck_checkpoint == "step0", error
 
 
 def test_cache(model, induction_task, cache):

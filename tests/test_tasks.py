@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -15,8 +17,7 @@ def test_float_tokens_are_refused():
 
 
 def test_a_task_for_another_vocabulary_is_refused(induction_2l, random_model):
-    task = tasks.induction(induction_2l, n_prompts=4, seq_len=5)
-    task.d_vocab = 50257
+    task = dataclasses.replace(tasks.induction(induction_2l, n_prompts=4, seq_len=5), d_vocab=50257)
     with pytest.raises(CircuitCheckError, match="built for a vocabulary of 50257 tokens, but the model has 64"):
         task.validate(induction_2l)
 

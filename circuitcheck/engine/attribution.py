@@ -43,6 +43,7 @@ import torch
 
 from ..errors import CircuitCheckError
 from ..model import inputs as _inputs
+from .session import session_of
 
 SUMMARY_COLUMNS = ("kind", "layer", "head", "in_total", "mean", "std", "share")
 MAX_BATCH = 64
@@ -175,7 +176,7 @@ def _attribute(model, tokens, pos_index, ans, wrong):
         if has_mlp:
             names.add(f"blocks.{layer}.hook_mlp_out")
     names_with_pos = names | {"hook_pos_embed"}
-    with torch.no_grad():
+    with session_of(model).exclusive(), torch.no_grad():  # no other thread's hooks in this forward
         logits, cache = model.run_with_cache(tokens.to(cfg.device), names_filter=lambda name: name in names_with_pos)
     missing = [n for n in names if n not in cache and not (n == "ln_final.hook_scale" and not scaled)]
     if missing:

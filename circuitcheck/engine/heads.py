@@ -262,18 +262,19 @@ def _attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
     weights change), so several claims about the heads of one model on the same
     seeded input run the model once.
     """
-    cache = session_of(model).derived("attention-patterns", OrderedDict)
-    key = tokens_digest(tokens)
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
-    device = getattr(model.cfg, "device", None) or "cpu"
-    with torch.no_grad():
-        _, run = model.run_with_cache(tokens.to(device), names_filter=lambda name: name in names)
-    patterns = torch.stack([run[name].detach().float().cpu() for name in names])
-    cache[key] = patterns
-    while len(cache) > _PATTERN_CACHE_SIZE:
-        cache.popitem(last=False)
-    return patterns
+    with session_of(model).exclusive() as session:  # one engine call: weights checked, other threads wait
+        cache = session.derived("attention-patterns", OrderedDict)
+        key = tokens_digest(tokens)
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+        device = getattr(model.cfg, "device", None) or "cpu"
+        with torch.no_grad():
+            _, run = model.run_with_cache(tokens.to(device), names_filter=lambda name: name in names)
+        patterns = torch.stack([run[name].detach().float().cpu() for name in names])
+        cache[key] = patterns
+        while len(cache) > _PATTERN_CACHE_SIZE:
+            cache.popitem(last=False)
+        return patterns
 

@@ -86,14 +86,15 @@ def _device(model) -> str:
 def residuals(model, tokens: torch.Tensor, layers: Sequence[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """One forward pass: the model's logits and the residual stream after each of ``layers``."""
     names = {resid_hook(layer) for layer in layers}
-    with torch.no_grad():
+    with session_of(model).exclusive(), torch.no_grad():  # weights checked; no other thread's hooks in this forward
         logits, cache = model.run_with_cache(tokens.to(_device(model)), names_filter=lambda name: name in names)
     return logits, {layer: cache[resid_hook(layer)] for layer in layers}
 
 
 def project(model, resid: torch.Tensor) -> torch.Tensor:
     """The logit lens: ``unembed(ln_final(resid))``."""
-    return model.unembed(model.ln_final(resid))
+    with session_of(model).exclusive(check=False):  # its hook points must not fire another thread's hooks
+        return model.unembed(model.ln_final(resid))
 
 
 def kl_final_lens(final_logprobs: torch.Tensor, lens_logprobs: torch.Tensor) -> torch.Tensor:

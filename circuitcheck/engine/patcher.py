@@ -13,15 +13,20 @@ Where it applies, a chunk runs through the verified fast forward
 Sweeps (:mod:`circuitcheck.engine.sweeps`) and path patching
 (:mod:`circuitcheck.engine.paths`) are built on :meth:`Patcher.run`.
 
-Clean and corrupted runs are cached per task, and made again when the model's
-weights change (its :func:`~circuitcheck.engine.session.session_of` says when).
+Clean and corrupted runs are cached per task content (a task edited in place
+gets new runs), and made again when the model's weights change (its
+:func:`~circuitcheck.engine.session.session_of` says when, reading them in full
+at the start of each public call). Each public call holds the model for its
+whole length, so calls from several threads run one at a time.
 Every batched result equals the one-forward-per-patch result (tested against
 ``transformer_lens.patching``).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
+import weakref
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -57,14 +62,19 @@ class _RunCache:
         missing = sorted(set(hooks) - set(self.acts))
         if not missing and self.logits is not None:
             return
-        wanted = set(missing)
-        with torch.no_grad():
-            logits, cache = self.model.run_with_cache(self.tokens, names_filter=lambda name: name in wanted)
-        self.logits = logits.detach()
-        for name in missing:
-            if name not in cache:
-                raise CircuitCheckError(f"hook {name!r} did not fire: this model has no such activation")
-            self.acts[name] = cache[name].detach()
+        # Holding the model: another thread's hooks must not fire in this forward (nor ours in its).
+        with session_of(self.model).exclusive(check=False):
+            missing = sorted(set(hooks) - set(self.acts))
+            if not missing and self.logits is not None:
+                return
+            wanted = set(missing)
+            with torch.no_grad():
+                logits, cache = self.model.run_with_cache(self.tokens, names_filter=lambda name: name in wanted)
+            self.logits = logits.detach()
+            for name in missing:
+                if name not in cache:
+                    raise CircuitCheckError(f"hook {name!r} did not fire: this model has no such activation")
+                self.acts[name] = cache[name].detach()
 
     def __getitem__(self, hook: str) -> torch.Tensor:
         self.ensure([hook])
@@ -107,6 +117,17 @@ class TaskRuns:
         return self._metrics[which]
 
 
+def _holding_model(method):
+    """``method`` as one engine call: it holds the patcher's model, and the weights are checked once at its start."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with session_of(self.model).exclusive():
+            return method(self, *args, **kwargs)
+
+    return call
+
+
 class Patcher:
     """Batched interventions on one model.
 
@@ -133,23 +154,34 @@ class Patcher:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.device = getattr(model.cfg, "device", None) or "cpu"
         self._runs: dict[str, TaskRuns] = {}
+        self._digest_of: "weakref.WeakKeyDictionary[Task, str]" = weakref.WeakKeyDictionary()  # task -> digest of its runs
         self.forward_passes = 0
 
     # Cached runs --------------------------------------------------------------
 
+    @_holding_model
     def runs(self, task: Task) -> TaskRuns:
-        """Clean/corrupted runs of ``task``, computed once per (patcher, task) and again if the weights change."""
+        """Clean/corrupted runs of ``task``, computed once per (patcher, task contents) and again if the weights change.
+
+        Keyed by the task's digest, read from its contents on every call: a task whose
+        tensors were edited in place gets new runs (and its old ones are dropped).
+        """
         require_eval(self.model)
+        task.validate(self.model)  # on every call: a task sharing another's runs is still checked against this model
         key = task.digest
+        before = self._digest_of.get(task)
+        if before is not None and before != key:
+            self._runs.pop(before, None)  # the task was edited in place since: its old runs are of other inputs
+        self._digest_of[task] = key
         weights = session_of(self.model).generation
         if key in self._runs and self._runs[key].weights != weights:
             del self._runs[key]  # the weights changed since: the cached runs are stale
         if key not in self._runs:
-            task.validate(self.model)
-            clean = _RunCache(self.model, task.clean.to(self.device))
-            corrupt = _RunCache(self.model, task.corrupt.to(self.device))
+            # Copies: the runs keep the inputs they were made from, whatever happens to the task's tensors.
+            clean = _RunCache(self.model, task.clean.to(self.device, copy=True))
+            corrupt = _RunCache(self.model, task.corrupt.to(self.device, copy=True))
             # Mean ablation's reference: the task's reference set, else its corrupted inputs (never the clean inputs measured).
-            reference = corrupt if task.reference is None else _RunCache(self.model, task.reference.to(self.device))
+            reference = corrupt if task.reference is None else _RunCache(self.model, task.reference.to(self.device, copy=True))
             self._runs[key] = TaskRuns(task, clean, corrupt, reference, self.score, weights=weights)
         return self._runs[key]
 
@@ -164,6 +196,7 @@ class Patcher:
             )
         return values
 
+    @_holding_model
     def ablated_value(self, task: Task, ablation: _ablation.Ablation, hook: str, seed: int = 0) -> torch.Tensor:
         runs = self.runs(task)
         key = (f"{ablation.name}#{seed}", hook)
@@ -176,6 +209,7 @@ class Patcher:
 
     # The engine ---------------------------------------------------------------
 
+    @_holding_model
     def run(
         self,
         task: Task,
@@ -323,6 +357,7 @@ class Patcher:
 
     # Sweeps and path patching (their own modules) ---------------------------------
 
+    @_holding_model
     def sweep(self, task: Task, what: str, *, direction: str = "denoise") -> Sweep:
         """Activation patching of one kind of activation at every index.
 
@@ -340,6 +375,7 @@ class Patcher:
         """
         return _sweeps.sweep(self, task, what, direction=direction)
 
+    @_holding_model
     def sender_delta(self, task: Task, senders: Sequence[Component], direction: str = "denoise") -> torch.Tensor:
         """The change in what the senders write to the residual stream, ``[batch, pos, d_model]``.
 
@@ -348,6 +384,7 @@ class Patcher:
         """
         return _paths.sender_delta(self, task, senders, direction)
 
+    @_holding_model
     def path_patch(
         self, task: Task, senders: Sequence[Component], receivers: Sequence["Component | str"], direction: str = "denoise"
     ) -> torch.Tensor:
@@ -363,13 +400,9 @@ class Patcher:
         Receivers: a head input (``L1H3.q``/``.k``/``.v``), an MLP (``L2.mlp``, its
         input), or ``"logits"`` (the unembedding's input).
         """
-        runs = self.runs(task)
-        delta = self.sender_delta(task, senders, direction)
-        base_name = "corrupt" if direction == "denoise" else "clean"
-        out = torch.empty(len(receivers), task.n_examples)
-        variants: list[list[Patch]] = []
         return _paths.path_patch(self, task, senders, receivers, direction)
 
+    @_holding_model
     def path_sweep(self, task: Task, sender: "Component | str", port: str = "q", direction: str = "denoise") -> pd.DataFrame:
         """Path patching from ``sender`` into the ``port`` input of every later head: mean metric, ``[layer, head]``.
 

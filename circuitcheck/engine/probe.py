@@ -41,7 +41,7 @@ import torch
 
 from ..model import context, inputs as _inputs
 from ..errors import CircuitCheckError
-from .session import tokens_digest
+from .session import session_of, tokens_digest
 
 DEFAULT_WEIGHT_DECAY = 1e-3
 DEFAULT_MAX_ITER = 100
@@ -145,7 +145,7 @@ class Prober:
         self.seed = context.resolve_seed(seed)
         self.weight_decay = _check_weight_decay(weight_decay)
         self.max_iter = _check_positive_int("max_iter", max_iter)
-        self._activations: dict[tuple[str, str], torch.Tensor] = {}
+        self._activations: dict[tuple[str, str, int], torch.Tensor] = {}  # (hook, tokens, weights generation)
 
     def __repr__(self) -> str:
         name = getattr(self.model.cfg, "model_name", type(self.model).__name__)
@@ -167,22 +167,25 @@ class Prober:
     def _activations_of(self, hook: str, tokens: torch.Tensor) -> torch.Tensor:
         if not isinstance(hook, str) or not hook:
             raise CircuitCheckError(f"hook={hook!r} is not valid: give a hook name such as 'blocks.0.hook_resid_post'")
-        key = (hook, tokens_digest(tokens))
-        if key not in self._activations:
-            _check_hook_exists(self.model, hook)
-            device = getattr(self.model.cfg, "device", None) or "cpu"
-            with torch.no_grad():
-                _, cache = self.model.run_with_cache(tokens.to(device), names_filter=lambda name: name == hook)
-            if hook not in cache:
-                raise CircuitCheckError(_unknown_hook_message(self.model, hook, "the model ran but never called it"))
-            activation = cache[hook].detach()
-            if activation.ndim < 3 or tuple(activation.shape[:2]) != tuple(tokens.shape):
-                raise CircuitCheckError(
-                    f"hook {hook!r} gives activations of shape {tuple(activation.shape)}: a probe needs [batch, pos, ...] "
-                    f"matching the inputs {tuple(tokens.shape)} (attention patterns and scores are [batch, head, q, k])"
-                )
-            self._activations[key] = activation
-        return self._activations[key]
+        with session_of(self.model).exclusive() as session:  # weights checked; no other thread's hooks in the forward
+            key = (hook, tokens_digest(tokens), session.generation)
+            for stale in [k for k in self._activations if k[2] != key[2]]:
+                del self._activations[stale]  # made before the weights changed
+            if key not in self._activations:
+                _check_hook_exists(self.model, hook)
+                device = getattr(self.model.cfg, "device", None) or "cpu"
+                with torch.no_grad():
+                    _, cache = self.model.run_with_cache(tokens.to(device), names_filter=lambda name: name == hook)
+                if hook not in cache:
+                    raise CircuitCheckError(_unknown_hook_message(self.model, hook, "the model ran but never called it"))
+                activation = cache[hook].detach()
+                if activation.ndim < 3 or tuple(activation.shape[:2]) != tuple(tokens.shape):
+                    raise CircuitCheckError(
+                        f"hook {hook!r} gives activations of shape {tuple(activation.shape)}: a probe needs [batch, pos, ...] "
+                        f"matching the inputs {tuple(tokens.shape)} (attention patterns and scores are [batch, head, q, k])"
+                    )
+                self._activations[key] = activation
+            return self._activations[key]
 
     # the probe ---------------------------------------------------------------
     def fit(

@@ -13,8 +13,9 @@ gap between the full model and the fully ablated model, whichever way it goes.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from typing import Callable, Sequence
+import itertools
+from dataclasses import dataclass, field
+from typing import Callable, Hashable, Sequence
 
 import torch
 
@@ -22,9 +23,18 @@ from . import inputs as _inputs
 from ..errors import ArgumentError
 
 
+# Numbers for metrics without a key: never reused in a process (an id() of a freed function can be).
+_SERIALS = itertools.count()
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A named per-example metric. ``fn(logits, task, clean_logits) -> [batch]``."""
+    """A named per-example metric. ``fn(logits, task, clean_logits) -> [batch]``.
+
+    ``key``: what the metric computes, for built-ins (e.g. ``("logit_diff", -1)``), so
+    that two tasks with equal inputs and equal built-in metrics share cached runs; a
+    metric without one is told apart from every other by a serial number.
+    """
 
     name: str
     fn: Callable
@@ -32,6 +42,13 @@ class Metric:
     # Which logit positions the metric reads, given the input length (None: possibly all).
     # The patcher's fast path unembeds only these; a metric that reads others must leave it None.
     positions: Callable[[int], Sequence[int]] | None = None
+    key: Hashable | None = None
+    _serial: int = field(default_factory=lambda: next(_SERIALS), init=False, repr=False, compare=False)
+
+    @property
+    def identity(self) -> tuple:
+        """What tells this metric's values apart in a task's digest: its ``key``, else its serial number."""
+        return ("key", self.key) if self.key is not None else ("serial", self._serial)
 
     def reads(self, seq_len: int) -> list[int] | None:
         """The sorted logit positions this metric reads on inputs of ``seq_len`` tokens; None if unknown."""
@@ -98,7 +115,8 @@ def logit_diff(position: int = -1) -> Metric:
         at = logits[:, _position_index(position, logits.shape[1])]
         return _gather(at, _answers(task, "answers")) - _gather(at, _answers(task, "wrong_answers"))
 
-    return Metric("logit_diff", fn, f"logit difference (answer - wrong answer) at position {position}", _at(position))
+    return Metric("logit_diff", fn, f"logit difference (answer - wrong answer) at position {position}", _at(position),
+                  key=("logit_diff", position))
 
 
 def answer_prob(position: int = -1) -> Metric:
@@ -108,7 +126,7 @@ def answer_prob(position: int = -1) -> Metric:
         at = logits[:, _position_index(position, logits.shape[1])].float().softmax(-1)
         return _gather(at, _answers(task, "answers"))
 
-    return Metric("answer_prob", fn, f"answer probability at position {position}", _at(position))
+    return Metric("answer_prob", fn, f"answer probability at position {position}", _at(position), key=("answer_prob", position))
 
 
 def answer_logprob(position: int = -1) -> Metric:
@@ -118,7 +136,8 @@ def answer_logprob(position: int = -1) -> Metric:
         at = logits[:, _position_index(position, logits.shape[1])].float().log_softmax(-1)
         return _gather(at, _answers(task, "answers"))
 
-    return Metric("answer_logprob", fn, f"answer log-probability at position {position}", _at(position))
+    return Metric("answer_logprob", fn, f"answer log-probability at position {position}", _at(position),
+                  key=("answer_logprob", position))
 
 
 def next_token_logprob(positions: Sequence[int] | slice) -> Metric:
@@ -136,7 +155,7 @@ def next_token_logprob(positions: Sequence[int] | slice) -> Metric:
 
     return Metric(
         "next_token_logprob", fn, f"mean log-probability of the next token at positions {_describe(positions)}",
-        lambda seq_len: _positions(positions, seq_len - 1),
+        lambda seq_len: _positions(positions, seq_len - 1), key=_positions_key("next_token_logprob", positions),
     )
 
 
@@ -145,7 +164,7 @@ def loss(positions: Sequence[int] | slice) -> Metric:
     inner = next_token_logprob(positions)
     return Metric(
         "loss", lambda logits, task, clean: -inner.fn(logits, task, clean), f"next-token loss at positions {_describe(positions)}",
-        inner.positions,
+        inner.positions, key=_positions_key("loss", positions),
     )
 
 
@@ -160,7 +179,7 @@ def kl_to_clean(position: int = -1) -> Metric:
         log_q = logits[:, pos].float().log_softmax(-1)
         return (log_p.exp() * (log_p - log_q)).sum(-1)
 
-    return Metric("kl_to_clean", fn, f"KL(clean || intervened) at position {position}", _at(position))
+    return Metric("kl_to_clean", fn, f"KL(clean || intervened) at position {position}", _at(position), key=("kl_to_clean", position))
 
 
 def _at(position: int) -> Callable[[int], list[int]]:
@@ -170,6 +189,17 @@ def _at(position: int) -> Callable[[int], list[int]]:
 def _positions(positions, n: int) -> list[int]:
     """Indices among the ``n`` predicting positions (every position but the last)."""
     return _inputs.resolve_positions(positions, n, what="metric position")
+
+
+def _positions_key(name: str, positions) -> tuple | None:
+    """A metric's key from its name and ``positions`` (a slice or integers); None if they are neither."""
+    if isinstance(positions, slice):
+        ends = (positions.start, positions.stop, positions.step)
+        return (name, "slice", *ends) if all(e is None or isinstance(e, int) for e in ends) else None
+    try:
+        return (name, "at", *(int(p) for p in positions))
+    except (TypeError, ValueError):
+        return None  # not positions: the metric's own check names the value when it runs
 
 
 def _describe(positions) -> str:

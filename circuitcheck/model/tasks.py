@@ -8,12 +8,18 @@ from logits to one value per example. Built-ins:
 - :func:`from_prompts`: strings with one-token answers; logit difference at
   the last position.
 - :func:`from_tokens`: token tensors and any metric.
+
+A task is frozen: it takes copies of its tensors when it is made, and its
+attributes cannot be reassigned (make a changed task with
+``dataclasses.replace(task, clean=...)``). Its :attr:`Task.digest` is read from
+its contents on every use, so even a tensor edited in place gives a new digest
+and never reuses the runs cached for the old contents.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -21,6 +27,10 @@ import torch
 from . import inputs as _inputs
 from . import metrics as _metrics
 from ..errors import CircuitCheckError
+
+
+class FrozenTaskError(CircuitCheckError, AttributeError):
+    """An attribute of a :class:`Task` was assigned after the task was made."""
 
 
 @dataclass(eq=False)
@@ -33,6 +43,9 @@ class Task:
     vocabulary. ``reference`` is the input set mean ablation averages over
     (``[n_reference, pos]``; default None: the corrupted inputs, so that the
     mean never comes from the very clean inputs being measured).
+
+    Frozen once made: the tensors are the task's own copies, and assigning an
+    attribute raises :class:`FrozenTaskError` (use ``dataclasses.replace``).
     """
 
     clean: torch.Tensor
@@ -45,11 +58,11 @@ class Task:
     reference: torch.Tensor | None = None
     description: str = ""
     seed: int | None = None
-    _digest: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        self.clean = _inputs.as_tokens(None, self.clean, what="clean tokens")
-        self.corrupt = _inputs.as_tokens(None, self.corrupt, what="corrupt tokens")
+        # Copies: a tensor the caller keeps and edits later must not change the task.
+        self.clean = _inputs.as_tokens(None, self.clean, what="clean tokens").clone()
+        self.corrupt = _inputs.as_tokens(None, self.corrupt, what="corrupt tokens").clone()
         if self.clean.shape != self.corrupt.shape:
             raise CircuitCheckError(
                 f"clean and corrupted inputs must have the same shape: clean is {tuple(self.clean.shape)}, "
@@ -61,16 +74,28 @@ class Task:
         for name in ("answers", "wrong_answers"):
             value = getattr(self, name)
             if value is not None:
-                value = torch.as_tensor(value, dtype=torch.long).cpu()
+                value = torch.as_tensor(value, dtype=torch.long).cpu().clone()
                 if value.shape[0] != self.clean.shape[0]:
                     raise CircuitCheckError(f"{name} has {value.shape[0]} entries for {self.clean.shape[0]} examples")
                 setattr(self, name, value)
         if self.reference is not None:
-            self.reference = _inputs.as_tokens(None, self.reference, what="reference tokens")
+            self.reference = _inputs.as_tokens(None, self.reference, what="reference tokens").clone()
             if self.reference.shape[1] != self.clean.shape[1]:
                 raise CircuitCheckError(
                     f"reference inputs have {self.reference.shape[1]} positions, the task has {self.clean.shape[1]}: mean ablation is per position"
                 )
+        object.__setattr__(self, "_frozen", True)
+
+    def __setattr__(self, name: str, value) -> None:
+        if self.__dict__.get("_frozen"):
+            raise FrozenTaskError(
+                f"task {self.name!r} is frozen: {name!r} cannot be assigned after the task is made (runs are cached "
+                f"for its contents); make a changed task with dataclasses.replace(task, {name}=...)"
+            )
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenTaskError(f"task {self.name!r} is frozen: {name!r} cannot be deleted; make a changed task with dataclasses.replace")
 
     @property
     def n_examples(self) -> int:
@@ -82,15 +107,18 @@ class Task:
 
     @property
     def digest(self) -> str:
-        """A content hash: equal tasks share cached runs."""
-        if self._digest is None:
-            h = hashlib.sha1()
-            for tensor in (self.clean, self.corrupt, self.answers, self.wrong_answers, self.reference):
-                h.update(b"|" if tensor is None else tensor.numpy().tobytes() + str(tuple(tensor.shape)).encode())
-            h.update(self.metric.name.encode())
-            h.update(str(id(self.metric.fn)).encode())
-            self._digest = h.hexdigest()
-        return self._digest
+        """A hash of the task's contents (tensors and metric): tasks with equal digests share cached runs.
+
+        Computed afresh on every read (milliseconds for thousands of examples), so a
+        tensor edited in place changes it. The metric enters by its
+        :attr:`~circuitcheck.model.metrics.Metric.identity`: its parameters for a
+        built-in metric, else a number never given to another metric of this process.
+        """
+        h = hashlib.sha1()
+        for tensor in (self.clean, self.corrupt, self.answers, self.wrong_answers, self.reference):
+            h.update(b"|" if tensor is None else tensor.numpy().tobytes() + str(tuple(tensor.shape)).encode())
+        h.update(repr(self.metric.identity).encode())
+        return h.hexdigest()
 
     def validate(self, model) -> "Task":
         """Check the task fits ``model``: same vocabulary, token ids in range, fits the context."""
