@@ -154,9 +154,9 @@ class ModelSession:
         """Hold the model for this thread for the block: other threads' circuitcheck work on it waits.
 
         Reentrant. At the outermost entry the weights are checked in full (``check=False``:
-        the caller only needs the lock, e.g. a plain forward inside a loop); nested
-        entries and the session's own lookups inside the block compare only the
-        weights' identity.
+        the caller only needs the lock, e.g. a plain forward inside a loop, and the
+        first lookup in the block reads them instead); after that, nested entries and
+        the session's own lookups inside the block compare only the weights' identity.
         """
         with self._lock:
             outer = self._depth == 0
