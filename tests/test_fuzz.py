@@ -133,16 +133,8 @@ def _causal_calls(model, task):
     }
 
 
-# Found by this test and not yet fixed (in modules other parts own): strict, so fixing one shows up here.
-KNOWN = {
-    "check_head(half_len=V)": "a too-long half_len is named by its prompt length, not by half_len",
-    "check_head(prompts=V)": "a list mixing prompts and other values reaches the tokenizer's ValueError",
-    "check_logit_lens_converges_by(prompt=V)": "a list mixing prompts and other values reaches the tokenizer's ValueError",
-    "check_minimal(min_contribution=V)": "min_contribution=None is compared with a float (claims/minimality.py)",
-    "tasks.from_prompts(clean=V)": "None/other non-lists reach len() (model/tasks.py)",
-    "tasks.from_prompts(answers=V)": "None/other non-lists reach len() (model/tasks.py)",
-    "tasks.from_tokens(clean=V)": "lists with None reach torch.tensor (model/tasks.py)",
-}
+# Found by this test and not yet fixed: strict xfails, so fixing one shows up here (none today).
+KNOWN: dict[str, str] = {}
 
 
 def _entries(calls):

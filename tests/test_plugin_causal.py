@@ -15,7 +15,7 @@ import circuitcheck as cc
 def test_circuit(model, patcher, induction_task):
     cc.assert_necessary(CIRCUIT, min_drop=0.7)
     cc.assert_sufficient(CIRCUIT, min_recovery=0.9)
-    cc.assert_minimal(CIRCUIT, min_contribution=0.05)
+    cc.assert_minimal(CIRCUIT, min_contribution=0.05, method="ioi")  # the card's circuit has two backup heads
     assert patcher.runs(induction_task).task is induction_task
 """
     )
@@ -102,7 +102,7 @@ def test_claim(induction_task):
             "E*measured: recovery * (95% CI * to *, n=32)",
             "E*required: recovery >= 0.99, decided on the lower bound*",
             "E*task:*induction: 32 prompts*",
-            "E*ablation: resample; seed 0",
+            "E*ablation: resample (*); seed 0",
         ]
     )
 
@@ -122,7 +122,7 @@ import circuitcheck as cc
 
 def test_claims(induction_task):
     cc.assert_sufficient(CIRCUIT, min_recovery=0.9)
-    cc.assert_minimal(CIRCUIT)
+    cc.assert_minimal(CIRCUIT, method="ioi")
 """
     )
     pytester.runpytest("--circuitcheck-json=results.json").assert_outcomes(passed=1)

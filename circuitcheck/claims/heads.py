@@ -70,6 +70,12 @@ def check_head(
         exclude_bos=exclude_bos,
     )
     per_prompt = run.scores[:, layer, head]
+    if per_prompt.numel() < stats.MIN_EXAMPLES and (prompts is not None or tokens is not None):
+        given = f"prompts={prompts!r:.60}" if prompts is not None else "tokens="
+        raise stats.TooFewExamples(
+            f"{given} gives {per_prompt.numel()} prompt: a head claim is decided on an interval over prompts, "
+            f"which needs at least {stats.MIN_EXAMPLES} (give a list of prompts)"
+        )
     estimate = stats.bootstrap_mean(per_prompt.numpy(), confidence=confidence, seed=seed)
     scores = run.frame()
     decision = stats.decide(estimate, min_score, max_score)

@@ -102,7 +102,8 @@ def check_logit_lens_converges_by(
     run = _lens.measure(model, token_input, chosen, layers, lens=lens_obj, k=k)
 
     table = run.per_layer()
-    kl_estimates, agreement_estimates, unit = _layer_estimates(run, confidence, seed)
+    given = f"prompt={prompt!r:.60}" if prompt is not None else "the input"
+    kl_estimates, agreement_estimates, unit = _layer_estimates(run, confidence, seed, given)
     decisions = {}
     for i, L in enumerate(layers):
         kl_decision = stats.decide(kl_estimates[i], None, max_kl)
@@ -257,7 +258,7 @@ def _tuned_params(lens: "_lens.TunedLens") -> dict:
     }
 
 
-def _layer_estimates(run: "_lens.LensRun", confidence: float, seed: int):
+def _layer_estimates(run: "_lens.LensRun", confidence: float, seed: int, given: str = "the input"):
     """Per layer: mean KL and top-1 agreement with bootstrap intervals over prompts (over positions for one prompt)."""
     kl = run.kl.double().numpy()  # [layers, batch, positions]
     agrees = run.agrees.double().numpy()
@@ -266,6 +267,12 @@ def _layer_estimates(run: "_lens.LensRun", confidence: float, seed: int):
     else:
         units, unit = (kl[:, 0, :], agrees[:, 0, :]), (
             f"the {kl.shape[2]} positions of the one prompt (not independent: give several prompts for an honest interval)")
+    if kl.shape[1] < 2 and kl.shape[2] < stats.MIN_EXAMPLES:
+        tokens = run.tokens[0].tolist() if getattr(run, "tokens", None) is not None else "?"
+        raise stats.TooFewExamples(
+            f"{given} is one prompt (tokens {tokens}) with {kl.shape[2]} evaluated position: a lens claim is decided on an interval, "
+            f"which needs at least {stats.MIN_EXAMPLES} positions or prompts (give a longer prompt or several)"
+        )
     estimates = stats.bootstrap_statistics(np.concatenate(units), lambda means: means, confidence=confidence, seed=seed)
     n_layers = kl.shape[0]
     return estimates[:n_layers], estimates[n_layers:], unit

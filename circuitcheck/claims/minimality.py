@@ -39,7 +39,7 @@ import pandas as pd
 
 from . import causal, robustness, stats, subsets
 from .causal import Components, _base, _circuit, _label, _lines, _setup
-from .decision import check_thresholds, conclude
+from .decision import ThresholdError, check_thresholds, conclude
 from .lattice import CircuitLattice, Samples, bootstrap, full_metric
 from .result import CheckResult
 from ..model.tasks import Task
@@ -93,6 +93,8 @@ def check_minimal(
     ``permutations`` (sampled Shapley, default 10) and ``max_k`` (greedy IOI,
     default 2) apply only to circuits above the exact size (12 components).
     """
+    if min_contribution is None:
+        raise ThresholdError("min_contribution=None is not valid: a minimality claim needs a number, e.g. min_contribution=0.05")
     check_thresholds(min_contribution, None, names=("min_contribution", "max"))
     _check_method(method, permutations, max_k)
     setup = _setup(model, task, ablation, seed, confidence, keep)

@@ -168,7 +168,8 @@ def measure_head_scores(
     for length, indices in by_length.items():
         if length < 2 or length > model.cfg.n_ctx:
             raise ArgumentError(
-                f"a prompt of {length} tokens cannot be scored: it needs 2 to {model.cfg.n_ctx} tokens (the model's n_ctx)"
+                f"a prompt of {length} tokens {prompt_tokens[indices[0]].tolist()[:8]} cannot be scored"
+                f"{' (an empty prompt is BOS alone)' if length <= 1 else ''}: it needs 2 to {model.cfg.n_ctx} tokens (the model's n_ctx)"
             )
         batch = torch.stack([prompt_tokens[i] for i in indices])
         detection = torch.stack([_checked_pattern(make_pattern(t), length) for t in batch])  # [b, q, k]

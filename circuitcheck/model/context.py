@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from typing import Any, Iterator, Protocol
 
 from ..errors import CircuitCheckError
+from .seeds import MAX_SEED, SeedError, check_seed  # noqa: F401 (importable here)
 
 
 class TestContext(Protocol):
@@ -62,23 +63,6 @@ def resolve_model(model=None):
                                 f"HookedTransformer, e.g. circuitcheck.load_model('zoo:induction-2l')), got {type(model).__name__}")
     require_eval(model)
     return model
-
-
-MAX_SEED = 2**63 - 1
-
-
-class SeedError(CircuitCheckError, ValueError):
-    """A seed that is not an integer in 0..MAX_SEED."""
-
-
-def check_seed(seed, name: str = "seed") -> int:
-    """``seed`` if it is an integer in 0..2**63-1 (what numpy and torch generators both take); else a SeedError."""
-    if isinstance(seed, bool) or not hasattr(seed, "__index__"):
-        raise SeedError(f"{name}={seed!r} is not valid: it must be an integer from 0 to 2**63-1, got {type(seed).__name__}")
-    value = int(seed.__index__())
-    if not 0 <= value <= MAX_SEED:
-        raise SeedError(f"{name}={seed!r} is not valid: it must be an integer from 0 to 2**63-1")
-    return value
 
 
 def resolve_seed(seed: int | None) -> int:

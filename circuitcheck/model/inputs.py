@@ -22,6 +22,7 @@ from typing import Any, Sequence, Union
 import torch
 
 from ..errors import CircuitCheckError
+from .seeds import check_seed
 
 TokensLike = Union[str, Sequence[str], torch.Tensor, Sequence[torch.Tensor], Sequence[Sequence[int]]]
 PositionsLike = Union[int, Sequence[int], slice, range, torch.Tensor]
@@ -61,8 +62,6 @@ def ordinary_token_ids(model) -> torch.Tensor:
 def random_tokens(model, n_prompts: int, seq_len: int, seed: int = 0) -> torch.Tensor:
     """Uniform random ordinary tokens, ``[n_prompts, seq_len]``, without BOS."""
     _check_positive(n_prompts=n_prompts, seq_len=seq_len)
-    from .context import check_seed
-
     generator = torch.Generator().manual_seed(check_seed(seed))
     vocab = ordinary_token_ids(model)
     index = torch.randint(0, len(vocab), (n_prompts, seq_len), generator=generator)
@@ -84,6 +83,14 @@ def repeated_random_tokens(model, n_prompts: int = 16, half_len: int = 20, seed:
     Shape ``[n_prompts, 1 + 2 * half_len]`` (no BOS column when the model has none).
     The standard input for induction and duplicate-token scores.
     """
+    _check_positive(n_prompts=n_prompts, half_len=half_len)
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    length = 2 * half_len + (bos_token_id(model) is not None)
+    if n_ctx is not None and length > n_ctx:
+        raise InputError(
+            f"half_len={half_len!r} is not valid: 'BOS r r' would be {length} tokens, more than the model's context of {n_ctx} "
+            f"(half_len can be at most {(n_ctx - (bos_token_id(model) is not None)) // 2})"
+        )
     first = random_tokens(model, n_prompts, half_len, seed)
     return with_bos(model, torch.cat([first, first], dim=1))
 
@@ -92,10 +99,15 @@ def tokens_of_prompts(model, prompts: str | Sequence[str]) -> list[torch.Tensor]
     """Tokenise prompts one by one (BOS prepended as the model does); a list of ``[pos]`` tensors."""
     if isinstance(prompts, str):
         prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)):
+        raise InputError(f"prompts {_shown(prompts)} of type {type(prompts).__name__} are not valid: give a string or a list of strings")
     if len(prompts) == 0:
         raise InputError("prompts is empty: give at least one prompt")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt {index} is {_shown(prompt)} ({type(prompt).__name__}): every prompt must be a string")
     if model is None or getattr(model, "tokenizer", None) is None:
-        raise InputError("this model has no tokenizer, so string prompts cannot be used: pass tokens= instead")
+        raise InputError(f"this model has no tokenizer, so string prompts such as {_shown(prompts[0])} cannot be used: pass tokens= instead")
     return [model.to_tokens(p)[0].cpu() for p in prompts]
 
 
@@ -111,8 +123,8 @@ def token_rows(model, value: TokensLike, *, what: str = "tokens") -> list[torch.
     of ``[pos]`` rows. Token ids are checked against the vocabulary of
     ``model`` (skipped when ``model`` is None). ``what`` names the value in errors.
     """
-    if _is_prompts(value):
-        rows = tokens_of_prompts(model, value)
+    if _is_prompts(value) or (isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value)):
+        rows = tokens_of_prompts(model, value)  # a list with any string is prompts: the others are named there
     elif isinstance(value, (list, tuple)) and not value:
         raise InputError(f"{what} are empty: give at least one prompt")
     elif isinstance(value, (list, tuple)) and not any(_is_int(v) for v in value):  # rows, possibly of different lengths
@@ -123,7 +135,7 @@ def token_rows(model, value: TokensLike, *, what: str = "tokens") -> list[torch.
         if tensor.ndim == 1:
             tensor = tensor[None]
         if tensor.ndim != 2:
-            raise InputError(f"{what} must be [batch, pos] or [pos] token ids, got shape {tuple(tensor.shape)}")
+            raise InputError(f"{what} must be [batch, pos] or [pos] token ids, got {_shown(value)} of shape {tuple(tensor.shape)}")
         rows = list(tensor)
     if not rows:
         raise InputError(f"{what} are empty: give at least one prompt")
@@ -156,21 +168,30 @@ def as_tokens(model, value: TokensLike, *, what: str = "tokens") -> torch.Tensor
     return tokens
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _tensor_of(value: Any, what: str) -> torch.Tensor:
     """``value`` as a tensor, or an InputError naming it (None, strings mixed with ids, mappings...)."""
     if isinstance(value, torch.Tensor):
         return value
     try:
-        return torch.as_tensor(value)
+        tensor = torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError, OverflowError):
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise InputError(f"{what} of type {type(value).__name__} are not valid ({shown}): "
                          "give a prompt, a list of prompts, or [batch, pos] token ids") from None
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+        # named as given: a float tensor would show 16777217.0 rounded to float32
+        raise InputError(f"{what} must be integer token ids, got {_shown(value)} ({tensor.dtype} values)")
+    return tensor
 
 
 def _integer_tensor(tensor: torch.Tensor, what: str) -> torch.Tensor:
     if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
-        raise InputError(f"{what} must be integer token ids, got dtype {tensor.dtype}")
+        raise InputError(f"{what} must be integer token ids, got {_shown(tensor.tolist() if tensor.numel() <= 8 else tensor)} of dtype {tensor.dtype}")
     return tensor
 
 

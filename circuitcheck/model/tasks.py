@@ -179,14 +179,24 @@ def from_prompts(
     metric: _metrics.Metric | None = None,
 ) -> Task:
     """A task from prompt strings and one-token answers; metric: logit difference at the last position."""
-    if isinstance(clean, str) or isinstance(corrupt, str):
-        raise CircuitCheckError("clean and corrupt take lists of prompts, not a single string")
+    for label, texts in (("clean", clean), ("corrupt", corrupt)):
+        if isinstance(texts, str):
+            raise CircuitCheckError(f"{label}={texts!r:.60} is a single string: clean and corrupt take lists of prompts")
+    for label, texts in (("clean", clean), ("corrupt", corrupt), ("answers", answers), ("wrong_answers", wrong_answers)):
+        _check_strings(label, texts)
     if not (len(clean) == len(corrupt) == len(answers) == len(wrong_answers)):
+        lists = {"clean": clean, "corrupt": corrupt, "answers": answers, "wrong_answers": wrong_answers}
         raise CircuitCheckError(
-            f"clean ({len(clean)}), corrupt ({len(corrupt)}), answers ({len(answers)}) and wrong_answers ({len(wrong_answers)}) must have one entry per example"
+            ", ".join(f"{label}={value!r:.40} ({len(value)})" for label, value in lists.items())
+            + ": each must have one entry per example"
         )
     clean_tokens = _inputs.as_tokens(model, list(clean), what="clean prompts")
     corrupt_tokens = _inputs.as_tokens(model, list(corrupt), what="corrupt prompts")
+    if clean_tokens.shape != corrupt_tokens.shape:
+        raise CircuitCheckError(
+            f"clean prompts (e.g. {clean[0]!r:.40}) tokenise to {clean_tokens.shape[1]} tokens and corrupt prompts "
+            f"(e.g. {corrupt[0]!r:.40}) to {corrupt_tokens.shape[1]}: they must have the same token length"
+        )
     return Task(
         clean=clean_tokens,
         corrupt=corrupt_tokens,
@@ -220,6 +230,15 @@ def from_tokens(
         d_vocab=d_vocab,
         reference=reference,
     )
+
+
+def _check_strings(label: str, texts) -> None:
+    """``texts`` must be a list (or tuple) of strings; the error names the first bad entry."""
+    if not isinstance(texts, (list, tuple)):
+        raise CircuitCheckError(f"{label}={texts!r:.60} is not valid: give a list of strings, one per example")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise CircuitCheckError(f"{label}[{index}] is {text!r:.60} ({type(text).__name__}): every entry must be a string")
 
 
 def _single_token(model, text: str) -> int:
