@@ -219,15 +219,9 @@ def _base(setup: _Setup, components_label: str, kind: str, metric_name: str) -> 
     }
 
 
-def _decide(estimate: stats.Estimate, minimum, maximum) -> tuple[bool, str, float]:
-    """Pass on the interval: the lower bound must clear a minimum, the upper bound stay under a maximum."""
-    passed = True
-    if minimum is not None:
-        passed &= estimate.low >= minimum
-    if maximum is not None:
-        passed &= estimate.high <= maximum
-    decided = "lower bound" if minimum is not None and maximum is None else "upper bound" if minimum is None else "interval"
-    return bool(passed), decided, estimate.mean
+def _decide(estimate: stats.Estimate, minimum, maximum) -> tuple[stats.Decision, float]:
+    """Decide on the interval (the lower bound must clear a minimum, the upper bound stay under a maximum), with its p-value."""
+    return stats.decide(estimate, minimum, maximum), estimate.mean
 
 
 def _label(components: Sequence[Component], circuit_name: str | None = None) -> str:
@@ -285,7 +279,7 @@ def check_necessary(
 
     estimates = stats.bootstrap_statistics(samples, drops, confidence=setup.confidence, seed=setup.seed)
     total = estimates[0]
-    passed, decided, value = _decide(total, min_drop, max_drop)
+    decision, value = _decide(total, min_drop, max_drop)
     table = pd.DataFrame(
         {
             "ablated": [" ".join(map(str, comps))] + ([str(c) for c in comps] if len(comps) > 1 else []),
@@ -307,11 +301,10 @@ def check_necessary(
         **_base(setup, label, "necessary", "drop"),
         claim=f"{label} {'are' if len(comps) > 1 else 'is'} {'not ' if negative else ''}necessary for {setup.task.name}",
         value=value,
-        passed=passed,
+        **decision.fields(),
         **total.interval_fields(),
         min_value=min_drop,
         max_value=max_drop,
-        decided_on=decided,
         evidence={"necessity": table, "means": means},
         notes=notes + _lines(setup),
     )
@@ -367,7 +360,7 @@ def check_sufficient(
     (estimate,) = stats.bootstrap_statistics(
         samples, lambda m: ((m[..., 2] - m[..., 1]) / (m[..., 0] - m[..., 1]))[..., None], confidence=setup.confidence, seed=setup.seed
     )
-    passed, decided, value = _decide(estimate, min_recovery, max_recovery)
+    decision, value = _decide(estimate, min_recovery, max_recovery)
     label = _label(comps, name)
     means = pd.DataFrame({"run": ["full model m(M)", "circuit only m(C)", "everything ablated m(∅)"],
                           "mean_metric": [float(samples[0].mean()), float(samples[2].mean()), float(samples[1].mean())]})
@@ -377,11 +370,10 @@ def check_sufficient(
         **_base(setup, label, "sufficient", "recovery"),
         claim=f"{label} {'is not' if negative else 'is'} sufficient for {setup.task.name}",
         value=value,
-        passed=passed,
+        **decision.fields(),
         **estimate.interval_fields(),
         min_value=min_recovery,
         max_value=max_recovery,
-        decided_on=decided,
         evidence={"sufficiency": recovery, "means": means},
         notes=[f"m(M) = {samples[0].mean():.4g}, m(C) = {samples[2].mean():.4g}, m(∅) = {samples[1].mean():.4g} ({setup.task.metric})",
                "every head and MLP output outside the circuit is ablated" + (" except the kept ones" if setup.keep else "")] + _lines(setup),
@@ -446,7 +438,7 @@ def check_path(
             return ((m[..., 2] - m[..., 1]) / (m[..., 0] - m[..., 1]))[..., None]
 
     (estimate,) = stats.bootstrap_statistics(samples, effect, confidence=setup.confidence, seed=setup.seed)
-    passed, decided, value = _decide(estimate, min_effect, max_effect)
+    decision, value = _decide(estimate, min_effect, max_effect)
     sender_label = " + ".join(map(str, senders))
     negative = min_effect is None
     base = _base(setup, f"{sender_label} -> {target}", "path", "path effect")
@@ -462,11 +454,10 @@ def check_path(
         **base,
         claim=f"the path {sender_label} -> {target} {'does not carry' if negative else 'carries'} the effect on {setup.task.name}",
         value=value,
-        passed=passed,
+        **decision.fields(),
         **estimate.interval_fields(),
         min_value=min_effect,
         max_value=max_effect,
-        decided_on=decided,
         evidence={"path": table},
         notes=[f"m(clean) = {samples[0].mean():.4g}, m(corrupt) = {samples[1].mean():.4g}, m(path) = {samples[2].mean():.4g} ({setup.task.metric})",
                base["parameters"]["definition"],
