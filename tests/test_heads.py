@@ -93,8 +93,10 @@ def test_tokens_outside_the_vocabulary_are_an_error(induction_2l):
 
 def test_too_long_prompts_name_the_context_window(induction_2l):
     n_ctx = induction_2l.cfg.n_ctx
-    with pytest.raises(ValueError, match=rf"needs 2 to {n_ctx} tokens"):
+    with pytest.raises(ValueError, match=rf"half_len={n_ctx} is not valid: .* more than the model's context of {n_ctx} \(half_len can be at most {(n_ctx - 1) // 2}\)"):
         head_scores(induction_2l, "induction", half_len=n_ctx)
+    with pytest.raises(ValueError, match=rf"needs 2 to {n_ctx} tokens"):
+        head_scores(induction_2l, "induction", tokens=torch.zeros(1, n_ctx + 1, dtype=torch.long))
 
 
 def test_repeated_claims_on_the_same_input_run_the_model_once(zoo_tokenizer_dir):

@@ -85,7 +85,7 @@ def test_one_checkpoint_model_is_alive_at_a_time(pytester, monkeypatch, workers)
     seen = sorted(step for log in counts.values() for step, _ in log)
     assert seen == sorted(STEPS)  # every checkpoint counted once
     if workers:
-        assert len(counts) == workers  # both workers ran checkpoints
+        assert 1 <= len(counts) <= workers  # how xdist shares the checkpoint groups depends on timing
     for log in counts.values():
         assert [alive for _, alive in log] == [1] * len(log), f"models alive after each checkpoint: {log}"
 

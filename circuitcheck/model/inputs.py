@@ -107,7 +107,7 @@ def tokens_of_prompts(model, prompts: str | Sequence[str]) -> list[torch.Tensor]
         if not isinstance(prompt, str):
             raise InputError(f"prompt {index} is {_shown(prompt)} ({type(prompt).__name__}): every prompt must be a string")
     if model is None or getattr(model, "tokenizer", None) is None:
-        raise InputError(f"this model has no tokenizer, so string prompts such as {_shown(prompts[0])} cannot be used: pass tokens= instead")
+        raise InputError(f"this model has no tokenizer, so string prompts cannot be used (got {_shown(prompts[0])}): pass tokens= instead")
     return [model.to_tokens(p)[0].cpu() for p in prompts]
 
 
@@ -135,7 +135,7 @@ def token_rows(model, value: TokensLike, *, what: str = "tokens") -> list[torch.
         if tensor.ndim == 1:
             tensor = tensor[None]
         if tensor.ndim != 2:
-            raise InputError(f"{what} must be [batch, pos] or [pos] token ids, got {_shown(value)} of shape {tuple(tensor.shape)}")
+            raise InputError(f"{what} must be [batch, pos] or [pos] token ids, got shape {tuple(tensor.shape)}: {_shown(value.tolist() if isinstance(value, torch.Tensor) else value)}")
         rows = list(tensor)
     if not rows:
         raise InputError(f"{what} are empty: give at least one prompt")
@@ -185,13 +185,13 @@ def _tensor_of(value: Any, what: str) -> torch.Tensor:
                          "give a prompt, a list of prompts, or [batch, pos] token ids") from None
     if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
         # named as given: a float tensor would show 16777217.0 rounded to float32
-        raise InputError(f"{what} must be integer token ids, got {_shown(value)} ({tensor.dtype} values)")
+        raise InputError(f"{what} must be integer token ids, got dtype {tensor.dtype}: {_shown(value)}")
     return tensor
 
 
 def _integer_tensor(tensor: torch.Tensor, what: str) -> torch.Tensor:
     if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
-        raise InputError(f"{what} must be integer token ids, got {_shown(tensor.tolist() if tensor.numel() <= 8 else tensor)} of dtype {tensor.dtype}")
+        raise InputError(f"{what} must be integer token ids, got dtype {tensor.dtype}: {_shown(tensor.tolist() if tensor.numel() <= 8 else tensor)}")
     return tensor
 
 
