@@ -178,6 +178,11 @@ def test_the_weights_are_read_in_full_once_per_engine_call(model):
     assert session.content_checks == reads + 2
     cc.check_head(1, 3, "induction", model=model, min_score=0.5)
     assert session.content_checks == reads + 3
+    # A causal claim holds the model for its whole length: its engine calls share one read.
+    cc.check_sufficient("L1H3 L0H2", model=model, task=task, min_recovery=0.0)
+    assert session.content_checks == reads + 4
+    cc.check_necessary("L1H3", model=model, task=task, ablation=["resample", "zero"], min_drop=0.0)
+    assert session.content_checks == reads + 5
 
 
 # The checksum ---------------------------------------------------------------------------------

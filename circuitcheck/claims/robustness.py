@@ -20,6 +20,7 @@ and its interval.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Callable, Sequence
@@ -28,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from ..engine import ablation as _ablation
+from ..engine.session import session_of
+from ..model import context
 from ..errors import CircuitCheckError
 from . import format as claim_format
 from . import stats
@@ -63,10 +66,22 @@ def over_ablations(check: Callable[..., CheckResult]) -> Callable[..., CheckResu
     @functools.wraps(check)
     def checked(*args, ablation=None, **kwargs) -> CheckResult:
         chosen = ablations(ablation)
-        results = [check(*args, ablation=a, **kwargs) for a in chosen]
+        # The whole claim holds the model: its engine calls share one read of the weights
+        # (instead of one each), and no other thread edits or runs the model in between.
+        with _holding(kwargs.get("model")):
+            results = [check(*args, ablation=a, **kwargs) for a in chosen]
         return results[0] if len(results) == 1 else worst(results, chosen)
 
     return checked
+
+
+def _holding(model):
+    """The model's session held for a block; nothing when there is no model (the check then says why)."""
+    try:
+        model = context.resolve_model(model)
+    except CircuitCheckError:
+        return contextlib.nullcontext()
+    return session_of(model).exclusive()
 
 
 def margin(result: CheckResult) -> float | None:
