@@ -138,10 +138,6 @@ class CircuitCheckState:
         self.registered_sources: list[Any] = []
 
     # options (read through .options) --------------------------------------------
-    def option(self, name: str):
-        """The value of option ``name``: CLI flag, else ini key."""
-        return _options.get(self.config, name)
-
     def seed(self) -> int:
         """The run's ``--circuitcheck-seed``."""
         return _options.seed(self.config)
