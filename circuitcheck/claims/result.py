@@ -41,6 +41,12 @@ class CheckResult:
             computed (``stats.decide``); None for claims measured without
             sampling error (weights only), which a multiple-comparisons
             correction leaves out of its family.
+        call: how the claim was made (a :class:`~circuitcheck.claims.registry.ClaimCall`,
+            set by the registry when a kind's check returns), so that it can be run
+            again; never serialised.
+        power: the claim's mutation score when it was measured
+            (:func:`circuitcheck.mutation_score`, ``--circuitcheck-power``): a
+            :class:`~circuitcheck.claims.power.PowerResult`, in ``to_dict()`` as ``"power"``.
     """
 
     kind: str
@@ -62,6 +68,8 @@ class CheckResult:
     notes: list[str] = field(default_factory=list)
     p_value: float | None = None
     p_method: str | None = None
+    call: Any = field(default=None, repr=False, compare=False)
+    power: Any = field(default=None, repr=False, compare=False)
 
     @property
     def threshold_text(self) -> str:
@@ -83,13 +91,15 @@ class CheckResult:
 
     def to_frame(self) -> pd.DataFrame:
         """One row: the claim, its value, interval, thresholds and verdict."""
-        row = {k: v for k, v in self.to_dict().items() if k not in ("evidence", "parameters", "notes", "schema")}
+        row = {k: v for k, v in self.to_dict().items() if k not in ("evidence", "parameters", "notes", "schema", "power")}
         row.update({f"param_{k}": v for k, v in self.parameters.items()})
+        if self.power is not None:
+            row["mutation_score"] = self.power.score
         return pd.DataFrame([row])
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict (numbers, strings, lists): what travels to the report."""
-        return {
+        """A JSON-safe dict (numbers, strings, lists): what travels to the report (``power`` only when it was measured)."""
+        data = {
             "schema": SCHEMA_VERSION,
             "kind": self.kind,
             "claim": self.claim,
@@ -111,3 +121,6 @@ class CheckResult:
             "notes": list(self.notes),
             "evidence": {name: frame_to_json(frame) for name, frame in self.evidence.items()},
         }
+        if self.power is not None:
+            data["power"] = self.power.to_dict()
+        return data
