@@ -73,6 +73,38 @@ def correction(config: pytest.Config) -> str:
         raise pytest.UsageError(f"--circuitcheck-correction={raw!r} is not valid: use none, holm or bh") from None
 
 
+def power(config: pytest.Config) -> bool:
+    """``--circuitcheck-power`` (or ini ``circuitcheck_power = true``): measure every claim's mutation score."""
+    if config.getoption("circuitcheck_power", False):
+        return True
+    raw = config.getini("circuitcheck_power")
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw or "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise pytest.UsageError(f"ini circuitcheck_power={raw!r} is not valid: use true or false")
+
+
+def power_mutations(config: pytest.Config) -> int:
+    """``--circuitcheck-power-mutations``: the most mutations per claim (default 12)."""
+    from ..claims.power import DEFAULT_MAX_MUTATIONS
+
+    raw = get(config, "power_mutations")
+    if raw in (None, ""):
+        return DEFAULT_MAX_MUTATIONS
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1:
+        raise pytest.UsageError(f"--circuitcheck-power-mutations={raw!r} is not valid: it must be a positive integer "
+                                f"(default {DEFAULT_MAX_MUTATIONS})")
+    return value
+
+
 def model_spec(node: pytest.Item | Any, config: pytest.Config) -> str:
     """The model spec of a test (or its definition): ``@pytest.mark.circuitcheck_model`` > flag > ini > the default."""
     marker = node.get_closest_marker("circuitcheck_model")

@@ -9,6 +9,7 @@ registered at configure time the way pytest registers its cache provider:
 - ``circuitcheck-checkpoints``: running tests over checkpoints (:mod:`.checkpoints`);
 - ``circuitcheck-summary``: the terminal summary (:mod:`.summary`);
 - ``circuitcheck-correction``: Holm / Benjamini-Hochberg over the run's claims (:mod:`.correction`);
+- ``circuitcheck-power``: each claim's mutation score with ``--circuitcheck-power`` (:mod:`.power`);
 - ``circuitcheck-xdist``: merging the workers' records, only when xdist is present.
 
 Options are read through :mod:`.options`. This module must stay cheap to
@@ -30,12 +31,14 @@ from .baselines import BaselinePlugin
 from .checkpoints import CheckpointsPlugin
 from .collect import ReportCollector, XdistMerge, run_environment
 from .correction import CorrectionPlugin
+from .power import PowerPlugin
 from .session import DEFAULT_SPEC, ModelStore
 from .summary import TerminalSummary
 
 _STATE = pytest.StashKey["CircuitCheckState"]()
 _COLLECTOR = pytest.StashKey[ReportCollector]()
 _BASELINES = pytest.StashKey[BaselinePlugin]()
+_POWER = pytest.StashKey[PowerPlugin]()
 
 #: The plugin objects the main plugin registers for a run, by name.
 PLUGIN_NAMES = (
@@ -45,6 +48,7 @@ PLUGIN_NAMES = (
     "circuitcheck-checkpoints",
     "circuitcheck-summary",
     "circuitcheck-correction",
+    "circuitcheck-power",
     "circuitcheck-xdist",
 )
 
@@ -75,6 +79,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
            "(false discovery rate)", default="none")
     group.addoption("--circuitcheck-update-baseline", action="store_true", default=False, dest="circuitcheck_update_baseline",
                     help="write this run's claim values into the baseline file (merging; entries of tests that did not run are kept)")
+    option("power-mutations", "with --circuitcheck-power: the most mutations per claim (default 12), chosen seeded, every family in turn")
+    group.addoption("--circuitcheck-power", action="store_true", default=False, dest="circuitcheck_power",
+                    help="measure test power: run every claim again on mutated copies of its model and report its mutation "
+                    "score (the share of mutations that make it fail) and the claims that cannot fail")
+    parser.addini("circuitcheck_power", type="bool", default=False, help="measure every claim's mutation score (as --circuitcheck-power)")
     group.addoption("--circuitcheck-prune-baseline", action="store_true", default=False, dest="circuitcheck_prune_baseline",
                     help="with --circuitcheck-update-baseline: remove entries that tests which ran no longer produce")
 
@@ -86,8 +95,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STATE] = state
     collector = ReportCollector(config, environment=lambda: run_environment(config, state.models.loads, state.model_info))
     baselines = BaselinePlugin(config, collector.tests)
+    power = PowerPlugin(config, collector)
     config.stash[_COLLECTOR] = collector
     config.stash[_BASELINES] = baselines
+    config.stash[_POWER] = power
     plugins: dict[str, Any] = {
         "circuitcheck-state": state,
         "circuitcheck-collect": collector,
@@ -95,6 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "circuitcheck-checkpoints": CheckpointsPlugin(config),
         "circuitcheck-summary": TerminalSummary(collector, baselines),
         "circuitcheck-correction": CorrectionPlugin(config, collector),
+        "circuitcheck-power": power,
     }
     if config.pluginmanager.hasplugin("xdist"):  # its hook (pytest_testnodedown) exists only then
         plugins["circuitcheck-xdist"] = XdistMerge(collector)
@@ -348,6 +360,7 @@ class _ItemContext:
     def record(self, result, tolerance=None) -> str | None:
         """Keep the claim for the report and compare it with the baseline; a message when it regressed."""
         config = self.item.config
+        config.stash[_POWER].measure(result)  # with --circuitcheck-power: its mutation score, before it is serialised
         record = config.stash[_COLLECTOR].add_claim(self.item, result)
         return config.stash[_BASELINES].compare(self.item, result, tolerance, record)
 

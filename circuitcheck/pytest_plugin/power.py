@@ -1,0 +1,114 @@
+"""Test power in pytest: ``--circuitcheck-power`` measures each claim's mutation score as it is recorded.
+
+Registered by the main plugin as ``circuitcheck-power``. With the option on
+(or ini ``circuitcheck_power = true``), every claim a test records is run on
+the mutations of its kind's catalogue right after it is measured
+(:func:`circuitcheck.claims.power.mutation_score`, at most
+``--circuitcheck-power-mutations`` per claim, seeded by ``--circuitcheck-seed``);
+its score travels in the claim's dict (``"power"``), so it reaches the xdist
+controller, the JSON and the HTML report like every other field. A claim that
+fails is recorded "not measured" without running anything. The power run
+never changes a test's outcome; ``python -m circuitcheck power`` turns the
+scores into an exit status.
+
+The terminal summary gets a ``circuitcheck power`` section: one line per claim
+with its score, killed/total and the CANNOT FAIL flag (``-v``: the mutations
+each claim survived).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from . import options
+from .collect import ReportCollector
+
+
+class PowerPlugin:
+    """Measures the run's claims' mutation scores (when asked) and writes their table at the end."""
+
+    def __init__(self, config: pytest.Config, collector: ReportCollector):
+        self.config = config
+        self.collector = collector
+        self.enabled = options.power(config)
+        self.max_mutations = options.power_mutations(config) if self.enabled else None
+
+    def measure(self, result) -> None:
+        """Set ``result.power`` (its mutation score) when the run measures power; nothing otherwise."""
+        if not self.enabled or getattr(result, "power", None) is not None:
+            return
+        from ..claims.power import mutation_score
+
+        mutation_score(result, max_mutations=self.max_mutations, seed=options.seed(self.config))
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if self.enabled:
+            from ..claims import registry
+
+            registry.kinds()  # plugins' kinds are read now, so that their checks' calls are recorded too
+
+    def pytest_report_header(self, config: pytest.Config):
+        if self.enabled:
+            return f"circuitcheck: measuring test power (at most {self.max_mutations} mutations per claim)"
+        return None
+
+    @pytest.hookimpl(trylast=True)  # after the claims' own section
+    def pytest_terminal_summary(self, terminalreporter, exitstatus, config: pytest.Config) -> None:
+        if not self.enabled or self.collector.is_worker:
+            return
+        claims = [claim for test in self.collector.tests for claim in test.get("claims") or []]
+        terminalreporter.section("circuitcheck power")
+        lines = power_lines(claims, survivors=config.option.verbose > 0)
+        for line, flagged in lines:
+            terminalreporter.write_line(line, red=flagged, bold=flagged)
+
+
+def power_counts(claims: list[dict]) -> dict:
+    """How many claims were measured, could not fail, scored (their mean), and were not measured."""
+    powers = [claim["power"] for claim in claims if isinstance(claim.get("power"), dict)]
+    measured = [p for p in powers if p.get("status") == "measured" and p.get("total")]
+    scores = [float(p["score"]) for p in measured if isinstance(p.get("score"), (int, float))]
+    return {
+        "claims": len(claims),
+        "measured": len(measured),
+        "cannot_fail": sum(bool(p.get("cannot_fail")) for p in measured),
+        "not_measured": len(powers) - len(measured),
+        "without_power": len(claims) - len(powers),
+        "mean_score": sum(scores) / len(scores) if scores else None,
+    }
+
+
+def power_lines(claims: list[dict], *, survivors: bool = False) -> list[tuple[str, bool]]:
+    """The power table's lines and whether each is flagged (a claim that cannot fail).
+
+    ``survivors``: under each claim, the mutations it survived.
+    """
+    from ..claims import format as claim_format
+    from ..claims.power import summary_text, survivor_names
+
+    counts = power_counts(claims)
+    mean = counts["mean_score"]
+    head = f"{counts['measured']} claims measured"
+    if counts["measured"]:
+        head += f": {counts['cannot_fail']} cannot fail, mean score {claim_format.number(mean, 2)}"
+    if counts["not_measured"]:
+        head += f"; {counts['not_measured']} not measured"
+    lines = [(head, False)]
+    if counts["measured"] or counts["not_measured"]:
+        lines.append(("   score  killed  claim", False))
+    for claim in claims:
+        power = claim.get("power")
+        if not isinstance(power, dict):
+            continue
+        text = str(claim.get("claim"))
+        if power.get("status") != "measured" or not power.get("total"):
+            lines.append((f"       –       –  {text}  ({summary_text(power)})", False))
+            continue
+        score = claim_format.number(power.get("score"), 2)
+        ratio = f"{power.get('killed')}/{power.get('total')}"
+        flag = bool(power.get("cannot_fail"))
+        lines.append((f"  {score:>6}  {ratio:>6}  {text}" + ("  CANNOT FAIL" if flag else ""), flag))
+        if survivors:
+            for name in survivor_names(power):
+                lines.append((f"                  survived: {name}", False))
+    return lines
