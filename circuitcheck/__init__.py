@@ -32,6 +32,9 @@ _LAZY = {
     "CheckResult": "claims.result",
     "ClaimKind": "claims.registry",
     "Param": "claims.registry",
+    "ClaimCall": "claims.registry",
+    "mutation_score": "claims.power",
+    "PowerResult": "claims.power",
     "head_scores": "engine.heads",
     "HEAD_KINDS": "engine.heads",
     "check_head": "claims.heads",
@@ -236,5 +239,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .model.circuit import Circuit
     from .model.components import Component, Edge, parse_components
     from .engine.heads import HEAD_KINDS, head_scores
-    from .claims.registry import ClaimKind, Param
+    from .claims.registry import ClaimCall, ClaimKind, Param
+    from .claims.power import PowerResult, mutation_score
     from .claims.result import CheckResult

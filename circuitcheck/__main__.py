@@ -1,10 +1,17 @@
-"""Command line: ``python -m circuitcheck report results.json -o report.html``.
+"""Command line: ``python -m circuitcheck report results.json -o report.html``, ``python -m circuitcheck power [pytest args]``.
 
-Re-renders the HTML report from a ``--circuitcheck-json`` results file, e.g.
-after merging runs or on a machine without the models. Exit status: 0 when
-the report was written, 2 on a usage error (bad arguments, a missing or
+``report`` re-renders the HTML report from a ``--circuitcheck-json`` results
+file, e.g. after merging runs or on a machine without the models. Exit status:
+0 when the report was written, 2 on a usage error (bad arguments, a missing or
 corrupt results file, an output path that is not a circuitcheck report).
-Imports nothing heavy: no torch, no pandas.
+
+``power`` runs pytest with ``--circuitcheck-power`` and the given arguments and
+prints, per claim, its mutation score, killed/total, the mutations it survived
+and whether it cannot fail. Exit status: pytest's when that is not 0; else 1
+when a claim cannot fail or scores below ``--min-score`` (default 0: only
+claims that cannot fail count), 0 otherwise; 2 on a usage error.
+
+Imports nothing heavy: no torch, no pandas (pytest only for ``power``).
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ USAGE_ERROR = 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "power":  # its arguments are pytest's: argparse would take pytest's flags for its own
+        return _power(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -66,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument("--write", action="store_true", help="update circuitcheck/spec/spec_schema.md in place")
     schema.set_defaults(run=_spec_schema)
 
+    commands.add_parser(
+        "power",
+        help="measure test power: run pytest with --circuitcheck-power and list each claim's mutation score",
+        description=POWER_USAGE,
+        add_help=False,
+    )
     models = commands.add_parser("models", help="list the model sources and the bundled zoo", description="List the installed model sources.")
     models.set_defaults(run=_models)
     return parser
@@ -133,6 +149,95 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     counts = f"{summary['claims']} claims, {summary['claims_passed']} held, {summary['claims_failed']} failed"
     print(f"circuitcheck: wrote {output}: {counts}{incomplete}")
     return 0
+
+
+POWER_USAGE = """usage: python -m circuitcheck power [--min-score S] [PYTEST ARGS ...]
+
+Run pytest with --circuitcheck-power and PYTEST ARGS (test paths, -k, -n 2,
+--circuitcheck-json=..., --circuitcheck-report=..., --circuitcheck-power-mutations=N, ...),
+then list every claim's mutation score (the share of the mutations of its model
+that make it fail), killed/total, the mutations it survived, and the claims
+that cannot fail (they survived every mutation).
+
+options:
+  --min-score S   also flag claims scoring below S (0 to 1; default 0: only claims that cannot fail)
+  -h, --help      show this help (pytest's own help: python -m pytest --help)
+
+exit status: pytest's when it is not 0 (a failed test, a usage error, ...); else 1 when a claim
+cannot fail or scores below --min-score, 0 when none does; 2 on a usage error of this command."""
+
+
+def _power(argv: list[str]) -> int:
+    min_score = 0.0
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i + 1 :]
+            break
+        if arg in ("-h", "--help"):
+            print(POWER_USAGE)
+            return 0
+        if arg == "--min-score" or arg.startswith("--min-score="):
+            if arg == "--min-score":
+                if i + 1 >= len(argv):
+                    return _power_error("--min-score needs a number from 0 to 1")
+                raw, i = argv[i + 1], i + 2
+            else:
+                raw, i = arg.split("=", 1)[1], i + 1
+            try:
+                min_score = float(raw)
+            except ValueError:
+                min_score = float("nan")
+            if not 0.0 <= min_score <= 1.0:
+                return _power_error(f"--min-score={raw!r} is not valid: it must be a number from 0 to 1")
+            continue
+        rest.append(arg)
+        i += 1
+
+    import pytest  # only this command needs it
+
+    from .pytest_plugin.power import detailed_lines, weak_claims
+
+    gathered = _Gathered()
+    status = int(pytest.main([*rest, "--circuitcheck-power"], plugins=[gathered]))
+    tests = gathered.tests
+    print()
+    print("circuitcheck power: mutation score per claim (killed/total: mutations on which the claim failed)")
+    lines = detailed_lines(tests, min_score)
+    for line in lines or ["  no claims were recorded"]:
+        print(line)
+    weak = weak_claims(tests, min_score)
+    cannot = sum(why == "cannot fail" for _, _, why in weak)
+    below = len(weak) - cannot
+    if status != 0:
+        print(f"exit status {status}: pytest's (the run did not pass)")
+        return status
+    if weak:
+        parts = [f"{cannot} claim{'s' if cannot != 1 else ''} cannot fail"] if cannot else []
+        if below:
+            parts.append(f"{below} claim{'s' if below != 1 else ''} score{'s' if below == 1 else ''} below --min-score {min_score:g}")
+        print(f"exit status 1: {', '.join(parts)}")
+        return 1
+    return 0
+
+
+class _Gathered:
+    """A pytest plugin for the power command: the run's test records (with their claims), read at the session's end."""
+
+    def __init__(self):
+        self.tests: list[dict] = []
+
+    def pytest_sessionfinish(self, session) -> None:
+        collector = session.config.pluginmanager.get_plugin("circuitcheck-collect")
+        if collector is not None and not collector.is_worker:
+            self.tests = list(collector.tests)
+
+
+def _power_error(message: str) -> int:
+    print(f"circuitcheck power: error: {message}", file=sys.stderr)
+    return USAGE_ERROR
 
 
 def _error(message: str) -> int:

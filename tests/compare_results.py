@@ -3,7 +3,8 @@
     python tests/compare_results.py before.json after.json
 
 Ignored: the creation time, each test's duration, the environment's git commit,
-and absolute paths (replaced by their file name). Everything else (every claim,
+the wall time of each claim's power measurement (``power.seconds``), and absolute
+paths (replaced by their file name). Everything else (every claim,
 value, interval, evidence table and note, in order) must be equal. Exits 0 when
 the files agree, 1 with the first differences otherwise. Used to show that a
 refactoring changed no number (issue 11: `make demo` before and after).
@@ -18,6 +19,7 @@ import sys
 
 VOLATILE_TOP = ("created",)
 VOLATILE_TEST = ("duration",)
+VOLATILE_POWER = ("seconds",)
 VOLATILE_ENVIRONMENT = ("git commit",)
 _ABSOLUTE = re.compile(r"(/[^\s'\",:]+)+/([^\s/'\",:]+)")
 
@@ -31,6 +33,9 @@ def normalised(document: dict) -> dict:
     for test in document.get("tests") or []:
         for key in VOLATILE_TEST:
             test.pop(key, None)
+        for claim in test.get("claims") or []:
+            for key in VOLATILE_POWER:
+                (claim.get("power") or {}).pop(key, None)
     return _paths(document)
 
 
@@ -79,7 +84,7 @@ def main(argv: list[str]) -> int:
     if found:
         print("the results differ:\n" + "\n".join(f"  {line}" for line in found))
         return 1
-    print("the results agree (ignoring created, durations, git commit and absolute paths)")
+    print("the results agree (ignoring created, durations, power timings, git commit and absolute paths)")
     return 0
 
 

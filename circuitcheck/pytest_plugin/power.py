@@ -112,3 +112,45 @@ def power_lines(claims: list[dict], *, survivors: bool = False) -> list[tuple[st
             for name in survivor_names(power):
                 lines.append((f"                  survived: {name}", False))
     return lines
+
+
+def weak_claims(tests: list[dict], min_score: float = 0.0) -> list[tuple[dict, dict, str]]:
+    """``(test, claim, why)`` for each measured claim that cannot fail or scores below ``min_score``."""
+    weak = []
+    for test in tests:
+        for claim in test.get("claims") or []:
+            power = claim.get("power")
+            if not isinstance(power, dict) or power.get("status") != "measured" or not power.get("total"):
+                continue
+            score = power.get("score")
+            if power.get("cannot_fail"):
+                weak.append((test, claim, "cannot fail"))
+            elif isinstance(score, (int, float)) and score < min_score:
+                weak.append((test, claim, f"scores below --min-score {min_score:g}"))
+    return weak
+
+
+def detailed_lines(tests: list[dict], min_score: float = 0.0) -> list[str]:
+    """Per claim (with its test): score, killed/total, the mutations it survived, and the flags (the power command's output)."""
+    from ..claims import format as claim_format
+    from ..claims.power import summary_text, survivor_names
+
+    weak = {id(claim): why for _, claim, why in weak_claims(tests, min_score)}
+    lines = []
+    for test in tests:
+        for claim in test.get("claims") or []:
+            power = claim.get("power")
+            if not isinstance(power, dict):
+                continue
+            where = f"  [{test.get('nodeid')}]"
+            if power.get("status") != "measured" or not power.get("total"):
+                lines.append(f"     –    –    {claim.get('claim')}{where}")
+                lines.append(f"               {summary_text(power)}")
+                continue
+            flag = weak.get(id(claim))
+            ratio = f"{power.get('killed')}/{power.get('total')}"
+            mark = f"  {flag.upper()}" if flag == "cannot fail" else (f"  BELOW {min_score:g}" if flag else "")
+            lines.append(f"  {claim_format.number(power.get('score'), 2):>4}  {ratio:>5}  {claim.get('claim')}{mark}{where}")
+            for name in survivor_names(power):
+                lines.append(f"               survived: {name}")
+    return lines

@@ -11,7 +11,9 @@ nothing a check records is ever dropped.
 
 Works on plain JSON data: no pandas, so re-rendering a report is fast. The
 sections' builders live in :mod:`.causal_sections`, :mod:`.heatmaps`,
-:mod:`.attribution_sections` and :mod:`.checkpoints`.
+:mod:`.attribution_sections`, :mod:`.checkpoints` and :mod:`.power_sections`
+(test power: it shows each claim's ``power`` object, so the claim's own row
+does not repeat it as text).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .checkpoints import checkpoint_charts, checkpoint_matrix
 from .claim_view import ClaimView, checkpoint_of, natural_key, test_of
 from .frames import Frame, text_of
 from .heatmaps import attention, patching
+from .power_sections import power
 
 __all__ = ["ClaimView", "Frame", "build_page", "checkpoint_of", "natural_key", "section_definitions", "test_of"]
 
@@ -55,6 +58,7 @@ def build_page(document: dict, summary: dict) -> dict[str, Any]:
     """Everything the template shows, in section order."""
     tests = [test for test in document.get("tests") or [] if isinstance(test, dict)]
     claims: list[ClaimView] = []
+    powers: list[tuple[ClaimView, Any]] = []  # claims measured with --circuitcheck-power, and their power objects
     test_views = []
     for test in tests:
         nodeid, outcome = str(test.get("nodeid", "?")), str(test.get("outcome", "?"))
@@ -63,7 +67,10 @@ def build_page(document: dict, summary: dict) -> dict[str, Any]:
             if not isinstance(raw, dict):
                 continue
             evidence = {str(name): frame for name, value in (raw.get("evidence") or {}).items() if (frame := Frame.of(value)) is not None}
-            view = ClaimView(len(claims), nodeid, outcome, raw, evidence, test_record=test)
+            shown = {key: value for key, value in raw.items() if key != "power"} if "power" in raw else raw
+            view = ClaimView(len(claims), nodeid, outcome, shown, evidence, test_record=test)
+            if "power" in raw:
+                powers.append((view, raw["power"]))
             claims.append(view)
             views.append(view)
         sweeps = [s for s in test.get("sweeps") or [] if isinstance(s, dict)]
@@ -97,6 +104,7 @@ def build_page(document: dict, summary: dict) -> dict[str, Any]:
         "definitions": section_definitions(),
         "environment": [(str(key), text_of(value)) for key, value in sorted((document.get("environment") or {}).items())],
     }
+    page["power"] = power(powers)
     page["other"] = [
         {"claim": c, "tables": [(name, frame) for name, frame in c.evidence.items() if name not in consumed[c.index]]}
         for c in claims
