@@ -238,9 +238,7 @@ def _attn(model, layer: int):
 
 
 def _mlp(model, layer: int):
-    Component("mlp", layer).validate(model)
-    if getattr(model.cfg, "attn_only", False):
-        raise MutationError(f"L{layer}.mlp does not exist: {model_label(model)} is attention-only")
+    Component("mlp", layer).validate(model)  # names the layers, and refuses attention-only models
     return model.blocks[layer].mlp
 
 
