@@ -1,0 +1,358 @@
+"""Test power: a claim's mutation score, from its recorded call to the terminal, the JSON, the report and the command line.
+
+On zoo:induction-2l, whose card gives true claims: L1H3 is an induction head,
+the circuit L0H0 L0H2 L1H0 L1H1 L1H2 L1H3 is sufficient (recovery 0.974).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+
+import pandas as pd
+import pytest
+
+import circuitcheck as cc
+from circuitcheck import CircuitCheckError
+from circuitcheck.claims import power as power_module
+from circuitcheck.claims import registry
+from circuitcheck.claims.decision import conclude, within
+from circuitcheck.engine.session import session_of
+
+CARD = "L0H0 L0H2 L1H0 L1H1 L1H2 L1H3"
+
+
+@pytest.fixture(scope="module")
+def task(induction_2l):
+    return cc.tasks.induction(induction_2l, seed=0)
+
+
+def _without_timing(power: dict) -> dict:
+    return {key: value for key, value in power.items() if key != "seconds"}
+
+
+# The call a result carries ------------------------------------------------------------------------
+
+
+def test_every_result_carries_the_call_that_made_it(induction_2l, task):
+    head = cc.check_head(1, 3, "induction", min_score=0.7, model=induction_2l)
+    assert head.call.check.__name__ == "check_head"
+    assert head.call.arguments == {"layer": 1, "head": 3, "kind": "induction", "min_score": 0.7}
+    assert head.call.model is induction_2l and head.call.model_given
+    asserted = cc.assert_sufficient(CARD, min_recovery=0.9, model=induction_2l, task=task)
+    assert asserted.call.arguments["circuit"] == CARD and asserted.call.arguments["task"] is task
+
+
+def test_a_call_runs_again_with_other_arguments_and_records_nothing(induction_2l):
+    result = cc.check_head(1, 3, "induction", min_score=0.7, model=induction_2l)
+    again = result.call.run(head=0)
+    assert again.claim == "L1H0 is an induction head" and again.passed
+    assert result.call.run().value == result.value
+    with pytest.raises(CircuitCheckError, match="check_head has no parameter 'heads': its parameters are layer, head, kind"):
+        result.call.run(heads=2)
+
+
+# Scores on the zoo model ------------------------------------------------------------------------------
+
+
+def test_a_true_head_claim_scores_high_and_is_swapped_only_with_heads_that_fail_it(induction_2l):
+    power = cc.mutation_score(cc.check_head(1, 3, "induction", min_score=0.7, model=induction_2l))
+    assert power.status == "measured" and power.score >= 0.9 and not power.cannot_fail
+    names = [outcome.name for outcome in power.mutations]
+    assert {"scramble QK of L1H3", "zero QK of L1H3", "shuffle the checkpoint (seed 0)"} <= set(names)
+    partners = [int(name[-1]) for name in names if name.startswith("swap")]
+    assert partners
+    for other in range(4):  # measured on the model: a swap partner fails the claim itself, a skipped head holds it
+        holds = cc.check_head(1, other, "induction", min_score=0.7, model=induction_2l).passed
+        if other in partners:
+            assert not holds
+        elif other != 3:
+            assert holds and f"L1H{other}" in " ".join(power.notes)
+
+
+def test_the_card_circuits_sufficiency_scores_high_against_swaps_random_circuits_and_the_shuffle(induction_2l, task):
+    power = cc.mutation_score(cc.check_sufficient(CARD, min_recovery=0.9, model=induction_2l, task=task))
+    assert power.score >= 0.9
+    assert power.total == power_module.DEFAULT_MAX_MUTATIONS < power.catalogue
+    assert {o.family for o in power.mutations} == {"swap heads", "random circuit", "shuffle checkpoint"}
+    circuits = [o.name.removeprefix("random circuit ") for o in power.mutations if o.family == "random circuit"]
+    assert all(len(c.split()) == 6 and set(c.split()) != set(CARD.split()) for c in circuits)
+    assert len(set(circuits)) == len(circuits)
+
+
+def test_a_lens_claim_at_the_last_layer_cannot_fail(induction_2l, task):
+    result = cc.check_logit_lens_converges_by(1, task=task, model=induction_2l)
+    power = cc.mutation_score(result)
+    assert result.passed and power.cannot_fail and power.score == 0.0
+    assert [o.name for o in power.survivors] == ["shuffle the checkpoint (seed 0)"]
+    assert "nothing comes after layer 1" in power.notes[0]
+    assert power.text() == "CANNOT FAIL (0/1 killed)"
+
+
+def test_a_lens_claim_before_the_last_layer_is_tested_by_scrambling_the_layers_after_it(induction_2l):
+    prompts = ["a b c d e f a b c d e f", "g h i j k l g h i j k l"]
+    result = cc.check_logit_lens_converges_by(0, prompt=prompts, model=induction_2l, max_kl=50.0, min_agreement=0.0)
+    power = cc.mutation_score(result)
+    assert [o.name for o in power.mutations] == ["scramble layer 1 (every head's OV)", "shuffle the checkpoint (seed 0)"]
+
+
+def test_a_necessity_claim_with_min_drop_0_survives_the_swaps_and_random_circuits(induction_2l, task):
+    strong = cc.mutation_score(cc.check_necessary(CARD, min_drop=0.7, model=induction_2l, task=task), max_mutations=8)
+    vacuous = cc.mutation_score(cc.check_necessary(CARD, min_drop=0, model=induction_2l, task=task), max_mutations=8)
+    assert vacuous.score <= 0.25 < strong.score
+    assert all(not o.killed for o in vacuous.mutations if o.family in ("swap heads", "random circuit"))
+    # what kills it: a replay that cannot be decided (the shuffled model has no gap), or a drop of exactly 0 whose
+    # lower bound lands a rounding error below the threshold
+    for outcome in vacuous.mutations:
+        if outcome.killed:
+            assert outcome.error is not None or abs(outcome.bound) < 1e-4
+
+
+def test_a_claim_that_fails_on_the_model_is_not_measured(induction_2l):
+    result = cc.check_head(0, 1, "induction", min_score=0.7, model=induction_2l)
+    power = cc.mutation_score(result)
+    assert not result.passed
+    assert (power.status, power.reason, power.score, power.total) == ("not measured", "the claim fails on the model itself", None, 0)
+    assert power.text() == "not measured: the claim fails on the model itself"
+
+
+def test_a_not_claim_is_tested_by_swapping_in_the_heads_that_are_such_heads(induction_2l):
+    power = cc.mutation_score(cc.check_head(0, 1, "previous_token", max_score=0.5, model=induction_2l))
+    assert sorted(o.name for o in power.mutations) == ["swap L0H1 and L0H0", "swap L0H1 and L0H2"]  # the card's previous-token heads
+    assert power.score == 1.0
+
+
+def test_a_replay_that_raises_kills_the_mutation_and_records_the_error(induction_2l, task):
+    power = cc.mutation_score(cc.check_sufficient(CARD, min_recovery=0.9, model=induction_2l, task=task))
+    (shuffled,) = [o for o in power.mutations if o.family == "shuffle checkpoint"]
+    assert shuffled.killed and shuffled.passed is None and shuffled.value is None
+    assert shuffled.error.startswith("GapError: the gap m(M) - m(∅)")
+
+
+def test_a_path_claim_is_killed_by_moving_the_path_and_by_zeroing_its_sender(induction_2l, task):
+    power = cc.mutation_score(cc.check_path("L0H2", "L1H3.k", model=induction_2l, task=task))
+    names = [o.name for o in power.mutations]
+    assert "zero the outputs of L0H2" in names and any(name.startswith("swap L1H3 and") for name in names)
+    assert power.score == 1.0
+
+
+def test_a_composition_threshold_below_random_matrices_cannot_fail(induction_2l):
+    # random matrices of this size K-compose at about 0.13, so "composes at >= 0.1" holds whatever the weights
+    power = cc.mutation_score(cc.check_composition("L0H2", "L1H3.k", min_score=0.1, model=induction_2l))
+    assert power.cannot_fail
+    assert {"scramble OV of L0H2", "scramble QK of L1H3"} <= {o.name for o in power.survivors}
+
+
+# Guarantees ---------------------------------------------------------------------------------------
+
+
+def test_the_users_model_is_never_touched(induction_2l, task):
+    before = session_of(induction_2l).fingerprint()
+    weights = [p.detach().clone() for p in induction_2l.parameters()]
+    cc.mutation_score(cc.check_sufficient(CARD, min_recovery=0.9, model=induction_2l, task=task), max_mutations=4)
+    cc.mutation_score(cc.check_head(0, 2, "previous_token", min_score=0.7, model=induction_2l))
+    assert session_of(induction_2l).fingerprint() == before
+    assert all(p.equal(w) for p, w in zip(induction_2l.parameters(), weights))
+
+
+def test_scores_are_seeded(induction_2l, task):
+    result = cc.check_sufficient(CARD, min_recovery=0.9, model=induction_2l, task=task)
+    first = cc.mutation_score(result, seed=1).to_dict()
+    again = cc.mutation_score(result, seed=1).to_dict()
+    other = cc.mutation_score(result, seed=2).to_dict()
+    assert _without_timing(first) == _without_timing(again)
+    assert [m["name"] for m in first["mutations"]] != [m["name"] for m in other["mutations"]]
+
+
+def test_the_cap_takes_every_family_in_turn(induction_2l, task):
+    power = cc.mutation_score(cc.check_sufficient(CARD, min_recovery=0.9, model=induction_2l, task=task), max_mutations=3)
+    assert power.total == 3 and len({o.family for o in power.mutations}) == 3
+    assert f"3 of {power.catalogue} candidate mutations run (max_mutations=3)" in power.notes
+
+
+def test_random_circuits_batched_give_the_numbers_they_give_one_by_one(induction_2l, task, monkeypatch):
+    result = cc.check_necessary(CARD, min_drop=0.7, model=induction_2l, task=task)
+    batched = cc.mutation_score(result, max_mutations=7).to_dict()
+    monkeypatch.setattr(power_module, "_prewarm", lambda *args, **kwargs: None)
+    alone = cc.mutation_score(result, max_mutations=7).to_dict()
+    assert sum(m["family"] == "random circuit" for m in batched["mutations"]) >= 2
+    assert _without_timing(batched) == _without_timing(alone)
+
+
+def test_bad_arguments_are_clear_errors(induction_2l):
+    result = cc.check_head(1, 3, "induction", min_score=0.7, model=induction_2l)
+    with pytest.raises(CircuitCheckError, match=r"max_mutations=0 is not valid: it must be a whole number >= 1 \(default 12\)"):
+        cc.mutation_score(result, max_mutations=0)
+    with pytest.raises(CircuitCheckError, match="is not a claim: give a CheckResult"):
+        cc.mutation_score("L1H3")
+
+
+def test_the_score_travels_in_the_results_dict_and_frame(induction_2l):
+    result = cc.check_head(1, 3, "induction", min_score=0.7, model=induction_2l)
+    power = cc.mutation_score(result, max_mutations=2)
+    assert result.power is power
+    data = result.to_dict()["power"]
+    assert json.loads(json.dumps(data)) == data
+    assert set(data) == {"status", "reason", "score", "killed", "total", "cannot_fail", "catalogue", "max_mutations", "seed",
+                         "seconds", "mutations", "notes"}
+    assert set(data["mutations"][0]) == {"name", "family", "killed", "passed", "value", "decided_on", "bound", "error"}
+    assert result.to_frame()["mutation_score"].iloc[0] == power.score
+    frame = power.to_frame()
+    assert isinstance(frame, pd.DataFrame) and list(frame["name"]) == [o.name for o in power.mutations]
+    assert "power" not in cc.check_head(1, 3, "induction", min_score=0.7, model=induction_2l).to_dict()  # only when measured
+
+
+def test_a_claim_call_can_be_scored_directly(induction_2l):
+    call = cc.check_head(1, 3, "induction", min_score=0.7, model=induction_2l).call
+    assert isinstance(call, cc.ClaimCall)
+    assert cc.mutation_score(call, max_mutations=2).total == 2
+
+
+# A kind a plugin declares: generic mutations ------------------------------------------------------
+
+
+def check_embedding_norm(*, min_norm=None, max_norm=None, model=None):
+    """The mean L2 norm of the token embeddings (weights only): a plugin's claim kind."""
+    from circuitcheck.model import context
+
+    model = context.resolve_model(model)
+    value = float(model.W_E.detach().norm(dim=-1).mean())
+    return cc.CheckResult(kind="embedding_norm", claim="the token embeddings have a moderate norm", value=value,
+                          passed=within(value, min_norm, max_norm), n=1, metric="mean embedding norm",
+                          min_value=min_norm, max_value=max_norm, decided_on="value")
+
+
+def assert_embedding_norm(tolerance=None, **kwargs):
+    __tracebackhide__ = True
+    return conclude(check_embedding_norm(**kwargs), tolerance)
+
+
+def test_a_plugin_kind_is_replayed_with_the_generic_mutations(induction_2l):
+    kind = cc.ClaimKind(name="embedding_norm", check=check_embedding_norm, assertion=assert_embedding_norm,
+                        metric="mean embedding norm", params=(cc.Param("min_norm", "number"), cc.Param("max_norm", "number")),
+                        thresholds=("min_norm", "max_norm"), definition="the mean L2 norm of W_E's rows", section="weights")
+    plugin = types.SimpleNamespace(circuitcheck_claim_kinds=cc.hookimpl(lambda: [kind]))
+    cc.register(plugin)
+    try:
+        registry.kinds()  # reading the kinds records the plugin check's calls
+        result = assert_embedding_norm(min_norm=0.01, max_norm=1000.0, model=induction_2l)
+    finally:
+        cc.unregister(plugin)
+    assert result.call is not None
+    power = cc.mutation_score(result)
+    assert {o.name for o in power.mutations} == {"shuffle the checkpoint (seed 0)", "scramble the OV of every head"}
+    assert "generic mutations only" in power.notes[0]
+    assert power.cannot_fail  # a wide threshold on the embeddings' norm: nothing falsifies it
+
+
+# pytest and the command line --------------------------------------------------------------------------
+
+SUITE = textwrap.dedent(
+    """
+    import circuitcheck as cc
+
+    CARD = "L0H0 L0H2 L1H0 L1H1 L1H2 L1H3"
+
+
+    def test_heads(model):
+        cc.assert_induction_head(1, 3, min_score=0.7)
+
+
+    def test_circuit(model, induction_task):
+        cc.assert_sufficient(CARD, min_recovery=0.9)
+
+
+    def test_lens_at_the_last_layer(model, induction_task):
+        cc.assert_logit_lens_converges_by(1)
+    """
+)
+
+SPEC = textwrap.dedent(
+    """\
+    model: zoo:induction-2l
+    claims:
+      - kind: previous_token_head
+        layer: 0
+        head: 2
+        min_score: 0.7
+    """
+)
+
+
+def test_circuitcheck_power_records_scores_in_the_terminal_the_json_and_the_report(pytester):
+    pytester.makepyfile(test_suite=SUITE)
+    (pytester.path / "heads.circuit.yaml").write_text(SPEC)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--circuitcheck-power", "--circuitcheck-power-mutations=6",
+                                "--circuitcheck-json=out.json", "--circuitcheck-report=out.html")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines([
+        "circuitcheck: measuring test power (at most 6 mutations per claim)",
+        "*circuitcheck power*",
+        "4 claims measured: 1 cannot fail, mean score *",
+        "*0.00     0/1  the logit lens converges by layer 1  CANNOT FAIL",
+    ])
+    claims = {c["kind"]: c for test in json.loads((pytester.path / "out.json").read_text())["tests"] for c in test["claims"]}
+    assert set(claims) == {"induction_head", "sufficient", "logit_lens", "previous_token_head"}  # the spec claim too
+    assert claims["sufficient"]["power"]["total"] == 6 and claims["sufficient"]["power"]["score"] >= 0.9
+    assert claims["logit_lens"]["power"]["cannot_fail"] is True
+    html = (pytester.path / "out.html").read_text()
+    assert '<section id="power">' in html and "cannot fail</span>" in html
+    assert '"cannot_fail"' not in html  # the power object is shown in its section, not dumped as text under the claim
+
+    plain = pytester.runpytest("-p", "no:cacheprovider", "--circuitcheck-json=plain.json", "test_suite.py::test_heads")
+    plain.assert_outcomes(passed=1)
+    assert "circuitcheck power" not in plain.stdout.str()
+    (claim,) = json.loads((pytester.path / "plain.json").read_text())["tests"][0]["claims"]
+    assert "power" not in claim
+
+
+def _power_command(pytester, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two xdist workers on two cores
+    return subprocess.run([sys.executable, "-m", "circuitcheck", "power", *args], cwd=pytester.path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_power_command_lists_each_claims_score_and_fails_on_a_claim_that_cannot_fail(pytester):
+    pytester.makepyfile(test_suite=SUITE)
+    done = _power_command(pytester, "-p", "no:cacheprovider", "-n", "2", "--circuitcheck-power-mutations=4",
+                          "--circuitcheck-json=out.json", "--circuitcheck-report=out.html")
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = done.stdout
+    assert "3 passed" in out
+    assert "circuitcheck power: mutation score per claim" in out
+    assert "  1.00    4/4  L1H3 is an induction head  [test_suite.py::test_heads]" in out
+    assert "the logit lens converges by layer 1  CANNOT FAIL  [test_suite.py::test_lens_at_the_last_layer]" in out
+    assert "survived: shuffle the checkpoint (seed 0)" in out
+    assert out.rstrip().endswith("exit status 1: 1 claim cannot fail")
+    claims = [c for test in json.loads((pytester.path / "out.json").read_text())["tests"] for c in test["claims"]]
+    assert all("power" in c for c in claims)  # from the xdist workers
+    assert '<section id="power">' in (pytester.path / "out.html").read_text()
+
+
+
+def test_the_power_command_flags_claims_below_min_score_and_refuses_a_bad_one(pytester):
+    from circuitcheck.pytest_plugin.power import detailed_lines, weak_claims
+
+    def claim(text, killed, total):
+        mutations = [{"name": f"m{i}", "killed": i < killed} for i in range(total)]
+        power = {"status": "measured", "score": killed / total, "killed": killed, "total": total,
+                 "cannot_fail": killed == 0, "mutations": mutations}
+        return {"claim": text, "power": power}
+
+    tests = [{"nodeid": "t.py::test_x", "claims": [claim("strong", 4, 4), claim("weak", 1, 4), claim("vacuous", 0, 2)]},
+             {"nodeid": "t.py::test_y", "claims": [{"claim": "failed", "power": {"status": "not measured", "reason": "r"}}]}]
+    assert [(c["claim"], why) for _, c, why in weak_claims(tests)] == [("vacuous", "cannot fail")]
+    assert [(c["claim"], why) for _, c, why in weak_claims(tests, 0.5)] == [("weak", "scores below --min-score 0.5"),
+                                                                           ("vacuous", "cannot fail")]
+    lines = detailed_lines(tests, 0.5)
+    assert "  0.25    1/4  weak  BELOW 0.5  [t.py::test_x]" in lines
+    assert "  0.00    0/2  vacuous  CANNOT FAIL  [t.py::test_x]" in lines
+    assert "               not measured: r" in lines
+
+    bad = _power_command(pytester, "--min-score", "1.5")
+    assert bad.returncode == 2
+    assert "circuitcheck power: error: --min-score='1.5' is not valid: it must be a number from 0 to 1" in bad.stderr
