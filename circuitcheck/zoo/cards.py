@@ -65,3 +65,49 @@ def card_markdown(card: dict) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Every head's score at every checkpoint is in `card.json`.", ""]
     return "\n".join(lines)
+
+
+def _claims_line(truth: dict) -> str:
+    ioi = ", ".join(f"{v} {d['contribution']:.3f} (K = {{{d['K']}}})" for v, d in truth["ioi"].items())
+    return (f"recovery {truth['recovery']:.4f}, drop {truth['drop']:.4f}, incompleteness {truth['incompleteness']:.4f} "
+            f"(worst K = {{{truth['worst_k']}}}); leave-one-out "
+            + ", ".join(f"{v} {x:.3f}" for v, x in truth["leave_one_out"].items())
+            + f"; IOI {ioi}; Shapley " + ", ".join(f"{v} {x:.3f}" for v, x in truth["shapley"].items()))
+
+
+def planted_card_markdown(card: dict) -> str:
+    """The human-readable ``CARD.md`` of a planted-circuit model (``zoo.planted``)."""
+    cfg, gt = card["config"], card["ground_truth"]
+    lines = [f"# {card['name']}", "", card["description"], ""]
+    lines += ["## Model", "", "| field | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in cfg.items()]
+    lines += ["", f"Weights: {card['weights']['how']}; regenerate with `{card['weights']['command']}` "
+              f"(torch {card['weights']['torch_version']}). Residual-stream blocks (coordinates): "
+              + ", ".join(f"{k} {a}-{b}" for k, (a, b) in card["weights"]["residual_blocks"].items()) + ".", ""]
+    lines += ["## What each component does", "", "| component | role |", "|---|---|"]
+    lines += [f"| {c} | {role} |" for c, role in card["roles"].items()]
+    lines += ["", "## Ground truth", "", f"Measured on {gt['task']} with {gt['method']}: m(M) = {gt['m_full']}, "
+              f"m(∅) = {gt['m_empty']}.", "", f"True circuit: `{card['true_circuit']}`.", ""]
+    lines += ["### Necessity of every component (drop when it alone is ablated)", "", "| component | drop |", "|---|---|"]
+    lines += [f"| {c} | {d:.4f} |" for c, d in gt["necessity"].items()]
+    lines += ["", "### Named circuits", ""]
+    for name, truth in gt["circuits"].items():
+        lines += [f"- `{name}` = `{truth['components']}`: {_claims_line(truth)}."]
+    swaps = gt["one_swap_recovery"]
+    ordered = sorted(swaps.items(), key=lambda kv: -kv[1])
+    lines += ["", f"### Recovery of the {len(swaps)} circuits one swap from the true circuit", "",
+              "Highest: " + ", ".join(f"{k} {v:.4f}" for k, v in ordered[:5]) + "; lowest: "
+              + ", ".join(f"{k} {v:.4f}" for k, v in ordered[-5:]) + ". Every one is in `card.json`.", ""]
+    lines += ["### Head scores (TransformerLens head_detector, 'mul', BOS excluded)", ""]
+    for kind, table in gt["head_scores"].items():
+        lines += [f"#### {kind}", ""] + _score_table(table) + [""]
+    if "claims" in card:
+        heads = [c for c in card["claims"] if c["kind"].endswith("_head")]
+        lines += ["## Claims and whether they are true", "",
+                  "At circuitcheck's default thresholds; *borderline*: the true value is within 0.05 of the threshold. "
+                  f"Head claims: {sum(c['true'] for c in heads)} of {len(heads)} are true, these:", ""]
+        lines += ["- " + ", ".join(f"{c['claim']} ({c['value']:.3f})" for c in heads if c["true"]), ""]
+        lines += ["| claim | true value | threshold | true |", "|---|---|---|---|"]
+        lines += [f"| {c['claim']} | {c['value']:.4f} | {c['threshold']} | {'yes' if c['true'] else 'no'}"
+                  f"{' (borderline)' if c['borderline'] else ''} |" for c in card["claims"] if not c["kind"].endswith("_head")]
+        lines += [""]
+    return "\n".join(lines)

@@ -26,12 +26,17 @@ assert len(VOCAB) == VOCAB_SIZE, len(VOCAB)
 assert len(set(VOCAB)) == VOCAB_SIZE
 
 
-def build_tokenizer():
-    """An in-memory ``PreTrainedTokenizerFast`` (save it, then load it from disk for TransformerLens)."""
+def build_tokenizer(vocab: tuple[str, ...] = VOCAB):
+    """An in-memory ``PreTrainedTokenizerFast`` (save it, then load it from disk for TransformerLens).
+
+    ``vocab``: the tokens in id order, the special tokens first (the planted
+    models use a prefix of :data:`VOCAB`).
+    """
+    assert tuple(vocab[: len(SPECIAL_TOKENS)]) == SPECIAL_TOKENS, vocab[:3]
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {token: i for i, token in enumerate(VOCAB)}
+    vocab = {token: i for i, token in enumerate(vocab)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", BOS_ID)])
@@ -46,13 +51,13 @@ def build_tokenizer():
     )
 
 
-def save_tokenizer(directory: str | Path) -> list[Path]:
+def save_tokenizer(directory: str | Path, vocab: tuple[str, ...] = VOCAB) -> list[Path]:
     """Write ``tokenizer.json`` and ``tokenizer_config.json`` (only those) into ``directory``."""
     import tempfile
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(vocab)
     written = []
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
