@@ -778,6 +778,7 @@ def _measure(power: PowerResult, call: registry.ClaimCall, result, max_mutations
     mutator = _mutator_for(model)
     with mutator.lock:
         copy = mutator.model
+        call = _rebound(call, copy)
         control = _replay(call, copy, {})
         if control.error is not None or not control.passed or not _close(control.value, result.value):
             seen = control.error or f"{'held' if control.passed else 'failed'} with value {claim_format.number(control.value)}"
@@ -806,6 +807,21 @@ def _measure(power: PowerResult, call: registry.ClaimCall, result, max_mutations
                     outcomes[index] = _outcome(candidate, _replay(call, mutant, {}))
         power.mutations = [outcomes[i] for i in range(len(chosen))]
     mutator.verify_source()
+
+
+def _rebound(call: registry.ClaimCall, copy) -> registry.ClaimCall:
+    """``call`` with its arguments bound to the original model rebuilt on the copy: a ``prober=`` (its seed and settings kept).
+
+    Without this a replay would fit its probes on the original model, whatever the copy's weights.
+    """
+    from ..engine.probe import Prober
+
+    prober = call.arguments.get("prober")
+    if not isinstance(prober, Prober) or prober.model is copy:
+        return call
+    rebuilt = type(prober)(copy, seed=prober.seed, weight_decay=prober.weight_decay, max_iter=prober.max_iter)
+    return registry.ClaimCall(call.check, {**call.arguments, "prober": rebuilt}, call.model, task=call.task, seed=call.seed,
+                              model_given=call.model_given)
 
 
 @dataclass
@@ -858,7 +874,7 @@ def _prewarm(call: registry.ClaimCall, result, copy, alterations: Sequence[Candi
     """
     if result.kind not in ("necessary", "sufficient", "faithful") or not alterations:
         return
-    from . import causal, lattice, robustness
+    from . import causal, lattice, robustness, stats
 
     arguments = call.arguments
     task = arguments.get("task") if arguments.get("task") is not None else call.task
@@ -871,7 +887,8 @@ def _prewarm(call: registry.ClaimCall, result, copy, alterations: Sequence[Candi
     try:
         with call.replaying(copy):
             for ablation in robustness.ablations(arguments.get("ablation")):
-                setup = causal._setup(copy, task, ablation, seed, arguments.get("confidence", 0.95), arguments.get("keep"))
+                confidence = arguments.get("confidence", stats.DEFAULT_CONFIDENCE)
+                setup = causal._setup(copy, task, ablation, seed, confidence, arguments.get("keep"))
                 seq_len = setup.task.seq_len
                 empty = causal._ablate_all_but([], copy, seq_len, keep=setup.keep)
                 variants = [empty]
