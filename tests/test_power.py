@@ -56,6 +56,49 @@ def test_a_call_runs_again_with_other_arguments_and_records_nothing(induction_2l
         result.call.run(heads=2)
 
 
+def _previous_token_pattern(tokens):
+    import torch
+
+    return torch.diag(torch.ones(len(tokens) - 1), diagonal=-1)
+
+
+#: One claim of every built-in kind, as a test would write it (the model and task from keywords).
+EVERY_KIND = {
+    "previous_token_head": lambda m, t: cc.assert_previous_token_head(0, 2, min_score=0.7, model=m),
+    "duplicate_token_head": lambda m, t: cc.assert_duplicate_token_head(0, 3, max_score=0.5, model=m),
+    "induction_head": lambda m, t: cc.assert_induction_head(1, 3, min_score=0.7, model=m),
+    "bos_head": lambda m, t: cc.assert_bos_head(1, 0, min_score=0.0, model=m),
+    "pattern_head": lambda m, t: cc.assert_head_matches_pattern(0, 2, _previous_token_pattern, min_score=0.7, model=m),
+    "necessary": lambda m, t: cc.assert_necessary(CARD, min_drop=0.7, model=m, task=t),
+    "sufficient": lambda m, t: cc.assert_sufficient(CARD, min_recovery=0.9, model=m, task=t),
+    "path": lambda m, t: cc.assert_path("L0H2", "L1H3.k", model=m, task=t),
+    "minimal": lambda m, t: cc.assert_minimal(CARD, method="ioi", model=m, task=t),
+    "complete": lambda m, t: cc.assert_complete(CARD, model=m, task=t),
+    "faithful": lambda m, t: cc.assert_faithful(CARD, model=m, task=t),
+    "logit_lens": lambda m, t: cc.assert_logit_lens_converges_by(1, task=t, model=m),
+    "direct_effect": lambda m, t: cc.assert_direct_effect("L1H3", min_share=0.05, answers="next", positions=-2, model=m, task=t),
+    "top_direct_effects": lambda m, t: cc.assert_top_direct_effects("L1H0", k=3, answers="next", positions=-2, model=m, task=t),
+    "copying_head": lambda m, t: cc.assert_copying_head(1, 3, min_score=0.5, model=m),
+    "composition": lambda m, t: cc.assert_composition("L0H2", "L1H3.k", min_score=0.1, model=m),
+    "probe": lambda m, t: cc.assert_probe_accuracy("blocks.0.hook_resid_post", t.clean.roll(1, dims=1), inputs=t.clean,
+                                                   positions=list(range(2, 12)), min_accuracy=0.5, model=m),
+}
+
+
+def test_the_table_has_one_claim_of_every_built_in_kind():
+    assert set(EVERY_KIND) == set(registry.kinds())
+
+
+@pytest.mark.parametrize("kind", sorted(EVERY_KIND))
+def test_a_claim_of_every_kind_is_recorded_and_replays_faithfully(kind, induction_2l, task):
+    result = EVERY_KIND[kind](induction_2l, task)
+    assert result.kind == kind and result.call is not None
+    power = cc.mutation_score(result, max_mutations=1)
+    # the first replay, on an unmutated copy, reproduces the claim (else: "cannot be replayed faithfully")
+    assert power.status == "measured" or "replayed" not in power.reason, power.reason
+    assert power.total == (1 if power.status == "measured" else 0)
+
+
 # Scores on the zoo model ------------------------------------------------------------------------------
 
 
