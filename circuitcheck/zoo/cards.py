@@ -103,7 +103,7 @@ def planted_card_markdown(card: dict) -> str:
     if "claims" in card:
         heads = [c for c in card["claims"] if c["kind"].endswith("_head")]
         lines += ["## Claims and whether they are true", "",
-                  "At circuitcheck's default thresholds; *borderline*: the true value is within 0.05 of the threshold. "
+                  "At circuitcheck's default thresholds; *borderline*: the true value is within 0.03 of the threshold (0.02 for minimality contributions). "
                   f"Head claims: {sum(c['true'] for c in heads)} of {len(heads)} are true, these:", ""]
         lines += ["- " + ", ".join(f"{c['claim']} ({c['value']:.3f})" for c in heads if c["true"]), ""]
         lines += ["| claim | true value | threshold | true |", "|---|---|---|---|"]

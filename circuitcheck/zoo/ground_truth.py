@@ -217,7 +217,7 @@ def measure(model, circuits: dict[str, str], true_circuit: str) -> dict:
 #: A claim whose true value is within this of its threshold is "borderline": the card records it, the
 #: power benchmark leaves it out (no finite sample can be asked to decide it). Contributions are
 #: differences of recoveries with a threshold of 0.05, so their margin is smaller.
-MARGIN = 0.05
+MARGIN = 0.03
 CONTRIBUTION_MARGIN = 0.02
 
 
