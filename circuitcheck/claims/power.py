@@ -52,6 +52,16 @@ user's model is never touched, and its fingerprint is checked at the end.
 Claims of a kind's "not" form (only the upper threshold) other than head,
 copying and direct-effect claims have no falsifying mutations: not measured.
 
+A swap of two heads of one layer is a symmetry of the network: the swapped
+model computes what the original computes, with the two heads' labels
+exchanged. So a claim survives the swap of a member m with a head o exactly
+when it holds on the model with o in m's place. For head claims the catalogue
+swaps only with heads on which the claim fails (measured), so those swaps
+check that the claim tells its head apart from the others of its layer; for
+circuit claims every swap out of the circuit runs, and one that survives
+means the claim holds just as well with that head instead (a backup head, or
+a circuit whose claim is carried by its other members).
+
 The number of mutations per claim is capped (:data:`DEFAULT_MAX_MUTATIONS`,
 ``max_mutations=``, ``--circuitcheck-power-mutations``): families are taken in
 turn, each family's candidates in a seeded order, so a capped run keeps every
