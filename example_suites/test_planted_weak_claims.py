@@ -1,0 +1,33 @@
+"""Claims about zoo:planted-4l that hold but say little: what the power command is for.
+
+Each claim below is true, and each passes. `python -m circuitcheck power
+example_suites/test_planted_weak_claims.py` re-runs them on mutated copies of
+the model (heads' weights scrambled or swapped, the circuit replaced by random
+ones of the same size, the checkpoint shuffled) and shows how little could
+make them fail:
+
+- the logit lens at the last layer *is* the model's output, so "it has
+  converged by layer 3" survives every mutation: it cannot fail;
+- "the planted circuit is necessary" is true, but L3.mlp alone carries it
+  (drop 1.49): swap every head of the circuit for another and the claim still
+  holds, and so do random sets that contain L3.mlp.
+
+Compare test_planted_circuit.py, whose claims each fail under the mutations
+meant to falsify them.
+"""
+
+import pytest
+
+import circuitcheck as cc
+
+pytestmark = pytest.mark.circuitcheck_model("zoo:planted-4l")
+
+PLANTED = cc.Circuit.parse("L0H0 L2H2 L3H0 L3H3 L3.mlp", name="planted")
+
+
+def test_lens_has_converged_at_the_last_layer(model, induction_task):
+    cc.assert_logit_lens_converges_by(3)  # vacuous: layer 3 is the last
+
+
+def test_the_whole_circuit_is_necessary(model, induction_task):
+    cc.assert_necessary(PLANTED.components, min_drop=0.9)  # 1.000, but carried by L3.mlp alone
