@@ -69,6 +69,11 @@ _LAZY = {
     "check_composition": "claims.attribution",
     "assert_composition": "claims.attribution",
     "direct_logit_attribution": "engine.attribution",
+    "attribution_sweep": "engine.attribution_patching",
+    "patching_sweep": "engine.attribution_patching",
+    "rank_agreement": "engine.attribution_patching",
+    "GraphSweep": "engine.attribution_patching",
+    "RankAgreement": "engine.attribution_patching",
     "ov_circuit": "engine.composition",
     "qk_circuit": "engine.composition",
     "copying_score": "engine.composition",
@@ -86,6 +91,7 @@ _LAZY = {
     "task_fixture": "pytest_plugin.fixtures",
     "lens": "engine.lens:",
     "attribution": "engine.attribution:",
+    "attribution_patching": "engine.attribution_patching:",
     "composition": "engine.composition:",
     "zoo": "zoo:",
     "tasks": "model.tasks:",
@@ -191,6 +197,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .claims import stats
     from . import zoo
     from .engine.attribution import direct_logit_attribution
+    from .engine import attribution_patching
+    from .engine.attribution_patching import GraphSweep, RankAgreement, attribution_sweep, patching_sweep, rank_agreement
     from .claims.attribution import (
         assert_composition,
         assert_copying_head,

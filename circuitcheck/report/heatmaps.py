@@ -41,10 +41,18 @@ def patching(tests: list[dict]) -> list[dict]:
                         values, [str(v) for v in shown.index], [str(v) for v in shown.columns], scale=scale,
                         row_title=row_title, column_title=column_title, label=title, value_name=value_name, hover_extra=extra,
                     ),
-                    "legend": charts.legend(scale, "normalised (0 = corrupted, 1 = clean)" if normalized is not None else "mean metric"),
+                    "legend": charts.legend(scale, _legend_text(sweep, normalized is not None)),
                 }
             )
     return maps
+
+
+def _legend_text(sweep: dict, normalized: bool) -> str:
+    """The colour scale's words; an attribution estimate says it is one (and which), an exact sweep needs no word."""
+    text = "normalised (0 = corrupted, 1 = clean)" if normalized else "mean metric"
+    if sweep.get("approximation"):
+        text = f"estimate by {sweep.get('label') or 'attribution patching'}, not measured: {text}"
+    return text
 
 
 def attention(claims: list[ClaimView], consumed) -> list[dict]:
