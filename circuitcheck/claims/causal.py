@@ -4,6 +4,22 @@ Definitions (DESIGN.md "Metric definitions"). Let m(X) be the mean task metric
 when only X runs intact and every other head and MLP output is ablated; M the
 full model, ∅ everything ablated, M\\C the model with C ablated.
 
+Edge circuits (``Circuit.parse("L0H0 -> L1H0.k, L1H0 -> logits")``) take the
+same definitions over edges (:mod:`circuitcheck.engine.edges`): m(C) keeps only
+C's edges (every receiver's input rebuilt from its kept senders and the ablated
+values of the others), M\\C ablates C's edges, and ∅ ablates every edge, the
+embeddings' too. Under resample ablation ∅ is then the corrupted run, and
+recovery(C) = (m(C) - m(corrupt)) / (m(clean) - m(corrupt)) is exactly
+TransformerLens 4.3's ``faithfulness(...).recovered`` for the same edges
+(averaged as a ratio of means over examples; TransformerLens measures one
+pair at a time). Under mean ablation TransformerLens still divides by the
+clean-corrupt gap, circuitcheck by m(M) - m(∅) (every edge mean-ablated); the
+two are related by recovery_TL = (m(∅) - m(corrupt) + recovery · (m(M) - m(∅)))
+/ (m(M) - m(corrupt)), and m(C) itself is the same number in both. A node
+circuit's ∅ keeps the embeddings, so the edge circuit with every edge out of the
+embeddings and the circuit's nodes (:func:`circuitcheck.engine.edges.node_edges`)
+has the node circuit's m(C) but its own, larger, gap.
+
 - necessity:   drop(C)         = (m(M) - m(M\\C)) / (m(M) - m(∅))
 - sufficiency: recovery(C)     = (m(C) - m(∅)) / (m(M) - m(∅))
 - minimality, completeness, faithfulness: claims/minimality.py, completeness.py, faithfulness.py
@@ -27,10 +43,11 @@ import numpy as np
 import pandas as pd
 
 from ..engine import ablation as _ablation
+from ..engine import edges as _edges
 from ..model import context
 from . import lattice, robustness, stats
 from ..model.circuit import Circuit
-from ..model.components import Component, model_checkpoint, model_label, parse_components
+from ..model.components import Component, Edge, model_checkpoint, model_label, parse_components
 from ..errors import CircuitCheckError, ComponentError
 from ..engine.patcher import Patch, Patcher, component_patch, shared_patcher
 from .result import CheckResult
@@ -127,10 +144,12 @@ def _require_outside(components: Sequence[Component], keep: Sequence[Component],
 
 
 def _components(components: Components, model) -> list[Component]:
+    """The components of a node circuit (or a path's senders), validated; edges are refused."""
     if isinstance(components, Circuit):
         if components.edges:
             raise CircuitCheckError(
-                f"circuit {components.label} has edges; node checks take components only (use assert_path for edges)"
+                f"circuit {components.label} has edges; a path's senders are components (e.g. 'L0H0 L0H2'): "
+                "check an edge circuit with assert_sufficient, assert_necessary or assert_faithful"
             )
         items = list(components.components)
     else:
@@ -138,6 +157,53 @@ def _components(components: Components, model) -> list[Component]:
     if not items:
         raise ComponentError("no components given: list at least one, e.g. 'L1H3'")
     return [c.validate(model) for c in items]
+
+
+def _edge_text(item) -> bool:
+    return isinstance(item, Edge) or (isinstance(item, str) and "->" in item)
+
+
+def _members(circuit: Components, model) -> list:
+    """A causal claim's members: the components of a node circuit, or the edges of an edge circuit (validated)."""
+    if not isinstance(circuit, Circuit) and (
+        _edge_text(circuit) or (isinstance(circuit, (list, tuple)) and any(_edge_text(item) for item in circuit))
+    ):
+        circuit = Circuit.parse(circuit if not isinstance(circuit, Edge) else [circuit])
+    if isinstance(circuit, Circuit) and circuit.edges:
+        if circuit.components:
+            raise CircuitCheckError(
+                f"circuit {circuit.label} lists components ({' '.join(map(str, circuit.components))}) and edges: a causal claim "
+                "takes a node circuit or an edge circuit; write the components' edges out "
+                "(circuitcheck.engine.edges.node_edges gives the edges that run like a node circuit)"
+            )
+        return [edge.validate(model) for edge in circuit.edges]
+    return _components(circuit, model)
+
+
+def is_edges(members: Sequence) -> bool:
+    """Whether a claim's members are edges (an edge circuit) rather than components."""
+    return bool(members) and isinstance(members[0], Edge)
+
+
+def builders(setup, members: Sequence):
+    """``(ablate_all_but, ablate)``: the variant builders of ``members`` (the lattice's ``keep`` and ``drop``).
+
+    Components: every other head and MLP output ablated / these ablated (with
+    ``keep=``). Edges: every other edge ablated / these edges ablated.
+    """
+    seq_len = setup.task.seq_len
+    if is_edges(members):
+        if setup.keep:
+            raise CircuitCheckError(
+                f"keep={' '.join(map(str, setup.keep))!r} applies to node circuits; an edge circuit keeps exactly its edges "
+                "(list the edges out of a component to keep it)"
+            )
+        graph = _edges.Graph.of(setup.model, seq_len)
+        for edge in members:
+            edge.positions(seq_len)  # an edge narrowed to no position is an error here, not an empty patch
+        return (lambda kept: graph.keep(kept).patches(), lambda ablated: graph.drop(ablated).patches())
+    return (lambda kept: _ablate_all_but(kept, setup.model, seq_len, keep=setup.keep),
+            lambda ablated: _ablate(ablated, seq_len))
 
 
 # The node universe: every head output and MLP output ---------------------------------
@@ -224,8 +290,8 @@ def _decide(estimate: stats.Estimate, minimum, maximum) -> tuple[stats.Decision,
     return stats.decide(estimate, minimum, maximum), estimate.mean
 
 
-def _label(components: Sequence[Component], circuit_name: str | None = None) -> str:
-    text = " ".join(map(str, components))
+def _label(components: Sequence, circuit_name: str | None = None) -> str:
+    text = (", " if is_edges(components) else " ").join(map(str, components))
     return f"{circuit_name!r} ({text})" if circuit_name else text
 
 
@@ -261,13 +327,15 @@ def check_necessary(
         min_drop = 0.5
     check_thresholds(min_drop, max_drop, names=("min_drop", "max_drop"))
     setup = _setup(model, task, ablation, seed, confidence, keep)
-    comps = _components(components, setup.model)
+    comps = _members(components, setup.model)
     name = components.name if isinstance(components, Circuit) else None
     seq_len = setup.task.seq_len
-    _require_outside(comps, setup.keep, setup.model, seq_len)
-    variants = [_ablate(comps, seq_len), _ablate_all_but([], setup.model, seq_len, keep=setup.keep)]
+    if not is_edges(comps):
+        _require_outside(comps, setup.keep, setup.model, seq_len)
+    ablate_all_but, ablate = builders(setup, comps)
+    variants = [ablate(comps), ablate_all_but([])]
     if len(comps) > 1:
-        variants += [_ablate([c], seq_len) for c in comps]
+        variants += [ablate([c]) for c in comps]
     values, _ = lattice.run_variants(setup, variants, desc="necessity")  # shared with the other claims on this circuit
     full = lattice.full_metric(setup)
     samples = np.stack([full, values[1], values[0], *values[2:]])
@@ -282,7 +350,7 @@ def check_necessary(
     decision, value = _decide(total, min_drop, max_drop)
     table = pd.DataFrame(
         {
-            "ablated": [" ".join(map(str, comps))] + ([str(c) for c in comps] if len(comps) > 1 else []),
+            "ablated": [_label(comps)] + ([str(c) for c in comps] if len(comps) > 1 else []),
             "drop": [e.mean for e in estimates],
             "ci_low": [e.low for e in estimates],
             "ci_high": [e.high for e in estimates],
@@ -306,7 +374,7 @@ def check_necessary(
         min_value=min_drop,
         max_value=max_drop,
         evidence={"necessity": table, "means": means},
-        notes=notes + _lines(setup),
+        notes=notes + _edge_lines(setup, comps) + _lines(setup),
     )
 
 
@@ -327,9 +395,19 @@ def assert_necessary(components: Components, min_drop: float | None = None, **kw
 # Sufficiency (minimality: claims/minimality.py) ---------------------------------------------------------------
 
 
-def _circuit(circuit: Components, model) -> tuple[list[Component], str | None]:
-    comps = _components(circuit, model)
+def _circuit(circuit: Components, model) -> tuple[list, str | None]:
+    """A circuit's members (components, or edges for an edge circuit) and its name."""
+    comps = _members(circuit, model)
     return comps, circuit.name if isinstance(circuit, Circuit) else None
+
+
+def _edge_lines(setup: _Setup, members: Sequence) -> list[str]:
+    """What an edge circuit's runs mean, for the lab note (nothing for node circuits)."""
+    if not is_edges(members):
+        return []
+    graph = _edges.Graph.of(setup.model, setup.task.seq_len)
+    return [f"edge circuit: {len(members)} of the model's {graph.n_edges} edges per position; an ablated edge's receiver reads "
+            "the sender's ablated output in place of its own; ∅ ablates every edge (the embeddings' too)"]
 
 
 @robustness.over_ablations
@@ -351,8 +429,8 @@ def check_sufficient(
     check_thresholds(min_recovery, max_recovery, names=("min_recovery", "max_recovery"))
     setup = _setup(model, task, ablation, seed, confidence, keep)
     comps, name = _circuit(circuit, setup.model)
-    seq_len = setup.task.seq_len
-    variants = [_ablate_all_but(comps, setup.model, seq_len, keep=setup.keep), _ablate_all_but([], setup.model, seq_len, keep=setup.keep)]
+    ablate_all_but, _ = builders(setup, comps)
+    variants = [ablate_all_but(comps), ablate_all_but([])]
     values, _ = lattice.run_variants(setup, variants, desc="sufficiency")  # shared with the other claims on this circuit
     full = lattice.full_metric(setup)
     samples = np.stack([full, values[1], values[0]])
@@ -376,7 +454,9 @@ def check_sufficient(
         max_value=max_recovery,
         evidence={"sufficiency": recovery, "means": means},
         notes=[f"m(M) = {samples[0].mean():.4g}, m(C) = {samples[2].mean():.4g}, m(∅) = {samples[1].mean():.4g} ({setup.task.metric})",
-               "every head and MLP output outside the circuit is ablated" + (" except the kept ones" if setup.keep else "")] + _lines(setup),
+               "every edge outside the circuit is ablated" if is_edges(comps) else
+               "every head and MLP output outside the circuit is ablated" + (" except the kept ones" if setup.keep else "")]
+        + _edge_lines(setup, comps) + _lines(setup),
     )
 
 
@@ -493,12 +573,13 @@ _CAUSAL_PARAMS = (
 )
 #: keep=: left intact outside the circuit (the IOI paper kept MLPs); not for paths, which ablate nothing.
 _KEEP = Param("keep", "strings", doc="component types (mlp, heads) or components left intact outside the circuit, e.g. mlp")
-_CIRCUIT = Param("circuit", "components", required=True, doc="a circuit name of the spec, a component string or a list")
+_CIRCUIT = Param("circuit", "components", required=True,
+                 doc="a circuit name of the spec, a component string or a list; or edges (an edge circuit): 'L0H0 -> L1H0.k, L1H0 -> logits'")
 
 
 def _circuit_subject(params: dict) -> str:
     circuit = params["circuit"]
-    return circuit.name or " ".join(map(str, circuit.components))
+    return circuit.name or (str(circuit) if circuit.edges else " ".join(map(str, circuit.components)))
 
 
 def _spec_circuit(assertion, params: dict, *, model, task=None):

@@ -43,8 +43,11 @@ def _memo_of(runs) -> dict:
 
 
 def _variant_key(variant) -> frozenset | None:
-    """A variant's patches as a set (their order does not matter); None when one holds a tensor (not memoised)."""
-    if any(not isinstance(patch.source, str) for patch in variant):
+    """A variant's patches as a set (their order does not matter); None when one holds a tensor (not memoised).
+
+    Sources that say they may be (``memoisable``: hashable, no tensor; edge ablations) are remembered too.
+    """
+    if any(not isinstance(patch.source, str) and not getattr(patch.source, "memoisable", False) for patch in variant):
         return None
     return frozenset(variant)
 

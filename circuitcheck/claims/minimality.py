@@ -56,13 +56,9 @@ MAX_GROUP_SEARCH = 8
 
 
 def lattice_of(setup, comps) -> CircuitLattice:
-    """The keep/drop runs of ``comps`` under ``setup`` (its ablation and ``keep=``), shared with every causal claim."""
-    seq_len = setup.task.seq_len
-    return CircuitLattice(
-        setup, comps,
-        ablate_all_but=lambda kept: causal._ablate_all_but(kept, setup.model, seq_len, keep=setup.keep),
-        ablate=lambda ablated: causal._ablate(ablated, seq_len),
-    )
+    """The keep/drop runs of ``comps`` (components, or the edges of an edge circuit) under ``setup``, shared with every causal claim."""
+    ablate_all_but, ablate = causal.builders(setup, comps)
+    return CircuitLattice(setup, comps, ablate_all_but=ablate_all_but, ablate=ablate)
 
 
 def _check_method(method, permutations, max_k) -> None:

@@ -42,7 +42,7 @@ from ..model.components import Component, model_label
 from ..model.context import require_eval
 from ..model.tasks import Task
 from .hooks import index_dims, start_layer  # index_dims: public here before hooks.py existed
-from .patches import HookPlan, Patch, Variant, component_patch  # noqa: F401
+from .patches import HookPlan, Patch, Variant, component_patch, is_live  # noqa: F401
 from .session import session_of
 from .sweeps import Sweep  # noqa: F401 (circuitcheck.patcher.Sweep)
 
@@ -257,12 +257,23 @@ class Patcher:
 
     def _prefetch(self, runs: TaskRuns, variants: Sequence[Variant], abl: _ablation.Ablation, base: str, fast: bool) -> None:
         by_source: dict[str, set[str]] = {"clean": set(), "corrupt": set(), "ablated": set()}
+        live = []
         for variant in variants:
             for patch in variant:
                 if isinstance(patch.source, str):
                     if patch.source not in by_source:
                         raise ArgumentError(f"patch source {patch.source!r} is not valid: use 'clean', 'corrupt', 'ablated' or a tensor")
                     by_source[patch.source].add(patch.hook)
+                elif is_live(patch.source):
+                    live.append(patch.source)
+        by_kind: dict[type, list] = {}
+        for source in dict.fromkeys(live):  # what a live source reads during the forward must be cached before it
+            needs = source.needs()
+            by_source["ablated"] |= needs.get("ablated", set())
+            by_source[base] |= needs.get("base", set())
+            by_kind.setdefault(type(source), []).append(source)
+        for kind, sources in by_kind.items():
+            kind.prepare(self.model, runs, sources)  # e.g. verify what it recomputes, before any forward
         if by_source["ablated"]:
             for need in abl.needs:
                 getattr(runs, need).ensure(by_source["ablated"])
@@ -297,7 +308,7 @@ class Patcher:
             runs.fast_traces[base] = trace
         if base not in runs.fast_read:
             runs.fast_read[base] = _fastpath.metric_positions(runs.task, base_run.logits, runs.clean.logits)
-        hooks, _ = self._chunk_hooks(runs, variants, abl, seed)
+        hooks, _ = self._chunk_hooks(runs, variants, abl, seed, base)
         chunk = fast.run(runs.fast_traces[base], variants, hooks, runs.fast_read[base])
         for name, count in chunk.work.items():
             self.fast_work[name] = self.fast_work.get(name, 0) + count
@@ -308,8 +319,8 @@ class Patcher:
         self.fast_passes += 1
         return chunk.logits
 
-    def _chunk_hooks(self, runs: TaskRuns, variants: Sequence[Variant], abl, seed: int):
-        """The chunk's (hook name, function) list and its plans."""
+    def _chunk_hooks(self, runs: TaskRuns, variants: Sequence[Variant], abl, seed: int, base: str = "clean"):
+        """The chunk's (hook name, function) list and its plans (live sources share one dict per forward)."""
         task = runs.task
         n, batch = len(variants), task.n_examples
         # Per hook: a boolean mask [n, *index] per named source, and explicit-tensor patches.
@@ -324,13 +335,15 @@ class Patcher:
             "corrupt": lambda hook: runs.corrupt[hook],
             "ablated": lambda hook: self.ablated_value(task, abl, hook, seed),
         }
-        return [(hook, plan.hook_fn(batch, sources)) for hook, plan in plans.items()], plans
+        base_run = getattr(runs, base)
+        shared = {"model": self.model, "base": lambda hook: base_run[hook], "ablated": sources["ablated"], "seq_len": task.seq_len}
+        return [(hook, plan.hook_fn(batch, sources, shared)) for hook, plan in plans.items()], plans
 
     def _general_logits(self, runs: TaskRuns, variants: Sequence[Variant], base: str, abl, seed: int) -> torch.Tensor:
         """One full forward of the base input repeated per variant, with the variants' hooks."""
         base_tokens = (runs.clean if base == "clean" else runs.corrupt).tokens
         tokens = base_tokens.repeat(len(variants), 1)
-        hooks, plans = self._chunk_hooks(runs, variants, abl, seed)
+        hooks, plans = self._chunk_hooks(runs, variants, abl, seed, base)
         with torch.no_grad():
             logits = self.model.run_with_hooks(tokens, fwd_hooks=hooks)
         for hook, plan in plans.items():

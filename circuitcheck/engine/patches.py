@@ -5,7 +5,12 @@ same part of a source:
 
 - ``"clean"`` / ``"corrupt"``: the task's cached clean / corrupted run;
 - ``"ablated"``: the ablation's replacement (resample, mean, zero, noise...);
-- an explicit tensor ``[batch, ...]`` (path patching computes these).
+- an explicit tensor ``[batch, ...]`` (path patching computes these);
+- a *live* source: an object with ``apply(hook, acts, entries, shared)`` that
+  reads and rewrites activations during the forward itself (edge ablation,
+  :class:`circuitcheck.engine.edges.EdgeAblation`, rebuilds receivers' inputs
+  from the senders' outputs of the same forward). ``shared`` is one dict per
+  forward of a chunk, so what one hook records, a later hook can read.
 
 A variant is a list of patches; :class:`HookPlan` turns the patches of many
 variants at one hook point into one hook function over the stacked batch.
@@ -52,7 +57,9 @@ class Patch:
 Variant = Sequence[Patch]
 
 
-Variant = Sequence[Patch]
+def is_live(source) -> bool:
+    """Whether a patch source rewrites activations during the forward (see the module docstring)."""
+    return not isinstance(source, (str, torch.Tensor)) and callable(getattr(source, "apply", None))
 
 
 class HookPlan:
@@ -64,6 +71,7 @@ class HookPlan:
         self.n = n_variants
         self.named: dict[str, list[tuple[int, dict]]] = {}
         self.explicit: list[tuple[int, dict, torch.Tensor]] = []
+        self.live: dict[type, list[tuple[int, object]]] = {}
         self.fired = False
 
     def add(self, variant: int, patch: Patch) -> None:
@@ -73,6 +81,10 @@ class HookPlan:
             raise ValueError(f"patch on {self.hook} indexes {sorted(unknown)}, but its activation is indexed by {list(self.dims)}")
         if isinstance(patch.source, str):
             self.named.setdefault(patch.source, []).append((variant, index))
+        elif is_live(patch.source):
+            if index:
+                raise ValueError(f"a live patch source on {self.hook} reads the whole activation: give it no index, got {index}")
+            self.live.setdefault(type(patch.source), []).append((variant, patch.source))
         else:
             self.explicit.append((variant, index, patch.source))
 
@@ -100,7 +112,10 @@ class HookPlan:
             parts.append(torch.tensor(values, device=device).reshape(shape))
         return tuple(parts)
 
-    def hook_fn(self, batch: int, sources):
+    def hook_fn(self, batch: int, sources, shared: dict | None = None):
+        """The hook function of this point over the chunk's stacked batch; ``shared``: the forward's dict for live sources."""
+        shared = {} if shared is None else shared
+
         def fn(activation: torch.Tensor, hook=None) -> torch.Tensor:
             self.fired = True
             n = activation.shape[0] // batch
@@ -119,6 +134,8 @@ class HookPlan:
                     sel = self._selector(index, index_shape, acts.device)
                     value = value.to(acts.device, acts.dtype).expand(batch, *acts.shape[2:])
                     acts[variant][(slice(None), *sel)] = value[(slice(None), *sel)]
+            for kind, entries in self.live.items():
+                acts = kind.apply(self.hook, acts, entries, shared)
             return acts.reshape(activation.shape)
 
         return fn

@@ -15,8 +15,16 @@ class Circuit:
     """A named set of components, with optional edges between them.
 
     ``Circuit.parse("L0H2 L1H3 L1H1", name="induction")``; edges use ``->``:
-    ``Circuit.parse("L0H2 -> L1H3.k, L1H3", name="induction")``. Components are
-    kept sorted by layer and deduplicated, so equal circuits compare equal.
+    ``Circuit.parse("L0H2 -> L1H3.k, L1H3 -> logits", name="induction")`` (commas
+    or spaces between edges). Components are kept sorted by layer and
+    deduplicated, edges deduplicated in the order given, so equal circuits
+    compare equal.
+
+    A *node circuit* lists components: its causal checks keep them and ablate
+    every other head and MLP output. An *edge circuit* lists edges only: its
+    checks keep those edges and ablate every other edge of the model's graph
+    (:mod:`circuitcheck.engine.edges`). A circuit listing both is refused by
+    the causal checks (write its components' edges out instead).
     """
 
     components: tuple[Component, ...]
@@ -26,15 +34,21 @@ class Circuit:
     @classmethod
     def parse(cls, text: Union[str, Iterable[Union[str, Component]]], name: str | None = None) -> "Circuit":
         if isinstance(text, str):
-            parts = [p.strip() for p in re.split(r"[,\n;]+", text) if p.strip()]
             nodes: list[Component] = []
             edges: list[Edge] = []
-            for part in parts:
-                if "->" in part:
-                    edges.append(Edge.parse(part))
-                else:
-                    nodes.extend(parse_components(part))
+            for part in (p.strip() for p in re.split(r"[,\n;]+", text)):
+                # "L0H2 -> L1H3.k L1H3 -> logits": arrows bind the words either side of them.
+                for word in re.sub(r"\s*->\s*", "->", part).split():
+                    if "->" in word:
+                        edges.append(Edge.parse(word.replace("->", " -> ")))
+                    else:
+                        nodes.extend(parse_components(word))
             return cls.of(nodes, edges, name=name)
+        if isinstance(text, Edge):
+            return cls.of((), [text], name=name)
+        items = list(text) if isinstance(text, Iterable) and not isinstance(text, (bytes, dict, Component)) else None
+        if items is not None and any(isinstance(item, Edge) or (isinstance(item, str) and "->" in item) for item in items):
+            return cls.parse(", ".join(map(str, items)), name=name)
         return cls.of(parse_components(text), name=name)
 
     @classmethod
@@ -51,7 +65,17 @@ class Circuit:
             edge.validate(model)
         return self
 
-    def without(self, component: Union[str, Component]) -> "Circuit":
+    @property
+    def is_edge_circuit(self) -> bool:
+        """Whether the circuit lists edges only (its causal checks keep edges, not components)."""
+        return bool(self.edges) and not self.components
+
+    def without(self, component: Union[str, Component, Edge]) -> "Circuit":
+        if isinstance(component, Edge) or (isinstance(component, str) and "->" in component):
+            edge = Edge.parse(component)
+            if edge not in self.edges:
+                raise ComponentError(f"edge {edge} is not in circuit {self.label}: it has {self}")
+            return Circuit.of(self.components, [e for e in self.edges if e != edge], name=self.name)
         removed = Component.parse(component)
         if removed not in self.components:
             raise ComponentError(f"{removed} is not in circuit {self.label}: it has {self}")

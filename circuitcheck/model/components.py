@@ -11,6 +11,14 @@ Syntax (DESIGN.md "Words")::
     L1H3@-1         narrowed to one position (negative counts from the end)
     L0.mlp@3:7      narrowed to positions 3..6 (Python slice, either end optional)
 
+Edges (DESIGN.md "Words"): ``SENDER -> RECEIVER``, the part of the receiver's
+input written by the sender at the same position. Senders are outputs
+(``embed``, ``pos_embed``, ``L0H2``, ``L0.attn`` for every head of a layer,
+``L0.mlp``); receivers are inputs (``L1H3.q`` / ``.k`` / ``.v``, ``L1.mlp`` for
+the MLP's input, ``logits`` for the final residual stream the unembedding
+reads). Either end may be narrowed to positions; the edge is then the
+positions both ends select.
+
 Parsing needs no model; :meth:`Component.validate` checks a parsed component
 against a model's config and names the valid range when it does not fit.
 """
@@ -26,6 +34,10 @@ from ..errors import ComponentError
 
 HEAD_INPUTS = ("q", "k", "v")
 KINDS = ("head", "attn", "mlp", "embed", "pos_embed")
+#: The final residual stream, read by the unembedding: a receiver of edges only, never a node of a circuit.
+LOGITS = "logits"
+SENDER_HELP = "senders are outputs: embed, pos_embed, L{layer}H{head}, L{layer}.attn (every head of the layer), L{layer}.mlp"
+RECEIVER_HELP = "receivers are inputs: L{layer}H{head}.q, .k or .v, L{layer}.mlp (the MLP's input), or logits"
 
 _HEAD = re.compile(r"^L(?P<layer>\d+)H(?P<head>\d+)(?:\.(?P<port>[a-z_]+))?$")
 _LAYER = re.compile(r"^L(?P<layer>\d+)\.(?P<part>[a-z_]+)$")
@@ -88,7 +100,7 @@ class Component:
     def __post_init__(self):
         # Every check builds its components here (``Component("head", layer, head)``): one place that
         # turns a str/float/bool layer or head into an error naming it, before any indexing.
-        if self.kind not in KINDS:
+        if self.kind not in KINDS and self.kind != LOGITS:
             raise ComponentError(f"component kind {self.kind!r} is not valid: use one of {', '.join(KINDS)}")
         for name in ("layer", "head"):
             value = getattr(self, name)
@@ -138,6 +150,8 @@ class Component:
             return "hook_embed"
         if self.kind == "pos_embed":
             return "hook_pos_embed"
+        if self.kind == LOGITS:
+            raise ComponentError("logits is the final residual stream (an edge's receiver), not one activation's hook")
         if self.kind == "attn":
             return f"blocks.{self.layer}.hook_attn_out"
         if self.kind == "mlp":
@@ -168,12 +182,12 @@ class Component:
         return self
 
     def sort_key(self) -> tuple:
-        order = {"embed": 0, "pos_embed": 1, "head": 2, "attn": 3, "mlp": 4}
-        layer = -1 if self.layer is None else self.layer
+        order = {"embed": 0, "pos_embed": 1, "head": 2, "attn": 3, "mlp": 4, LOGITS: 5}
+        layer = (1 << 30 if self.kind == LOGITS else -1) if self.layer is None else self.layer
         return (layer, order[self.kind], -1 if self.head is None else self.head, self.port or "", str(self.positions or ""))
 
     def __str__(self) -> str:
-        if self.kind in ("embed", "pos_embed"):
+        if self.kind in ("embed", "pos_embed", LOGITS):
             text = self.kind
         elif self.kind == "head":
             text = f"L{self.layer}H{self.head}" + (f".{self.port}" if self.port else "")
@@ -206,35 +220,105 @@ def parse_components(components: Union[str, Component, Iterable[Union[str, Compo
     return [Component.parse(item) for item in items]
 
 
+def _receiver(text: str, whole: str) -> Component:
+    """An edge's receiver: a head input, an MLP's input, or ``logits`` (optionally narrowed to positions)."""
+    body, _, pos_text = text.strip().partition("@")
+    if body.strip() == LOGITS:
+        return Component(LOGITS, positions=Positions.parse(pos_text, whole) if "@" in text else None)
+    receiver = Component.parse(text)
+    if not ((receiver.kind == "head" and receiver.port is not None) or receiver.kind == "mlp"):
+        hint = f" (a head reads its input through {receiver.without_positions()}.q, .k or .v)" if receiver.kind == "head" else ""
+        raise ComponentError(f"edge {whole!r}: {receiver} cannot receive an edge{hint}; {RECEIVER_HELP}")
+    return receiver
+
+
 @dataclass(frozen=True)
 class Edge:
-    """``sender -> receiver``: the part of the receiver's input written by the sender."""
+    """``sender -> receiver``: the part of the receiver's input written by the sender.
+
+    The sender is an output (``embed``, ``pos_embed``, ``L0H2``, ``L0.attn``,
+    ``L0.mlp``), the receiver an input (``L1H3.q``/``.k``/``.v``, ``L1.mlp``,
+    ``logits``); the receiver reads the residual stream after the sender writes
+    it (a layer's heads write before its MLP reads). Positions on either end
+    narrow the edge to the positions both select.
+    """
 
     sender: Component
     receiver: Component
+
+    def __post_init__(self):
+        text = f"{self.sender} -> {self.receiver}"
+        sender, receiver = self.sender, self.receiver
+        if sender.port is not None or sender.kind == LOGITS:
+            raise ComponentError(f"edge {text!r}: the sender must be an output (e.g. L0H2), not {sender}; {SENDER_HELP}")
+        if not ((receiver.kind == "head" and receiver.port is not None) or receiver.kind in ("mlp", LOGITS)):
+            raise ComponentError(f"edge {text!r}: {receiver} cannot receive an edge; {RECEIVER_HELP}")
+        if receiver.kind == LOGITS:
+            return
+        sender_layer = -1 if sender.layer is None else sender.layer
+        if receiver.layer < sender_layer or (
+            receiver.layer == sender_layer and not (sender.kind in ("head", "attn") and receiver.kind == "mlp")
+        ):
+            raise ComponentError(f"edge {text!r}: the receiver must read the residual stream after the sender writes it "
+                                 f"({receiver} reads before {sender} writes)")
 
     @classmethod
     def parse(cls, text: Union[str, "Edge"]) -> "Edge":
         if isinstance(text, Edge):
             return text
-        sender_text, arrow, receiver_text = str(text).partition("->")
+        if not isinstance(text, str):
+            raise ComponentError(f"an edge is a string such as 'L0H2 -> L1H3.k', got {text!r} ({type(text).__name__})")
+        sender_text, arrow, receiver_text = text.partition("->")
         if not arrow:
             raise ComponentError(f"cannot parse edge {text!r}: write 'SENDER -> RECEIVER', e.g. 'L0H2 -> L1H3.k'")
-        sender, receiver = Component.parse(sender_text), Component.parse(receiver_text)
-        if sender.port is not None:
-            raise ComponentError(f"edge {text!r}: the sender must be an output (e.g. L0H2), not the input {sender}")
-        sender_layer = -1 if sender.layer is None else sender.layer
-        receiver_layer = -1 if receiver.layer is None else receiver.layer
-        if receiver.kind in ("embed", "pos_embed") or receiver_layer < sender_layer or (
-            receiver_layer == sender_layer and not (sender.kind in ("head", "attn") and receiver.kind == "mlp")
-        ):
-            raise ComponentError(f"edge {text!r}: the receiver must read the residual stream after the sender writes it")
-        return cls(sender, receiver)
+        if "->" in receiver_text:
+            raise ComponentError(f"cannot parse edge {text!r}: an edge has one arrow; write a chain as separate edges "
+                                 "('L0H2 -> L1H3.k, L1H3 -> logits')")
+        if not sender_text.strip() or not receiver_text.strip():
+            raise ComponentError(f"cannot parse edge {text!r}: write 'SENDER -> RECEIVER', e.g. 'L0H2 -> L1H3.k'; "
+                                 f"{SENDER_HELP}; {RECEIVER_HELP}")
+        if sender_text.strip().partition("@")[0].strip() == LOGITS:
+            raise ComponentError(f"edge {text.strip()!r}: logits is a receiver only (the final residual stream); {SENDER_HELP}")
+        try:
+            sender = Component.parse(sender_text)
+        except ComponentError as error:
+            raise ComponentError(f"edge {text.strip()!r}: bad sender: {error}") from None
+        return cls(sender, _receiver(receiver_text, text.strip()))
 
     def validate(self, model) -> "Edge":
-        self.sender.validate(model)
-        self.receiver.validate(model)
+        """Check both ends exist in ``model`` (and that the edge selects a position); returns it, or raises :class:`ComponentError`."""
+        try:
+            self.sender.validate(model)
+            self.receiver.validate(model)
+        except ComponentError as error:
+            raise ComponentError(f"edge {self}: {error}") from None
         return self
+
+    def positions(self, seq_len: int) -> list[int] | None:
+        """The positions the edge covers in a ``seq_len``-token input: None for all, else the sorted list both ends select."""
+        chosen = None
+        for end in (self.sender, self.receiver):
+            if end.positions is not None:
+                selected = set(end.positions.indices(seq_len))
+                chosen = selected if chosen is None else chosen & selected
+        if chosen is not None and not chosen:
+            raise ComponentError(f"edge {self} selects no position: its two ends are narrowed to disjoint positions "
+                                 f"in a {seq_len}-token input")
+        return None if chosen is None or len(chosen) == seq_len else sorted(chosen)
 
     def __str__(self) -> str:
         return f"{self.sender} -> {self.receiver}"
+
+
+def parse_edges(edges) -> list[Edge]:
+    """Parse a comma/newline separated string of edges, an edge, or an iterable of either."""
+    if isinstance(edges, Edge):
+        return [edges]
+    if isinstance(edges, str):
+        items: list = [e for e in re.split(r"[,;\n]+", edges) if e.strip()]
+    elif isinstance(edges, Iterable) and not isinstance(edges, (bytes, dict)):
+        items = list(edges)
+    else:
+        raise ComponentError(f"edges {edges!r} are not valid: give a string such as 'L0H2 -> L1H3.k, L1H3 -> logits', "
+                             f"an Edge or a list of them, got {type(edges).__name__}")
+    return [Edge.parse(item) for item in items]

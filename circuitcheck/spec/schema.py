@@ -263,7 +263,7 @@ def components_text(value) -> str:
 
 
 def circuit(value, scope: Scope):
-    """A Circuit from a circuit name of the spec, a component string, or a list of component strings."""
+    """A Circuit from a circuit name of the spec, a component string, or a list of component strings (edges ``L0H0 -> L1H0.k`` too)."""
     from ..model.circuit import Circuit
 
     if isinstance(value, str) and value.strip() in scope.circuits:
@@ -280,7 +280,7 @@ def circuit(value, scope: Scope):
             raise Bad(f"{value.strip()!r} is neither a circuit of this spec{suggest(value.strip(), scope.circuits)} nor a component "
                       f"string: circuits defined here are {defined}; components look like 'L0H0 L1H0.k'") from None
         raise Bad(str(error)) from None
-    if not parsed.components:
+    if not parsed.components and not parsed.edges:
         raise Bad(f"{shown(value)} names no components")
     if scope.zoo_model is not None:
         try:
