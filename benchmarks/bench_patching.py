@@ -6,12 +6,17 @@ Run on demand (not part of CI):
     python benchmarks/bench_patching.py --quick         # tiny model: a smoke test in seconds
     python benchmarks/bench_patching.py --device cpu --threads 2 --repeats 1 --max-batch 128 --json out.json
 
-Two workloads, each computed both ways on the same model and task:
+Workloads, each computed both ways on the same model and task:
 
 1. ``resid_pre`` layer x position sweep:
    ``Patcher.sweep(task, "resid_pre").mean`` vs ``transformer_lens.patching.get_act_patch_resid_pre``;
 2. head-output layer x head sweep:
-   ``Patcher.sweep(task, "head_out").mean`` vs ``transformer_lens.patching.get_act_patch_attn_head_out_all_pos``.
+   ``Patcher.sweep(task, "head_out").mean`` vs ``transformer_lens.patching.get_act_patch_attn_head_out_all_pos``;
+3. ``eap``: edge attribution of every edge at every position,
+   ``circuitcheck.attribution_sweep(model, task, method="eap").position_mean`` vs
+   ``transformer_lens.tools.analysis.attribution_patching.attribution_patch(..., EdgeAttributionConfig(granularity="edge"))``,
+   on a GPT-2 of the same shape in the Hugging Face architecture (TransformerLens's edge attribution needs per-head
+   attention results, which its native bridge does not offer); the ratio is of the fastest runs (min of the repeats).
 
 Both sides pay for their own clean (and corrupted) runs inside the timed region:
 a fresh ``Patcher`` per repeat, and ``model.run_with_cache(clean)`` per TransformerLens repeat.
@@ -55,6 +60,7 @@ TARGET_RATIO_CPU = 1.1  # general path, on 2 CPU cores
 TARGET_RATIO_H100 = 20.0  # general path, on one H100
 TARGET_FAST_CPU = 3.0  # fast path, on 2 CPU cores
 TARGET_FAST_H100 = 50.0  # fast path, on one H100
+TARGET_EAP_RATIO = 1.0  # EAP: at least TransformerLens's speed, with the same numbers
 
 BATCH, SEQ_LEN = 8, 16
 
@@ -66,6 +72,10 @@ WORKLOADS = {
     "resid_pre": ("resid_pre", tl_patching.get_act_patch_resid_pre, "layer x pos"),
     "head_out": ("head_out", tl_patching.get_act_patch_attn_head_out_all_pos, "layer x head"),
 }
+
+
+#: workloads that are not sweeps: name -> what is compared
+OTHER_WORKLOADS = {"eap": "edge attribution of every edge and position"}
 
 
 def _no_tqdm(iterable=None, *args, **kwargs):
@@ -211,6 +221,120 @@ def timed(model, fn, device, repeats):
     return statistics.median(times), times, result, forwards
 
 
+# EAP: edge attribution patching -----------------------------------------------------------
+
+
+def build_hf_gpt2(quick: bool, device: str):
+    """The benchmark's shape as a Hugging Face GPT-2 (LayerNorm, GELU MLPs, fused QKV), randomly initialised offline (seed 0)."""
+    import tempfile
+
+    from transformers import GPT2Config
+
+    from circuitcheck.zoo.tokenizer import build_tokenizer
+
+    shape = QUICK_CONFIG if quick else FULL_CONFIG
+    config = GPT2Config(n_layer=shape["n_layers"], n_head=shape["n_heads"], n_embd=shape["d_model"], n_inner=shape["d_mlp"],
+                        vocab_size=shape["d_vocab"], n_positions=shape["n_ctx"])
+    with tempfile.TemporaryDirectory() as directory:
+        config.save_pretrained(directory)  # the config only: load_weights=False initialises at random
+        build_tokenizer().save_pretrained(directory)
+        torch.manual_seed(0)
+        model = TransformerBridge.boot_transformers(directory, device=device, load_weights=False)
+    model.eval()
+    model.requires_grad_(False)
+    return model.to(device)
+
+
+def run_tl_eap(model, task, device):
+    """TransformerLens's edge attribution on the whole batch: {(edge label, position): mean over examples}.
+
+    ``attribution_patch`` calls the metric on one example's logits, twice per example (its clean run,
+    then its corrupted run), in order; the metric reads that example's answers.
+    """
+    import dataclasses
+
+    from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig, attribution_patch
+
+    ones = [dataclasses.replace(task, clean=task.clean[i : i + 1], corrupt=task.corrupt[i : i + 1],
+                                answers=task.answers[i : i + 1], wrong_answers=task.wrong_answers[i : i + 1])
+            for i in range(task.n_examples)]
+    calls = [0]
+
+    def metric(logits):
+        one = ones[calls[0] // 2]
+        calls[0] += 1
+        return one.metric(logits, one)[0]
+
+    with torch.enable_grad():
+        result = attribution_patch(model, task.clean.to(device), task.corrupt.to(device), metric,
+                                   EdgeAttributionConfig(granularity="edge"))
+    if calls[0] != 2 * task.n_examples:
+        raise RuntimeError(f"attribution_patch called the metric {calls[0]} times for {task.n_examples} examples, not twice each")
+    return result
+
+
+def _tl_edge_label(node) -> str:
+    if node.kind == "embed":
+        return "embed"
+    if node.kind == "attn_head_out":
+        return f"L{node.layer}H{node.head}"
+    if node.kind in ("mlp_out", "mlp_in"):
+        return f"L{node.layer}.mlp"
+    if node.kind == "logits":
+        return "logits"
+    return f"L{node.layer}H{node.head}.{node.kind[0]}"  # q_input -> .q
+
+
+def eap_workload(quick: bool, device: str, repeats: int) -> dict:
+    import circuitcheck as cc
+
+    model = build_hf_gpt2(quick, device)
+    task = build_task(model.cfg.d_vocab)
+    # TransformerLens's gradients flow from the parameters: on for both sides, so that they run the same model.
+    model.requires_grad_(True)
+    try:
+        def run_cc_eap():
+            return cc.attribution_sweep(model, task, method="eap", record=False)
+
+        tl_time, tl_times, tl_out, tl_forwards = timed(model, lambda: run_tl_eap(model, task, device), device, repeats)
+        cc_time, cc_times, cc_out, cc_forwards = timed(model, run_cc_eap, device, repeats)
+    finally:
+        model.requires_grad_(False)
+    row = {label: i for i, label in enumerate(cc_out.index)}
+    theirs = {(f"{_tl_edge_label(u)} -> {_tl_edge_label(v)}", u.position): score for (u, v), score in tl_out.edge_scores.items()}
+    same_graph = {label for label, _ in theirs} == set(cc_out.index) and len(theirs) == cc_out.position_mean.numel()
+    ours = cc_out.position_mean
+    diff = max(abs(float(ours[row[label], pos]) - score) for (label, pos), score in theirs.items())
+    largest = max(abs(score) for score in theirs.values())
+    ratio = min(tl_times) / min(cc_times)
+    result = {
+        "model": f"Hugging Face GPT-2 architecture, {model.cfg.n_layers}L x {model.cfg.n_heads}H, d_model {model.cfg.d_model} (random init)",
+        "edges": len(cc_out.index),
+        "edge_positions": ours.numel(),
+        "tl_seconds": min(tl_times),
+        "tl_median_seconds": tl_time,
+        "tl_all_seconds": tl_times,
+        "tl_forwards": tl_forwards,
+        "cc_seconds": min(cc_times),
+        "cc_median_seconds": cc_time,
+        "cc_all_seconds": cc_times,
+        "cc_forwards": cc_forwards,
+        "ratio": ratio,
+        "max_abs_diff": diff,
+        "largest_score": largest,
+        "same_graph": same_graph,
+        "target_met": ratio >= TARGET_EAP_RATIO and diff <= TARGET_MAX_DIFF and same_graph,
+    }
+    print(f"eap: edge attribution of {len(cc_out.index)} edges x {task.seq_len} positions ({result['model']}):")
+    print(f"  TransformerLens : {min(tl_times):9.3f} s  (min of {repeats}; median {tl_time:.3f} s; {tl_forwards} forwards)")
+    print(f"  circuitcheck    : {min(cc_times):9.3f} s  (min of {repeats}; median {cc_time:.3f} s; {cc_forwards} forwards)")
+    print(f"  ratio           : {ratio:9.2f} x  (TL / circuitcheck, fastest runs)")
+    print(f"  max abs diff    : {diff:9.2e}  (largest score {largest:.2e}; same graph: {same_graph})"
+          f"  [{'ok' if diff <= TARGET_MAX_DIFF else 'ABOVE TARGET'} <= {TARGET_MAX_DIFF:g}]")
+    print()
+    return result
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -219,7 +343,7 @@ def main(argv=None) -> dict:
                         help=f"rows per circuitcheck forward (default: the Patcher default, {cc_patcher.DEFAULT_MAX_BATCH})")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's choice)")
     parser.add_argument("--quick", action="store_true", help="tiny model (2 layers, d_model 128, vocab 1000): a smoke test")
-    parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
+    parser.add_argument("--workloads", nargs="+", choices=[*WORKLOADS, *OTHER_WORKLOADS], default=[*WORKLOADS, *OTHER_WORKLOADS])
     parser.add_argument("--json", metavar="PATH", help="also write the numbers here")
     parser.add_argument("--profile", action="store_true", help="print the fast path's top operators (torch.profiler)")
     args = parser.parse_args(argv)
@@ -248,11 +372,15 @@ def main(argv=None) -> dict:
     print()
 
     start_all = time.perf_counter()
-    model = build_model(args.quick, device)
-    task = build_task(model.cfg.d_vocab)
+    if any(name in WORKLOADS for name in args.workloads):
+        model = build_model(args.quick, device)
+        task = build_task(model.cfg.d_vocab)
 
     results = {}
     for name in args.workloads:
+        if name == "eap":
+            results[name] = eap_workload(args.quick, device, args.repeats)
+            continue
         what, tl_fn, axes = WORKLOADS[name]
         tl_time, tl_times, tl_out, tl_forwards = timed(model, lambda: run_tl(model, task, tl_fn, device), device, args.repeats)
         cc_time, cc_times, (cc_out, cc_patched, _, _), cc_forwards = timed(
@@ -321,10 +449,15 @@ def main(argv=None) -> dict:
     target = TARGET_RATIO_H100 if on_gpu else TARGET_RATIO_CPU
     fast_target = TARGET_FAST_H100 if on_gpu else TARGET_FAST_CPU
     target_note = ("one H100" if on_gpu else "2 CPU cores")
-    print(f"ratio targets for {target_note}: general >= {target}x, fast >= {fast_target}x; "
-          + ", ".join(f"{n} {r['ratio']:.2f}x general ({'met' if r['ratio'] >= target else 'NOT met'}) / "
-                      f"{r['fast_ratio']:.2f}x fast ({'met' if r['fast_ratio'] >= fast_target else 'NOT met'})"
-                      for n, r in results.items()))
+    if any(n in WORKLOADS for n in results):
+        print(f"ratio targets for {target_note}: general >= {target}x, fast >= {fast_target}x; "
+              + ", ".join(f"{n} {r['ratio']:.2f}x general ({'met' if r['ratio'] >= target else 'NOT met'}) / "
+                          f"{r['fast_ratio']:.2f}x fast ({'met' if r['fast_ratio'] >= fast_target else 'NOT met'})"
+                          for n, r in results.items() if n in WORKLOADS))
+    if "eap" in results:
+        r = results["eap"]
+        print(f"eap target: >= {TARGET_EAP_RATIO:g}x with max abs diff <= {TARGET_MAX_DIFF:g}: {r['ratio']:.2f}x, "
+              f"{r['max_abs_diff']:.1e} ({'met' if r['target_met'] else 'NOT met'})")
     print(f"total wall time: {time.perf_counter() - start_all:.1f} s (incl. model build and warm-ups)")
 
     report = {
@@ -336,7 +469,8 @@ def main(argv=None) -> dict:
         "max_batch": max_batch,
         "repeats": args.repeats,
         "targets": {"max_abs_diff": TARGET_MAX_DIFF, "ratio_2_cpu_cores": TARGET_RATIO_CPU, "ratio_h100": TARGET_RATIO_H100,
-                    "fast_ratio_2_cpu_cores": TARGET_FAST_CPU, "fast_ratio_h100": TARGET_FAST_H100},
+                    "fast_ratio_2_cpu_cores": TARGET_FAST_CPU, "fast_ratio_h100": TARGET_FAST_H100,
+                    "eap_ratio": TARGET_EAP_RATIO},
         "workloads": results,
     }
     if args.json:

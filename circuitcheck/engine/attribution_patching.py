@@ -25,7 +25,9 @@ the base run:
   between the two inputs' token embeddings (``ig="inputs"``), at
   ``t = k / steps`` for ``k = 0 .. steps - 1`` from the base (a left Riemann
   sum from the base, as Hanna et al.'s code, which starts at the corrupted
-  input). At ``steps=1`` it is plain EAP at the base run.
+  input). At ``steps=1`` it is plain EAP at the base run. (Hanna et al.'s
+  other variant interpolates each layer's output in turn, ``2 * n_layers + 1``
+  times as many passes; it is not offered.)
 
 Each estimate is also given per position (``position_mean``); TransformerLens's
 ``attribution_patch`` scores the same nodes and edges per position, and its
@@ -644,6 +646,9 @@ def _chunk(model, graph: _Graph, task: Task, index: torch.Tensor, edges: bool, s
         # The metric's clean logits (for KL): the source run's when denoising, else the base run's own at t = 0.
         clean_logits = (source_logits if direction == "denoise" else logits.detach()[:b]).repeat(steps, 1, 1)
         values = _score(rows_task.metric(logits, rows_task, clean_logits), task, "base")
+        if len(leaf) != 1:
+            raise CircuitCheckError(f"hook_embed fired {len(leaf)} times in one forward of model {model_label(model)}: "
+                                    "attribution patching needs the token embedding as the start of the residual stream")
         (embed_grad,) = torch.autograd.grad(values.sum(), leaf)
     base["hook_embed"] = leaf[0].detach()[:b]
     base_metric = values.detach()[:b].float().cpu()
