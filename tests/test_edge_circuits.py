@@ -296,6 +296,16 @@ def test_minimality_and_faithfulness_take_edges_as_members(induction_2l):
     assert faithful.value == pytest.approx(abs(1 - whole), abs=1e-9)
 
 
+def test_completeness_searches_subsets_of_edges(induction_2l):
+    task = tasks.induction(induction_2l, n_prompts=6, seq_len=6)
+    circuit = cc.Circuit.parse("L0H0 -> L1H0.k, L0H2 -> L1H0.k, embed -> L1H0.q, L1H0 -> logits", name="four edges")
+    result = cc.check_complete(circuit, model=induction_2l, task=task, max_incompleteness=2.0)
+    table = result.evidence[next(iter(result.evidence))]
+    assert "L0H2 -> L1H0.k, embed -> L1H0.q" in list(table["K"])  # the knocked-out sets K are sets of edges
+    recovery = cc.check_sufficient(circuit, model=induction_2l, task=task, min_recovery=-1.0).value
+    assert result.value >= abs(recovery - 1) - 1e-9  # K = ∅ is searched: |recovery(C) - recovery(M)|
+
+
 # Parsing and errors ----------------------------------------------------------------------------------
 
 

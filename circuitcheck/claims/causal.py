@@ -383,7 +383,9 @@ def assert_necessary(components: Components, min_drop: float | None = None, **kw
 
     drop(C) = (m(M) - m(M\\C)) / (m(M) - m(∅)); passes when the lower confidence
     bound of drop is >= ``min_drop`` (default 0.5). ``max_drop=`` alone claims
-    the components are *not* necessary (upper bound <= max_drop). Keyword
+    the components are *not* necessary (upper bound <= max_drop). Edges
+    (``"L0H0 -> L1H0.k"``) are ablated as edges: only their receivers read the
+    senders' ablated output, and ∅ ablates every edge. Keyword
     arguments: ``model``, ``task``, ``ablation`` (default resample),
     ``confidence`` (0.95), ``seed``.
     """
@@ -466,6 +468,11 @@ def assert_sufficient(circuit: Components, min_recovery: float | None = None, **
     Every head and MLP output outside the circuit is ablated; recovery(C) =
     (m(C) - m(∅)) / (m(M) - m(∅)) (faithfulness, as in the IOI paper and MIB);
     passes when its lower confidence bound is >= ``min_recovery`` (default 0.8).
+
+    An edge circuit (``"L0H0 -> L1H0.k, embed -> L1H0.q, L1H0 -> logits"``) keeps
+    only its edges: every other edge's receiver reads the sender's ablated
+    output, and ∅ ablates every edge. Under resample ablation its recovery is
+    TransformerLens's ``faithfulness(...).recovered`` (see the module docstring).
     """
     __tracebackhide__ = True
     tolerance = kwargs.pop("tolerance", None)

@@ -90,9 +90,9 @@ def check_complete(
     per_shown = bootstrap(samples.data, lambda m: per_k(m)[:, shown], confidence=setup.confidence, seed=setup.seed)
     recovery_point = samples.point_recovery()
     worst_k = ks[ranked[0]]
-    worst_text = " ".join(map(str, lattice.members(worst_k))) or "∅"
+    worst_text = _label(lattice.members(worst_k)) or "∅"
     table = pd.DataFrame({
-        "K": [" ".join(map(str, lattice.members(k))) or "∅" for k in shown_ks],
+        "K": [_label(lattice.members(k)) or "∅" for k in shown_ks],
         "incompleteness": [e.mean for e in per_shown],
         "ci_low": [e.low for e in per_shown],
         "ci_high": [e.high for e in per_shown],

@@ -139,7 +139,7 @@ def check_minimal(
     if method == "leave-one-out":
         table["recovery_without"] = [recovery.mean - scores[i].mean for i in order]
     if method == "ioi":
-        table["K"] = [" ".join(map(str, lattice.members(chosen_k[i]))) or "∅" for i in order]
+        table["K"] = [_label(lattice.members(chosen_k[i])) or "∅" for i in order]
     evidence = {"minimality": pd.DataFrame(table)}
     label = _label(comps, name)
     how = _describe_method(method, n, exact, permutations, max_k)
@@ -360,7 +360,7 @@ def _redundancy_groups(lattice, samples: Samples, failing: Sequence[int], scores
         alone = " / ".join(f"{scores[i].mean:.2f}" for i in group)
         lines.append(f"{_and(names)} back each other up: alone {alone}, together {together.mean:.2f} "
                      f"[{together.low:.3f}, {together.high:.3f}]")
-        rows.append({"group": " ".join(names), "alone": alone, "together": together.mean,
+        rows.append({"group": _label([comps[i] for i in group]), "alone": alone, "together": together.mean,
                      "ci_low": together.low, "ci_high": together.high})
     return lines, pd.DataFrame(rows)
 
