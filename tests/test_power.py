@@ -2,6 +2,8 @@
 
 On zoo:induction-2l, whose card gives true claims: L1H3 is an induction head,
 the circuit L0H0 L0H2 L1H0 L1H1 L1H2 L1H3 is sufficient (recovery 0.974).
+On zoo:planted-4l, whose weights were set by hand: the circuit L0H0 -> L2H2 ->
+L3.mlp, backup L3H0, negative head L3H3, distractors L1H1 and L2H1 (its card).
 """
 
 from __future__ import annotations
@@ -24,11 +26,22 @@ from circuitcheck.claims.decision import conclude, within
 from circuitcheck.engine.session import session_of
 
 CARD = "L0H0 L0H2 L1H0 L1H1 L1H2 L1H3"
+PLANTED = "L0H0 L2H2 L3H0 L3H3 L3.mlp"
 
 
 @pytest.fixture(scope="module")
 def task(induction_2l):
     return cc.tasks.induction(induction_2l, seed=0)
+
+
+@pytest.fixture(scope="module")
+def planted_4l():
+    return cc.load_model("zoo:planted-4l", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def planted_task(planted_4l):
+    return cc.tasks.induction(planted_4l, n_prompts=16)
 
 
 def _without_timing(power: dict) -> dict:
@@ -96,7 +109,7 @@ def test_a_claim_of_every_kind_is_recorded_and_replays_faithfully(kind, inductio
     power = cc.mutation_score(result, max_mutations=1)
     # the first replay, on an unmutated copy, reproduces the claim (else: "cannot be replayed faithfully")
     assert power.status == "measured" or "replayed" not in power.reason, power.reason
-    assert power.total == (1 if power.status == "measured" else 0)
+    assert power.total <= 1 and (power.status != "measured" or power.decided == 1)
 
 
 # Scores on the zoo model ------------------------------------------------------------------------------
@@ -122,6 +135,12 @@ def test_the_card_circuits_sufficiency_scores_high_against_swaps_random_circuits
     assert power.score >= 0.9
     assert power.total == power_module.DEFAULT_MAX_MUTATIONS < power.catalogue
     assert {o.family for o in power.mutations} == {"swap heads", "random circuit", "shuffle checkpoint"}
+    # layer 1's four heads are all in the circuit: only layer 0's heads can be swapped out (both at once)
+    swaps = [o.name for o in power.mutations if o.family == "swap heads"]
+    assert sorted(swaps) == ["swap the circuit's heads out: L0H0 with L0H1, L0H2 with L0H3",
+                             "swap the circuit's heads out: L0H0 with L0H3, L0H2 with L0H1"]
+    assert "swaps out of the circuit leave the heads of full layers in place: layer 1 has 0 heads outside the circuit for its 4" \
+        in power.notes
     circuits = [o.name.removeprefix("random circuit ") for o in power.mutations if o.family == "random circuit"]
     assert all(len(c.split()) == 6 and set(c.split()) != set(CARD.split()) for c in circuits)
     assert len(set(circuits)) == len(circuits)
@@ -148,11 +167,12 @@ def test_a_necessity_claim_with_min_drop_0_survives_the_swaps_and_random_circuit
     vacuous = cc.mutation_score(cc.check_necessary(CARD, min_drop=0, model=induction_2l, task=task), max_mutations=8)
     assert vacuous.score <= 0.25 < strong.score
     assert all(not o.killed for o in vacuous.mutations if o.family in ("swap heads", "random circuit"))
-    # what kills it: a replay that cannot be decided (the shuffled model has no gap), or a drop of exactly 0 whose
-    # lower bound lands a rounding error below the threshold
+    # the shuffled model has no gap: undecided, not a kill; what kills it is a drop of exactly 0 whose lower bound
+    # lands a rounding error below the threshold
+    assert [o.name for o in vacuous.undecided_mutations] == ["shuffle the checkpoint (seed 0)"]
     for outcome in vacuous.mutations:
         if outcome.killed:
-            assert outcome.error is not None or abs(outcome.bound) < 1e-4
+            assert abs(outcome.bound) < 1e-4
 
 
 def test_a_claim_that_fails_on_the_model_is_not_measured(induction_2l):
@@ -163,17 +183,41 @@ def test_a_claim_that_fails_on_the_model_is_not_measured(induction_2l):
     assert power.text() == "not measured: the claim fails on the model itself"
 
 
-def test_a_not_claim_is_tested_by_swapping_in_the_heads_that_are_such_heads(induction_2l):
+def test_a_not_head_claim_is_tested_by_swapping_in_and_copying_the_qk_of_the_heads_that_are_such_heads(induction_2l):
     power = cc.mutation_score(cc.check_head(0, 1, "previous_token", max_score=0.5, model=induction_2l))
-    assert sorted(o.name for o in power.mutations) == ["swap L0H1 and L0H0", "swap L0H1 and L0H2"]  # the card's previous-token heads
+    assert sorted(o.name for o in power.mutations) == [  # the card's previous-token heads: L0H0 and L0H2
+        "copy the QK of L0H0 onto L0H1", "copy the QK of L0H2 onto L0H1", "swap L0H1 and L0H0", "swap L0H1 and L0H2"]
     assert power.score == 1.0
 
 
-def test_a_replay_that_raises_kills_the_mutation_and_records_the_error(induction_2l, task):
+def test_a_replay_that_raises_is_undecided_and_left_out_of_the_score(induction_2l, task):
     power = cc.mutation_score(cc.check_sufficient(CARD, min_recovery=0.9, model=induction_2l, task=task))
     (shuffled,) = [o for o in power.mutations if o.family == "shuffle checkpoint"]
-    assert shuffled.killed and shuffled.passed is None and shuffled.value is None
+    assert shuffled.verdict == "undecided" and not shuffled.killed and shuffled.passed is None and shuffled.value is None
     assert shuffled.error.startswith("GapError: the gap m(M) - m(∅)")
+    assert shuffled not in power.survivors and power.undecided_mutations == [shuffled]
+    assert (power.total, power.decided, power.undecided) == (12, 11, 1)
+    assert power.score == power.killed / 11
+    assert power.text() == f"score {power.score:.2f} ({power.killed}/11 killed, 1 undecided)"
+    data = power.to_dict()
+    assert (data["decided"], data["undecided"], data["total"]) == (11, 1, 12)
+    (shuffled_dict,) = [m for m in data["mutations"] if m["family"] == "shuffle checkpoint"]
+    assert shuffled_dict["verdict"] == "undecided" and shuffled_dict["killed"] is False
+
+
+def test_a_claim_whose_every_mutation_is_undecided_is_not_measured(induction_2l, task, monkeypatch):
+    from circuitcheck.engine import mutate
+
+    def only_the_shuffle(call, result, model, *, seed=0, max_mutations=12):
+        return [power_module.Candidate("shuffle", "shuffle checkpoint", mutation=mutate.shuffle_checkpoint(seed))], [], None
+
+    monkeypatch.setattr(power_module, "catalogue", only_the_shuffle)
+    power = cc.mutation_score(cc.check_sufficient(CARD, min_recovery=0.9, model=induction_2l, task=task))
+    assert power.status == "not measured" and power.score is None and not power.cannot_fail
+    assert (power.total, power.decided, power.undecided) == (1, 0, 1)
+    assert power.reason.startswith("no mutation could be decided: the claim could not be measured on any of the 1 mutations "
+                                   "run (first: GapError: the gap m(M) - m(∅)")
+    assert power.text() == f"not measured: {power.reason}"
 
 
 def test_a_path_claim_is_killed_by_moving_the_path_and_by_zeroing_its_sender(induction_2l, task):
@@ -217,13 +261,39 @@ def test_the_cap_takes_every_family_in_turn(induction_2l, task):
     assert f"3 of {power.catalogue} candidate mutations run (max_mutations=3)" in power.notes
 
 
-def test_random_circuits_batched_give_the_numbers_they_give_one_by_one(induction_2l, task, monkeypatch):
-    result = cc.check_necessary(CARD, min_drop=0.7, model=induction_2l, task=task)
+SHARED = {  # claims whose random circuits are measured together before their replays (the subsets their checks start from)
+    "necessary": lambda m, t: cc.check_necessary(CARD, min_drop=0.7, model=m, task=t),
+    "complete": lambda m, t: cc.check_complete("L0H2 L1H1 L1H3", max_incompleteness=0.9, model=m, task=t),  # 0.63
+    "minimal": lambda m, t: cc.check_minimal("L0H2 L1H1 L1H3", min_contribution=0.05, method="ioi", model=m, task=t),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SHARED))
+def test_shared_batched_and_gap_first_runs_give_the_numbers_of_plain_replays(kind, induction_2l, task, monkeypatch):
+    result = SHARED[kind](induction_2l, task)
+    assert result.passed
+    session_of(induction_2l).forget("power")  # fresh private copies: nothing measured on them yet
     batched = cc.mutation_score(result, max_mutations=7).to_dict()
-    monkeypatch.setattr(power_module, "_prewarm", lambda *args, **kwargs: None)
-    alone = cc.mutation_score(result, max_mutations=7).to_dict()
+    again = cc.mutation_score(result, max_mutations=7).to_dict()  # the reference copy's work is found measured
+    session_of(induction_2l).forget("power")
+    monkeypatch.setattr(power_module, "_prewarm_sets", lambda *args, **kwargs: None)
+    monkeypatch.setattr(power_module, "_without_gap", lambda *args, **kwargs: None)
+    alone = cc.mutation_score(result, max_mutations=7).to_dict()  # every replay measures everything itself
     assert sum(m["family"] == "random circuit" for m in batched["mutations"]) >= 2
-    assert _without_timing(batched) == _without_timing(alone)
+    assert any(m["verdict"] == "undecided" for m in batched["mutations"])  # the shuffle: the gap measured first
+    assert _without_timing(batched) == _without_timing(alone) == _without_timing(again)
+
+
+def test_a_second_power_run_of_a_claim_runs_nothing_on_the_unmutated_copy(induction_2l, task):
+    from circuitcheck.engine.patcher import shared_patcher
+
+    result = cc.check_necessary(CARD, min_drop=0.7, model=induction_2l, task=task)
+    cc.mutation_score(result, max_mutations=6)
+    reference = power_module._mutator_for(induction_2l).reference
+    before = shared_patcher(reference).forward_passes
+    cc.mutation_score(result, max_mutations=6)
+    assert power_module._mutator_for(induction_2l).reference is reference
+    assert shared_patcher(reference).forward_passes == before  # the control and the random circuits were measured before
 
 
 def test_bad_arguments_are_clear_errors(induction_2l):
@@ -240,9 +310,9 @@ def test_the_score_travels_in_the_results_dict_and_frame(induction_2l):
     assert result.power is power
     data = result.to_dict()["power"]
     assert json.loads(json.dumps(data)) == data
-    assert set(data) == {"status", "reason", "score", "killed", "total", "cannot_fail", "catalogue", "max_mutations", "seed",
-                         "seconds", "mutations", "notes"}
-    assert set(data["mutations"][0]) == {"name", "family", "killed", "passed", "value", "decided_on", "bound", "error"}
+    assert set(data) == {"status", "reason", "score", "killed", "decided", "undecided", "total", "cannot_fail", "catalogue",
+                         "max_mutations", "seed", "seconds", "mutations", "notes"}
+    assert set(data["mutations"][0]) == {"name", "family", "verdict", "killed", "passed", "value", "decided_on", "bound", "error"}
     assert result.to_frame()["mutation_score"].iloc[0] == power.score
     frame = power.to_frame()
     assert isinstance(frame, pd.DataFrame) and list(frame["name"]) == [o.name for o in power.mutations]

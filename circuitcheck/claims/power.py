@@ -6,16 +6,19 @@ mutation of the model that should falsify it cannot fail and says nothing.
 recorded on every result as ``result.call``) on mutated copies of its model and
 on altered versions of the claim, and reports:
 
-- each mutation's outcome: the replayed claim *kills* the mutation when it does
-  not hold; a replay that raises a circuitcheck error (for example the gap
-  m(M) - m(∅) is no longer distinguishable from zero) kills it too, recorded as
-  ``error: <message>``;
-- the mutation score = killed / total;
-- **cannot fail**: a score of 0 over at least one mutation.
+- each mutation's outcome: the replayed claim *kills* the mutation when it
+  does not hold, and *survives* it when it holds. A replay that raises a
+  circuitcheck error (for example the gap m(M) - m(∅) is no longer
+  distinguishable from zero) is **undecided**: the claim could not be
+  measured there, which says nothing about whether it fails. It is recorded
+  (``undecided: <ErrorType>: <message>``) and counted, but left out of the score;
+- the mutation score = killed / decided (decided = killed + survived);
+- **cannot fail**: no kill among at least one decided mutation.
 
-A claim that fails on the model itself gets no score ("not measured"), and so
-does a claim whose replay on an unmutated copy does not reproduce it (then the
-replay would measure something else).
+A claim gets no score ("not measured", with the reason) when it fails on the
+model itself, when its replay on an unmutated copy does not reproduce it (then
+the replay would measure something else), when its kind's catalogue has no
+mutation meant to falsify it, or when no mutation run could be decided.
 
 The catalogue: mutations chosen to falsify the claim's kind
 (:func:`catalogue`). Weight mutations (:mod:`circuitcheck.engine.mutate`) run
@@ -24,19 +27,38 @@ user's model is never touched, and its fingerprint is checked at the end.
 
 - head kinds (``*_head``): scramble and zero the head's QK; swap it with each
   other head of its layer that does not satisfy the claim itself on the model
-  (measured); shuffle the checkpoint. For "is not" claims only the swaps (with
-  the heads that *are* such heads) apply. ``copying_head``: the same with OV.
-- ``necessary`` (C): zero the outputs of all of C; swap each member head with
-  each head of its layer outside C; random component sets of C's size; shuffle.
-- ``sufficient``, ``faithful`` (C): swaps out of C, random circuits, shuffle
-  (zeroing a member does not falsify sufficiency: it changes M and C alike).
-- ``minimal`` (C): zero each member's output (one mutation each), swaps out,
-  random circuits, shuffle.
+  (measured); shuffle the checkpoint. ``copying_head``: the same with OV.
+  "Is not" claims (only ``max_score``): swap the head with, and copy the QK
+  (``copying_head``: the OV) onto it of, each head of its layer on which the
+  claim fails (measured: a head that *is* such a head).
+- ``necessary``, ``sufficient``, ``faithful`` (C) are claims about the set, not
+  about each member: swapping one member out does not falsify "C is
+  necessary" when another member alone carries it, nor "C is sufficient" when
+  the member is a negative head (recovery rises). Their swap is "every head of
+  C swapped out at once": each head of C swapped with a head of its layer
+  outside C, in :data:`SET_SWAPS` seeded variants with different partners.
+  Then random circuits of C's size and the checkpoint shuffle; ``necessary``
+  also zeroes the outputs of all of C (zeroing a member does not falsify
+  sufficiency: it changes M and C alike).
+- ``minimal`` (C) claims that *each* member is needed: zero each member's output
+  (one mutation each), swap each member head with each head of its layer
+  outside C, random circuits, shuffle.
 - ``complete`` (C): copy each member head onto each head of its layer outside C
   (a parallel path the circuit misses), random circuits, shuffle.
+- "Not" claims of set kinds (only the upper threshold) are falsified by moving
+  function *into* C: swap a member head with a head of its layer outside C
+  that matters on the model. ``necessary`` with ``max_drop``: a head whose own
+  drop is at least ``max_drop`` (lower bound, measured on the model: the claim
+  "that head is necessary with min_drop=max_drop" holds). ``sufficient`` with
+  ``max_recovery``: a head with which in the member's place C recovers more
+  than ``max_recovery`` (measured: one head's own recovery says little, a
+  head does not recover a task alone). Where no such head exists the claim is
+  not measured, and the reason says so.
 - ``path`` (sender -> receiver): swap the receiver head with each other head of
   its layer that does not carry the path itself (measured): the path moves to
-  another receiver; zero the senders' outputs; shuffle.
+  another receiver; zero the senders' outputs; shuffle. "Does not carry"
+  claims: swap the receiver, and each sender head, with the heads of its layer
+  for which the path does carry the effect (measured).
 - ``logit_lens`` converging by L: scramble the outputs of every layer after L
   (one mutation per layer, and all of them at once): the lens reads the residual
   stream after block L, so only later blocks can move the prediction away
@@ -46,11 +68,9 @@ user's model is never touched, and its fingerprint is checked at the end.
   component's output, swaps (measured), shuffle. ``composition``: scramble the
   sender's OV and the receiver's QK (OV for V-composition), swaps (measured),
   shuffle. ``probe``: scramble the outputs of every layer upstream of the
-  probed hook (per layer and all at once), shuffle.
+  probed hook (per layer and all at once), shuffle; a "not" probe claim has no
+  falsifying mutation (no weight edit moves information into a hook).
 - kinds a plugin declares: shuffle the checkpoint and scramble the OV of every head.
-
-Claims of a kind's "not" form (only the upper threshold) other than head,
-copying and direct-effect claims have no falsifying mutations: not measured.
 
 A swap of two heads of one layer is a symmetry of the network: the swapped
 model computes what the original computes, with the two heads' labels
@@ -59,24 +79,28 @@ when it holds on the model with o in m's place. For head claims the catalogue
 swaps only with heads on which the claim fails (measured), so those swaps
 check that the claim tells its head apart from the others of its layer; for
 circuit claims every swap out of the circuit runs, and one that survives
-means the claim holds just as well with that head instead (a backup head, or
-a circuit whose claim is carried by its other members).
+means the claim holds just as well with those heads instead (a backup head, or
+a circuit whose claim is carried by its other components, e.g. an MLP).
 
 The number of mutations per claim is capped (:data:`DEFAULT_MAX_MUTATIONS`,
 ``max_mutations=``, ``--circuitcheck-power-mutations``): families are taken in
 turn, each family's candidates in a seeded order, so a capped run keeps every
 family.
 
-**What is batched.** Random circuits of a necessity, sufficiency or
-faithfulness claim are measured on the unmutated copy, so all of them share
-the copy's cached clean and corrupted runs and the fully ablated run, and
-their variants run in one batched engine call before the replays (which then
-find them measured: :mod:`circuitcheck.claims.lattice`). Random circuits of
-minimality and completeness claims share the cached runs and ∅ but run one
-engine call each (their subsets are built inside the checks). Weight mutations
-cannot share runs: each one changes every activation, so each replay runs its
-claim from scratch on the mutated copy (within a replay, the claim's own
-variants are batched as always).
+**What is shared and batched.** Everything that needs the unmutated model
+(the control replay, the catalogue's measurements, the random circuits) runs
+on the mutator's *reference* copy, which is never mutated: its cached clean
+and corrupted runs and its measured variants (:mod:`circuitcheck.claims.lattice`)
+last from one claim to the next, so claims on one circuit and task share them
+(the random circuits of a seed are the same for every kind of claim on a
+circuit). Before the random circuits' replays, their variants run in one
+batched engine call (necessity, sufficiency, faithfulness; minimality and
+completeness: the subsets their checks start from), and the replays then find
+them measured. A weight mutation changes every activation downstream of it,
+so its replay runs the claim on the mutated copy (its own variants batched
+as always); for causal kinds the gap m(M) - m(∅) is measured first (one
+variant, which the claim then reuses), and a mutation without a gap is
+recorded undecided with the claim's own error, without running the rest.
 
 This module imports nothing heavy at import time (torch and the engine load on
 first use), so the report and the terminal summary can read its words.
@@ -100,6 +124,10 @@ RANDOM_CIRCUIT = "random circuit"
 MEASURED = "measured"
 NOT_MEASURED = "not measured"
 FAILS_ITSELF = "the claim fails on the model itself"
+#: Verdicts of one mutation (:attr:`Outcome.verdict`).
+KILLED, SURVIVED, UNDECIDED = "killed", "survived", "undecided"
+#: Variants of "every head of the circuit swapped out at once" (each with other partners) for set claims.
+SET_SWAPS = 3
 #: Relative tolerance of the control replay (an unmutated copy must give the claim's value).
 CONTROL_TOLERANCE = 1e-4
 
@@ -112,17 +140,18 @@ CIRCUIT_KINDS = ("necessary", "sufficient", "faithful", "minimal", "complete")
 
 @dataclass(frozen=True)
 class Outcome:
-    """One mutation and what the claim did on it.
+    """One mutation and what the claim did on it: killed, survived, or undecided.
 
     Attributes:
         name: what the mutation did (``scramble QK of L1H3``, ``random circuit L0H1 L1H3``).
         family: its family (:data:`circuitcheck.engine.mutate.FAMILIES`, or ``"random circuit"``).
-        killed: whether the claim failed (or raised) on it.
+        killed: whether the replayed claim failed on it (False when it was undecided).
         passed: the replayed claim's verdict (None when it raised).
         value: the replayed claim's measured value (None when it raised).
         decided_on: the statistic the replay's decision was made on (``lower bound``).
         bound: that statistic's value (a ``[low, high]`` pair for ``interval``).
-        error: ``"<ErrorType>: <message>"`` when the replay raised a circuitcheck error.
+        error: ``"<ErrorType>: <message>"`` when the replay raised a circuitcheck error: the
+            mutation is then *undecided* (the claim could not be measured there) and left out of the score.
     """
 
     name: str
@@ -134,12 +163,23 @@ class Outcome:
     bound: Any = None
     error: str | None = None
 
+    @property
+    def undecided(self) -> bool:
+        """Whether the replay raised (the claim could not be measured on this mutation)."""
+        return self.error is not None
+
+    @property
+    def verdict(self) -> str:
+        """``"killed"``, ``"survived"`` or ``"undecided"``."""
+        return UNDECIDED if self.error is not None else KILLED if self.killed else SURVIVED
+
     def to_dict(self) -> dict[str, Any]:
         from ..tables import json_number
 
         bound = [json_number(b) for b in self.bound] if isinstance(self.bound, (tuple, list)) else json_number(self.bound)
-        return {"name": self.name, "family": self.family, "killed": bool(self.killed), "passed": self.passed,
-                "value": json_number(self.value), "decided_on": self.decided_on, "bound": bound, "error": self.error}
+        return {"name": self.name, "family": self.family, "verdict": self.verdict, "killed": self.verdict == KILLED,
+                "passed": self.passed, "value": json_number(self.value), "decided_on": self.decided_on, "bound": bound,
+                "error": self.error}
 
 
 @dataclass
@@ -170,31 +210,47 @@ class PowerResult:
 
     @property
     def total(self) -> int:
+        """Mutations run (decided or not)."""
         return len(self.mutations)
 
     @property
     def killed(self) -> int:
-        return sum(outcome.killed for outcome in self.mutations)
+        return sum(outcome.killed and not outcome.undecided for outcome in self.mutations)
+
+    @property
+    def undecided(self) -> int:
+        """Mutations on which the replay raised (the claim could not be measured there)."""
+        return sum(outcome.undecided for outcome in self.mutations)
+
+    @property
+    def decided(self) -> int:
+        """Mutations on which the claim was measured: killed + survived (the score's denominator)."""
+        return self.total - self.undecided
 
     @property
     def score(self) -> float | None:
-        """killed / total; None when not measured or no mutation ran."""
-        if self.status != MEASURED or not self.mutations:
+        """killed / decided; None when not measured or no mutation was decided."""
+        if self.status != MEASURED or not self.decided:
             return None
-        return self.killed / self.total
+        return self.killed / self.decided
 
     @property
     def cannot_fail(self) -> bool:
-        """Whether the claim survived every one of at least one mutation."""
-        return self.status == MEASURED and self.total >= 1 and self.killed == 0
+        """Whether the claim survived every one of at least one decided mutation."""
+        return self.status == MEASURED and self.decided >= 1 and self.killed == 0
 
     @property
     def survivors(self) -> list[Outcome]:
         """The mutations the claim survived (held on)."""
-        return [outcome for outcome in self.mutations if not outcome.killed]
+        return [outcome for outcome in self.mutations if not outcome.killed and not outcome.undecided]
+
+    @property
+    def undecided_mutations(self) -> list[Outcome]:
+        """The mutations on which the claim could not be measured (its replay raised)."""
+        return [outcome for outcome in self.mutations if outcome.undecided]
 
     def text(self) -> str:
-        """One line: ``score 0.83 (10/12 killed)``, ``CANNOT FAIL (0/1 killed)``, ``not measured: ...``."""
+        """One line: ``score 0.83 (10/12 killed, 1 undecided)``, ``CANNOT FAIL (0/1 killed)``, ``not measured: ...``."""
         return summary_text(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,6 +260,8 @@ class PowerResult:
             "reason": self.reason,
             "score": self.score,
             "killed": self.killed,
+            "decided": self.decided,
+            "undecided": self.undecided,
             "total": self.total,
             "cannot_fail": self.cannot_fail,
             "catalogue": self.catalogue,
@@ -215,31 +273,80 @@ class PowerResult:
         }
 
     def to_frame(self):
-        """One row per mutation: ``name``, ``family``, ``killed``, ``passed``, ``value``, ``decided_on``, ``bound``, ``error``."""
+        """One row per mutation: ``name``, ``family``, ``verdict``, ``killed``, ``passed``, ``value``, ``decided_on``, ``bound``, ``error``."""
         import pandas as pd
 
-        columns = ["name", "family", "killed", "passed", "value", "decided_on", "bound", "error"]
+        columns = ["name", "family", "verdict", "killed", "passed", "value", "decided_on", "bound", "error"]
         return pd.DataFrame([outcome.to_dict() for outcome in self.mutations], columns=columns)
 
     def __repr__(self) -> str:
         return f"<PowerResult {self.claim!r}: {self.text()}>"
 
 
+# Reading power dicts (PowerResult.to_dict(), also from JSON written by older versions) --------------
+
+
+def verdict_of(mutation: dict) -> str:
+    """A mutation dict's verdict: ``"killed"``, ``"survived"`` or ``"undecided"`` (a replay that raised)."""
+    verdict = mutation.get("verdict")
+    if verdict in (KILLED, SURVIVED, UNDECIDED):
+        return verdict
+    if mutation.get("error"):
+        return UNDECIDED
+    return KILLED if mutation.get("killed") else SURVIVED
+
+
+def decided_count(power: dict) -> int:
+    """Decided mutations (killed + survived) of a power dict."""
+    if isinstance(power.get("decided"), int):
+        return power["decided"]
+    mutations = [m for m in power.get("mutations") or [] if isinstance(m, dict)]
+    if mutations:
+        return sum(verdict_of(m) != UNDECIDED for m in mutations)
+    return int(power.get("total") or 0)
+
+
+def undecided_count(power: dict) -> int:
+    """Undecided mutations (replays that raised) of a power dict."""
+    if isinstance(power.get("undecided"), int):
+        return power["undecided"]
+    return sum(verdict_of(m) == UNDECIDED for m in power.get("mutations") or [] if isinstance(m, dict))
+
+
+def is_measured(power: dict) -> bool:
+    """Whether a power dict has a score: measured, with at least one decided mutation."""
+    return power.get("status") == MEASURED and decided_count(power) > 0
+
+
+def ratio_text(power: dict) -> str:
+    """``10/11`` (killed / decided), with ``+1 undecided`` after it when some mutations were undecided."""
+    undecided = undecided_count(power)
+    text = f"{power.get('killed', 0)}/{decided_count(power)}"
+    return f"{text} +{undecided} undecided" if undecided else text
+
+
 def summary_text(power: dict) -> str:
-    """A power dict (``PowerResult.to_dict()``) in words: ``score 0.83 (10/12 killed)``, ``CANNOT FAIL (0/1 killed)``."""
+    """A power dict in words: ``score 0.83 (10/12 killed, 1 undecided)``, ``CANNOT FAIL (0/1 killed)``, ``not measured: ...``."""
     if power.get("status") != MEASURED:
         return f"not measured: {power.get('reason') or 'no reason given'}"
-    killed, total = power.get("killed", 0), power.get("total", 0)
-    if not total:
-        return "not measured: no mutation ran"
+    killed, decided, undecided = power.get("killed", 0), decided_count(power), undecided_count(power)
+    if not decided:
+        return "not measured: no mutation ran" if not undecided else f"not measured: all {undecided} mutations were undecided"
+    tail = f", {undecided} undecided" if undecided else ""
     if power.get("cannot_fail"):
-        return f"CANNOT FAIL ({killed}/{total} killed)"
-    return f"score {claim_format.number(power.get('score'), 2)} ({killed}/{total} killed)"
+        return f"CANNOT FAIL ({killed}/{decided} killed{tail})"
+    return f"score {claim_format.number(power.get('score'), 2)} ({killed}/{decided} killed{tail})"
 
 
 def survivor_names(power: dict) -> list[str]:
-    """The names of the mutations a claim survived, from its power dict."""
-    return [str(m.get("name")) for m in power.get("mutations") or [] if isinstance(m, dict) and not m.get("killed")]
+    """The names of the mutations a claim survived (held on), from its power dict."""
+    return [str(m.get("name")) for m in power.get("mutations") or [] if isinstance(m, dict) and verdict_of(m) == SURVIVED]
+
+
+def undecided_texts(power: dict) -> list[str]:
+    """``<mutation>: <error>`` for each mutation on which the claim could not be measured, from its power dict."""
+    return [f"{m.get('name')}: {m.get('error')}" for m in power.get("mutations") or []
+            if isinstance(m, dict) and verdict_of(m) == UNDECIDED]
 
 
 # The catalogue -----------------------------------------------------------------------------------
@@ -303,29 +410,35 @@ class _Catalogue:
 
         self.add(mutate.shuffle_checkpoint(self.seed))
 
-    def swaps_measured(self, layer: int, head: int, change: Callable[[int], dict], skip: Iterable[int] = ()) -> None:
-        """Swap the head with each other head of its layer on which the claim does not hold itself (measured)."""
+    def swaps_measured(self, layer: int, head: int, change: Callable[[int], dict], skip: Iterable[int] = ()) -> list[int]:
+        """Swap the head with each other head of its layer on which the claim does not hold itself (measured).
+
+        Returns the partners (the heads swapped with).
+        """
         from ..engine import mutate
 
-        kept = []
+        kept, partners = [], []
         for other in range(self.n_heads):
             if other == head or other in set(skip):
                 continue
             if self.holds_with(**change(other)):
                 kept.append(f"L{layer}H{other}")
             else:
+                partners.append(other)
                 self.add(mutate.swap_heads(layer, head, other))
         if kept:
             self.notes.append(f"not swapped with {', '.join(kept)}: the claim holds for {'it' if len(kept) == 1 else 'them'} "
                               "on the model, so a swap would not falsify it")
+        return partners
 
 
 def catalogue(call: registry.ClaimCall, result, model, *, seed: int = 0, max_mutations: int = DEFAULT_MAX_MUTATIONS):
     """The mutations meant to falsify ``result``'s claim, before the cap: ``(candidates, notes, reason)``.
 
-    ``model`` is the unmutated copy the claim's measurements run on (head
-    claims measure the other heads of the layer there). ``reason`` says why
-    there is no candidate, when there is none.
+    ``model`` is the unmutated copy the claim's measurements run on (the
+    mutator's reference copy: head claims measure the other heads of the
+    layer there, "not" claims the heads that could be moved in). ``reason``
+    says why there is no candidate, when there is none.
     """
     found = _Catalogue(call, result, model, seed, max_mutations)
     builder = _BUILDERS.get(result.kind)
@@ -338,11 +451,6 @@ def catalogue(call: registry.ClaimCall, result, model, *, seed: int = 0, max_mut
     return found.candidates, found.notes, found.reason
 
 
-def _not_form(found: _Catalogue) -> bool:
-    if found.negative:
-        found.reason = (f"no mutation in the catalogue is meant to falsify a 'not' claim of kind {found.result.kind!r} "
-                        "(only the upper threshold is given)")
-    return found.negative
 
 
 def _head_claim(found: _Catalogue, qk: bool = True) -> None:
@@ -356,11 +464,14 @@ def _head_claim(found: _Catalogue, qk: bool = True) -> None:
         else:
             found.add(mutate.scramble_ov(layer, head, found.seed))
             found.add(mutate.zero_ov(layer, head))
-    found.swaps_measured(layer, head, lambda other: {"head": other})
+    partners = found.swaps_measured(layer, head, lambda other: {"head": other})
+    if found.negative:  # move the function in: the head attends (copying: writes) like one that is such a head
+        for other in partners:
+            found.add(mutate.copy_qk(layer, other, head) if qk else mutate.copy_ov(layer, other, head))
     if not found.negative:
         found.shuffle()
     elif not found.candidates:
-        found.reason = f"no other head of layer {layer} fails this 'not' claim on the model: no swap could falsify it"
+        found.reason = f"no other head of layer {layer} fails this 'not' claim on the model: no swap or copy could falsify it"
 
 
 def _copying_claim(found: _Catalogue) -> None:
@@ -368,15 +479,42 @@ def _copying_claim(found: _Catalogue) -> None:
 
 
 def _components(value, model) -> list:
+    """The claim's members, validated: components, or the edges of an edge circuit (as the causal claims read them)."""
     from ..model.circuit import Circuit
     from ..model.components import parse_components
+    from .causal import _members
 
-    items = list(value.components) if isinstance(value, Circuit) else parse_components(value)
+    if isinstance(value, Circuit) and not value.edges:
+        items = list(value.components)
+    elif isinstance(value, str) and "->" not in value:
+        items = parse_components(value)
+    else:
+        return _members(value, model)
     return [component.validate(model) for component in items]
 
 
+def _is_edges(members) -> bool:
+    from ..model.components import Edge
+
+    return bool(members) and isinstance(members[0], Edge)
+
+
+def _named_heads(members) -> list:
+    """For an edge circuit, the heads its edges name (senders and receivers, as head outputs); else the members themselves."""
+    from ..model.components import Component
+
+    if not _is_edges(members):
+        return list(members)
+    named = []
+    for edge in members:
+        for end in (edge.sender, edge.receiver):
+            if end.kind == "head" and Component("head", end.layer, end.head) not in named:
+                named.append(Component("head", end.layer, end.head))
+    return named
+
+
 def _label(components) -> str:
-    return " ".join(str(c) for c in components)
+    return (", " if _is_edges(components) else " ").join(str(c) for c in components)
 
 
 def _circuit_argument(found: _Catalogue) -> str:
@@ -402,6 +540,7 @@ def _member_heads(components) -> list:
 def _swaps_out(found: _Catalogue, components) -> None:
     from ..engine import mutate
 
+    components = _named_heads(components)
     for member in _member_heads(components):
         for other in _heads_outside(found, member.layer, components):
             found.add(mutate.swap_heads(member.layer, member.head, other))
@@ -417,6 +556,9 @@ def _random_circuits(found: _Catalogue, components) -> None:
 
     from ..model.components import Component
 
+    if _is_edges(components):
+        found.notes.append("no random circuits: the circuit is made of edges")
+        return
     if any(c.positions is not None or c.port is not None or c.kind not in ("head", "mlp") for c in components):
         found.notes.append("no random circuits: the circuit has components narrowed to positions, head inputs or whole layers")
         return
@@ -454,25 +596,147 @@ def _random_circuits(found: _Catalogue, components) -> None:
         found.alter(f"random circuit {text}", RANDOM_CIRCUIT, **{argument: text})
 
 
+def _set_swaps(found: _Catalogue, components) -> None:
+    """Every head of C swapped out at once (each with a head of its layer outside C), in :data:`SET_SWAPS` seeded variants.
+
+    Set claims (necessity, sufficiency, faithfulness) are about C as a whole:
+    the swapped model computes what the original computes with C's heads
+    relabelled as heads outside C, so the claim should fail there. Partners
+    differ between variants where the layers allow it.
+    """
+    import itertools
+
+    import numpy as np
+
+    from ..engine import mutate
+
+    components = _named_heads(components)
+    members = _member_heads(components)
+    if not members:
+        found.notes.append("no swaps: the circuit has no single heads (MLPs and whole attention layers are not swapped)")
+        return
+    by_layer: dict[int, list] = {}
+    for member in members:
+        by_layer.setdefault(member.layer, []).append(member.head)
+    choices, full = [], []
+    for layer, heads in sorted(by_layer.items()):
+        outside = _heads_outside(found, layer, components)
+        if len(outside) < len(heads):
+            full.append(f"layer {layer} has {len(outside)} head{'s' if len(outside) != 1 else ''} outside the circuit "
+                        f"for its {len(heads)}")
+            continue
+        choices.append([(layer, heads, partners) for partners in itertools.permutations(outside, len(heads))])
+    if not choices:
+        found.notes.append(f"no swaps out of the circuit: {'; '.join(full)}")
+        return
+    if full:
+        found.notes.append(f"swaps out of the circuit leave the heads of full layers in place: {'; '.join(full)}")
+    rng = np.random.default_rng([found.seed, 0x5A4B])
+    if math.prod(len(c) for c in choices) <= 20_000:
+        every = list(itertools.product(*choices))
+        picks = [every[i] for i in rng.permutation(len(every))[:SET_SWAPS]]
+    else:
+        picks, seen = [], set()
+        while len(picks) < SET_SWAPS:
+            pick = tuple(layer_choices[int(rng.integers(len(layer_choices)))] for layer_choices in choices)
+            if pick not in seen:
+                seen.add(pick)
+                picks.append(pick)
+    for pick in picks:
+        pairs = [(layer, head, partner) for layer, heads, partners in pick for head, partner in zip(heads, partners)]
+        text = ", ".join(f"L{layer}H{head} with L{layer}H{partner}" for layer, head, partner in pairs)
+        what = "every head of the circuit" if not full else "the circuit's heads"
+        name = f"swap {what} out: {text}" if len(pairs) > 1 or full else f"swap the circuit's head out: {text}"
+        found.add(mutate.combined(name, "swap heads", [mutate.swap_heads(layer, head, partner) for layer, head, partner in pairs]))
+
+
+def _replaced(components, index: int, layer: int, head: int) -> str:
+    """The components' text with component ``index`` replaced by head ``layer``/``head`` (its port and positions kept)."""
+    texts = [str(c) for c in components]
+    texts[index] = _head_text(layer, head, components[index])
+    return " ".join(texts)
+
+
+def _moved_in(found: _Catalogue, components, matters: Callable[[int, int, int], bool], why: str) -> None:
+    """Not-claims of set kinds: swap each member head with each head of its layer outside C for which ``matters`` holds.
+
+    ``matters(index, layer, other)``: whether head ``other`` (measured on the
+    model) matters enough that moving it into C in place of member ``index``
+    should falsify the claim. ``why`` says what was measured, for the notes.
+    """
+    from ..engine import mutate
+
+    label = _label(components)
+    if _is_edges(components):
+        found.reason = "no mutation in the catalogue moves function into an edge circuit: a 'not' claim about edges is not measured"
+        return
+    members = [(i, c) for i, c in enumerate(components) if c.kind == "head"]
+    if not members:
+        found.reason = (f"{label} has no single heads: nothing can be swapped into it (MLPs and whole attention layers are "
+                        "not swapped), so no mutation moves function into it")
+        return
+    moved, passed_over = [], []
+    for index, member in members:
+        for other in _heads_outside(found, member.layer, components):
+            if matters(index, member.layer, other):
+                moved.append(f"L{member.layer}H{other}")
+                found.add(mutate.swap_heads(member.layer, member.head, other))
+            else:
+                passed_over.append(f"L{member.layer}H{other}")
+    layers = sorted({member.layer for _, member in members})
+    where = f"layer{'s' if len(layers) > 1 else ''} {', '.join(map(str, layers))}"
+    if not found.candidates:
+        found.reason = (f"no head of {where} outside {label} {why} on the model (measured: "
+                        f"{', '.join(dict.fromkeys(passed_over)) or 'no head outside it'}), so no swap moves function into it")
+        return
+    found.notes.append(f"swapped into the circuit: {', '.join(dict.fromkeys(moved))} ({why} on the model, measured)")
+    skipped = [h for h in dict.fromkeys(passed_over) if h not in moved]
+    if skipped:
+        found.notes.append(f"not swapped in: {', '.join(skipped)} (they do not: a swap would move nothing that matters into it)")
+
+
 def _necessary(found: _Catalogue) -> None:
     from ..engine import mutate
 
-    if _not_form(found):
-        return
     components = _components(found.arguments["components"], found.model)
-    zeroed = [m for c in components for m in mutate.component_mutation(c, found.model, "zero")]
+    if found.negative:
+        maximum = found.result.max_value
+        own = {}
+
+        def matters(index, layer, other):  # the head's own drop is at least max_drop (its lower bound)
+            text = _head_text(layer, other, components[index])
+            if text not in own:
+                own[text] = found.holds_with(components=text, min_drop=maximum, max_drop=None)
+            return own[text]
+
+        outside = [] if _is_edges(components) else [
+            _head_text(m.layer, o, m) for m in components if m.kind == "head" for o in _heads_outside(found, m.layer, components)]
+        _prewarm_sets(found.call, "necessary", found.model, list(dict.fromkeys(outside)), singles=False)
+        _moved_in(found, components, matters, f"has its own drop at least max_drop={maximum:g}")
+        return
+    zeroed = [] if _is_edges(components) else [m for c in components for m in mutate.component_mutation(c, found.model, "zero")]
     if zeroed:
         found.add(mutate.combined(f"zero the outputs of {_label(components)}", "zero OV", zeroed))
-    _swaps_out(found, components)
+    _set_swaps(found, components)
     _random_circuits(found, components)
     found.shuffle()
 
 
 def _sufficient(found: _Catalogue) -> None:
-    if _not_form(found):
-        return
     components = _components(found.arguments["circuit"], found.model)
-    _swaps_out(found, components)
+    if found.negative:
+        maximum = found.result.max_value
+
+        def matters(index, layer, other):  # C with that head in the member's place recovers more than max_recovery
+            return not found.holds_with(circuit=_replaced(components, index, layer, other))
+
+        replaced = [] if _is_edges(components) else [
+            _replaced(components, i, m.layer, o) for i, m in enumerate(components) if m.kind == "head"
+            for o in _heads_outside(found, m.layer, components)]
+        _prewarm_sets(found.call, "sufficient", found.model, replaced)
+        _moved_in(found, components, matters, f"in the member's place makes the circuit recover more than max_recovery={maximum:g}")
+        return
+    _set_swaps(found, components)
     _random_circuits(found, components)
     found.shuffle()
 
@@ -481,7 +745,7 @@ def _minimal(found: _Catalogue) -> None:
     from ..engine import mutate
 
     components = _components(found.arguments["circuit"], found.model)
-    for component in components:
+    for component in [] if _is_edges(components) else components:
         zeroed = mutate.component_mutation(component, found.model, "zero")
         if zeroed:
             found.add(mutate.combined(f"zero the output of {component}", zeroed[0].family, zeroed))
@@ -494,8 +758,9 @@ def _complete(found: _Catalogue) -> None:
     from ..engine import mutate
 
     components = _components(found.arguments["circuit"], found.model)
-    for member in _member_heads(components):
-        for other in _heads_outside(found, member.layer, components):
+    named = _named_heads(components)
+    for member in _member_heads(named):
+        for other in _heads_outside(found, member.layer, named):
             found.add(mutate.copy_head(member.layer, member.head, other))
     _random_circuits(found, components)
     found.shuffle()
@@ -512,16 +777,29 @@ def _path(found: _Catalogue) -> None:
     from ..engine import mutate
     from ..model.components import Component
 
-    if _not_form(found):
-        return
     senders = _components(found.arguments["sender"], found.model)
     receiver = found.arguments["receiver"]
+    target = None
     if not (isinstance(receiver, str) and receiver.strip() == "logits"):
         target = Component.parse(receiver).validate(found.model)
         if target.kind == "head":
             skip = [s.head for s in senders if s.kind == "head" and s.layer == target.layer]
             found.swaps_measured(target.layer, target.head,
                                  lambda other: {"receiver": _head_text(target.layer, other, target)}, skip=skip)
+    if found.negative:  # "does not carry": move the path in, swapping a sender with a head whose path does carry it
+        for index, sender in enumerate(senders):
+            if sender.kind != "head":
+                continue
+            skip = [s.head for s in senders if s.kind == "head" and s.layer == sender.layer]
+            if target is not None and target.kind == "head" and target.layer == sender.layer:
+                skip.append(target.head)
+            found.swaps_measured(sender.layer, sender.head,
+                                 lambda other, index=index, sender=sender: {"sender": _replaced(senders, index, sender.layer, other)},
+                                 skip=skip)
+        if not found.candidates:
+            found.reason = ("no head of the receiver's or the senders' layers carries the effect on a path in their place "
+                            "(measured): no swap could move the path into this 'does not carry' claim")
+        return
     zeroed = [m for s in senders for m in mutate.component_mutation(s, found.model, "zero")]
     if zeroed:
         found.add(mutate.combined(f"zero the outputs of {_label(senders)}", "zero OV", zeroed))
@@ -645,7 +923,9 @@ _AFTER_MLP = ("hook_mlp_out", "hook_resid_post")
 def _probe(found: _Catalogue) -> None:
     import re
 
-    if _not_form(found):
+    if found.negative:
+        found.reason = ("no mutation in the catalogue moves information into a hook: a 'not' probe claim (only max_accuracy) "
+                        "has no mutation meant to falsify it")
         return
     hook = str(found.arguments["hook"])
     match = re.match(r"^blocks\.(\d+)\.(.+)$", hook)
@@ -769,7 +1049,7 @@ def _call_and_result(claim):
 
 
 def _mutator_for(model):
-    """The model's private copy to mutate (in its session; made again when its weights changed)."""
+    """The model's private copies (in its session; made again when its weights changed): one to mutate, one for reference."""
     from ..engine.mutate import Mutator
     from ..engine.session import session_of
 
@@ -787,16 +1067,16 @@ def _measure(power: PowerResult, call: registry.ClaimCall, result, max_mutations
         return
     mutator = _mutator_for(model)
     with mutator.lock:
-        copy = mutator.model
-        call = _rebound(call, copy)
-        control = _replay(call, copy, {})
+        reference = mutator.reference  # never mutated: what needs the unmutated model runs here, on its cached runs
+        on_reference, on_copy = _rebound(call, reference), _rebound(call, mutator.model)
+        control = _replay(on_reference, reference, {})
         if control.error is not None or not control.passed or not _close(control.value, result.value):
             seen = control.error or f"{'held' if control.passed else 'failed'} with value {claim_format.number(control.value)}"
             power.status = NOT_MEASURED
             power.reason = (f"the claim run again on an unmutated copy of its model {seen}, where it measured "
                             f"{claim_format.number(result.value)}: it cannot be replayed faithfully")
             return
-        candidates, notes, reason = catalogue(call, result, copy, seed=seed, max_mutations=max_mutations)
+        candidates, notes, reason = catalogue(on_reference, result, reference, seed=seed, max_mutations=max_mutations)
         power.notes = notes
         power.catalogue = len(candidates)
         if not candidates:
@@ -806,16 +1086,21 @@ def _measure(power: PowerResult, call: registry.ClaimCall, result, max_mutations
         if len(candidates) > len(chosen):
             power.notes.append(f"{len(chosen)} of {len(candidates)} candidate mutations run (max_mutations={max_mutations})")
         alterations = [c for c in chosen if c.mutation is None]
-        _prewarm(call, result, copy, alterations)
+        _prewarm(on_reference, result, reference, alterations)
         outcomes: dict[int, Outcome] = {}
-        for index, candidate in enumerate(chosen):  # alterations first: they run on the unmutated copy's cached runs
+        for index, candidate in enumerate(chosen):
             if candidate.mutation is None:
-                outcomes[index] = _outcome(candidate, _replay(call, copy, dict(candidate.changes)))
+                outcomes[index] = _outcome(candidate, _replay(on_reference, reference, dict(candidate.changes)))
         for index, candidate in enumerate(chosen):
             if candidate.mutation is not None:
                 with mutator.mutated(candidate.mutation) as mutant:
-                    outcomes[index] = _outcome(candidate, _replay(call, mutant, {}))
+                    replayed = _without_gap(on_copy, result.kind, mutant) or _replay(on_copy, mutant, {})
+                    outcomes[index] = _outcome(candidate, replayed)
         power.mutations = [outcomes[i] for i in range(len(chosen))]
+        if not power.decided:
+            power.status = NOT_MEASURED
+            power.reason = (f"no mutation could be decided: the claim could not be measured on any of the {power.total} "
+                            f"mutations run (first: {power.mutations[0].error})")
     mutator.verify_source()
 
 
@@ -853,7 +1138,7 @@ def _replay(call: registry.ClaimCall, model, changes: dict) -> _Replayed:
 
 
 def _outcome(candidate: Candidate, replayed: _Replayed) -> Outcome:
-    return Outcome(candidate.name, candidate.family, killed=replayed.error is not None or not replayed.passed,
+    return Outcome(candidate.name, candidate.family, killed=replayed.error is None and not replayed.passed,
                    passed=replayed.passed, value=replayed.value, decided_on=replayed.decided_on,
                    bound=list(replayed.bound) if isinstance(replayed.bound, tuple) else replayed.bound,
                    error=replayed.error)
@@ -875,42 +1160,97 @@ def _close(a, b) -> bool:
     return math.isclose(a, b, rel_tol=CONTROL_TOLERANCE, abs_tol=1e-6)
 
 
-def _prewarm(call: registry.ClaimCall, result, copy, alterations: Sequence[Candidate]) -> None:
-    """Measure the random circuits of a necessity, sufficiency or faithfulness claim in one batched engine call.
+#: Kinds whose claims divide by the gap m(M) - m(∅) and are made of circuit-lattice variants (claims/lattice.py).
+LATTICE_KINDS = ("necessary", "sufficient", "faithful", "minimal", "complete")
 
-    The replays then find their variants measured (the lattice's memory of the
-    copy's cached runs). Anything this cannot build is left to the replays,
-    which measure it themselves: the numbers are the same either way.
+
+def _without_gap(call: registry.ClaimCall, kind: str, model) -> _Replayed | None:
+    """The replay's outcome when the claim's gap m(M) - m(∅) on ``model`` is not distinguishable from zero, else None.
+
+    A causal claim measures its gap before it decides, and raises
+    :class:`~circuitcheck.claims.robustness.GapError` when the gap's interval
+    includes zero: this measures that gap first (the full model and the fully
+    ablated run, under the claim's first ablation: the one its check starts
+    with) and returns that same error without running the rest. With a gap,
+    the claim then finds the ablated run measured. Anything this cannot
+    build is left to the replay (None).
     """
-    if result.kind not in ("necessary", "sufficient", "faithful") or not alterations:
-        return
+    if kind not in LATTICE_KINDS:
+        return None
     from . import causal, lattice, robustness, stats
 
     arguments = call.arguments
-    task = arguments.get("task") if arguments.get("task") is not None else call.task
-    if task is None:
-        return
+    try:
+        with call.replaying(model):
+            first = robustness.ablations(arguments.get("ablation"))[0]
+            setup = causal._setup(model, arguments.get("task"), first, arguments.get("seed"),
+                                  arguments.get("confidence", stats.DEFAULT_CONFIDENCE), arguments.get("keep"))
+            ablate_all_but, _ = causal.builders(setup, causal._members(arguments[_circuit_argument_of(kind)], model))
+            (ablated,), _ = lattice.run_variants(setup, [ablate_all_but([])], desc="power: gap")
+            causal._check_gap(lattice.full_metric(setup), ablated, setup)
+    except robustness.GapError as error:
+        return _Replayed(None, None, None, None, f"{type(error).__name__}: {error}")
+    except CircuitCheckError:
+        return None
+    return None
+
+
+def _prewarm(call: registry.ClaimCall, result, reference, alterations: Sequence[Candidate]) -> None:
+    """Measure the random circuits of a circuit claim in one batched engine call (the replays then find them measured)."""
     name = _circuit_argument_of(result.kind)
     circuits = [dict(c.changes)[name] for c in alterations if name in dict(c.changes)]
-    seed = arguments.get("seed")
-    seed = seed if seed is not None else (call.seed if call.seed is not None else 0)
+    _prewarm_sets(call, result.kind, reference, circuits)
+
+
+def _lattice_masks(kind: str, arguments: dict, n: int, singles: bool = True) -> tuple[list[int], list[int]]:
+    """The keep and drop masks over an n-component circuit that a claim of ``kind`` measures first (claims/lattice.py)."""
+    from . import minimality, subsets
+
+    everything = subsets.full(n)
+    if kind == "necessary":
+        return [0], [everything] + ([1 << i for i in range(n)] if singles and n > 1 else [])
+    if kind in ("sufficient", "faithful"):
+        return [everything, 0], []
+    exact = n <= subsets.MAX_EXACT_PLAYERS
+    if kind == "minimal":
+        method = arguments.get("method") or minimality.DEFAULT_METHOD
+        if method != "leave-one-out" and exact:
+            return list(range(1 << n)), []
+        return [everything, 0, *[everything & ~(1 << i) for i in range(n)]], []
+    if kind == "complete":
+        ks = list(range(1 << n)) if exact else list(dict.fromkeys([0, *[1 << i for i in range(n)], everything]))
+        return [everything & ~k for k in ks] + [0], [k for k in ks if k]
+    return [], []
+
+
+def _prewarm_sets(call: registry.ClaimCall, kind: str, reference, circuits: Sequence[str], singles: bool = True) -> None:
+    """Measure, in one batched engine call, the variants a claim of ``kind`` on each of ``circuits`` starts from.
+
+    ``circuits``: component strings. The claims' replays (on ``reference``,
+    with the claim's task, ablations, seed and ``keep=``) then find those
+    variants measured (the lattice's memory of the reference's cached runs).
+    What this does not build (greedy searches, sampled orders) the replays
+    measure themselves, and anything it cannot build is left to them: the
+    numbers are the same either way.
+    """
+    if kind not in LATTICE_KINDS or not circuits:
+        return
+    from . import causal, lattice, minimality, robustness, stats
+
+    arguments = call.arguments
     try:
-        with call.replaying(copy):
+        with call.replaying(reference):
             for ablation in robustness.ablations(arguments.get("ablation")):
-                confidence = arguments.get("confidence", stats.DEFAULT_CONFIDENCE)
-                setup = causal._setup(copy, task, ablation, seed, confidence, arguments.get("keep"))
-                seq_len = setup.task.seq_len
-                empty = causal._ablate_all_but([], copy, seq_len, keep=setup.keep)
-                variants = [empty]
+                setup = causal._setup(reference, arguments.get("task"), ablation, arguments.get("seed"),
+                                      arguments.get("confidence", stats.DEFAULT_CONFIDENCE), arguments.get("keep"))
+                variants = []
                 for text in circuits:
-                    comps = causal._components(text, copy)
-                    if result.kind == "necessary":
-                        variants.append(causal._ablate(comps, seq_len))
-                        if len(comps) > 1:
-                            variants += [causal._ablate([c], seq_len) for c in comps]
-                    else:
-                        variants.append(causal._ablate_all_but(comps, copy, seq_len, keep=setup.keep))
-                lattice.run_variants(setup, variants, desc="power: random circuits")
+                    members = causal._members(text, reference)
+                    circuit = minimality.lattice_of(setup, members)
+                    keep_masks, drop_masks = _lattice_masks(kind, arguments, len(members), singles)
+                    variants += [circuit._ablate_all_but(circuit.members(m)) for m in dict.fromkeys([0, *keep_masks])]
+                    variants += [circuit._ablate(circuit.members(m)) for m in dict.fromkeys(drop_masks) if m]
+                lattice.run_variants(setup, variants, desc="power: circuits measured together")
     except CircuitCheckError:
         return  # each replay then measures (or reports) its own circuit
 

@@ -4,18 +4,23 @@ Mutation testing of a claim ("test power", DESIGN.md) re-runs the claim on
 models whose weights were changed so that a true claim should no longer hold.
 This module makes those models. It never touches the user's model object:
 
-- :class:`Mutator` deep-copies the model once (leaving out circuitcheck's
-  per-model session, which holds a lock and the caches of the original) and
-  keeps the copy's parameters as they were (one clone: the copy and the clone
-  together take twice the model's memory, on the model's device);
+- :class:`Mutator` deep-copies the model twice (leaving out circuitcheck's
+  per-model session, which holds a lock and the caches of the original): the
+  *mutable* copy (:attr:`Mutator.model`), and the *reference* copy
+  (:attr:`Mutator.reference`), which is never written. The reference holds
+  the weights every mutation is undone to, and the claims' replays that need
+  the unmutated model run on it: its weights never change, so its session's
+  cached runs and measured variants last from one claim to the next. The two
+  copies take twice the model's memory, on the model's device;
 - :meth:`Mutator.mutated` applies a :class:`Mutation` in place under
   ``torch.no_grad()``, hands out the copy, and afterwards copies the saved
   tensors back into every parameter the mutation wrote (found by the version
-  counters that in-place writes move). The copy's content checksum
-  (:mod:`circuitcheck.engine.checksum`, every byte) must then equal the one it
-  had before the mutation, and :meth:`Mutator.verify_source` checks that the
-  user's model still has the fingerprint (identity and content) it had when
-  the copy was made; any mismatch is a :class:`MutationError`.
+  counters that in-place writes move) from the reference. The copy's content
+  checksum (:mod:`circuitcheck.engine.checksum`, every byte) must then equal
+  the one it had before the mutation, and :meth:`Mutator.verify_source`
+  checks that the user's model still has the fingerprint (identity and
+  content) it had when the copies were made, and the reference its content;
+  any mismatch is a :class:`MutationError`.
 
 Head-level edits use TransformerLens's conventions: ``W_Q`` / ``W_K`` / ``W_V``
 ``[n_heads, d_model, d_head]``, ``W_O`` ``[n_heads, d_head, d_model]``, biases
@@ -73,6 +78,8 @@ FAMILIES = (
     "zero MLP output",
     "swap heads",
     "copy head",
+    "copy QK",
+    "copy OV",
     "shuffle checkpoint",
 )
 
@@ -86,6 +93,8 @@ OPERATIONS = {
     "zero_mlp": "set the MLP's W_out and b_out to zero: the MLP writes nothing",
     "swap": "exchange two heads of one layer: all their W_Q, W_K, W_V, W_O, b_Q, b_K, b_V slices",
     "copy": "write one head's W_Q, W_K, W_V, W_O, b_Q, b_K, b_V slices over another head of its layer",
+    "copy_qk": "write one head's W_Q, W_K, b_Q and b_K slices over another head of its layer: the target attends like the source",
+    "copy_ov": "write one head's W_V, W_O and b_V slices over another head of its layer: the target writes what the source would",
     "shuffle": "permute the entries of every weight matrix (every parameter with two or more dimensions)",
 }
 
@@ -99,7 +108,7 @@ class Edit:
     """One edit of the weights: ``op`` (one of :data:`OPERATIONS`) at ``layer`` on ``heads``.
 
     ``heads``: the head for head edits, ``(a, b)`` for ``swap``, ``(source, target)``
-    for ``copy``, empty for MLP edits and ``shuffle``. ``seed`` seeds scrambles and
+    for ``copy``, ``copy_qk`` and ``copy_ov``, empty for MLP edits and ``shuffle``. ``seed`` seeds scrambles and
     the shuffle.
     """
 
@@ -111,7 +120,7 @@ class Edit:
     def __post_init__(self):
         if self.op not in OPERATIONS:
             raise MutationError(f"edit {self.op!r} is not valid: valid edits are {', '.join(OPERATIONS)}")
-        wanted = {"swap": 2, "copy": 2, "shuffle": 0, "scramble_mlp": 0, "zero_mlp": 0}.get(self.op, 1)
+        wanted = {"swap": 2, "copy": 2, "copy_qk": 2, "copy_ov": 2, "shuffle": 0, "scramble_mlp": 0, "zero_mlp": 0}.get(self.op, 1)
         if len(self.heads) != wanted:
             raise MutationError(f"edit {self.op!r} takes {wanted} head{'s' if wanted != 1 else ''}, got {self.heads!r}")
         if wanted == 2 and self.heads[0] == self.heads[1]:
@@ -188,6 +197,24 @@ def swap_heads(layer: int, a: int, b: int) -> Mutation:
 def copy_head(layer: int, source: int, target: int) -> Mutation:
     """Write head ``source``'s weights over head ``target`` of the same layer (a second copy of its function)."""
     return Mutation(f"copy {_head(layer, source)} onto {_head(layer, target)}", "copy head", (Edit("copy", layer, (source, target)),))
+
+
+def copy_qk(layer: int, source: int, target: int) -> Mutation:
+    """Write head ``source``'s W_Q, W_K, b_Q and b_K over head ``target`` of the same layer: ``target`` attends like ``source``.
+
+    ``target`` keeps its own W_V, W_O and b_V (it moves what it moved before, from where ``source`` looks).
+    """
+    return Mutation(f"copy the QK of {_head(layer, source)} onto {_head(layer, target)}", "copy QK",
+                    (Edit("copy_qk", layer, (source, target)),))
+
+
+def copy_ov(layer: int, source: int, target: int) -> Mutation:
+    """Write head ``source``'s W_V, W_O and b_V over head ``target`` of the same layer: ``target`` writes what ``source`` would.
+
+    ``target`` keeps its own W_Q, W_K, b_Q and b_K (it attends as before).
+    """
+    return Mutation(f"copy the OV of {_head(layer, source)} onto {_head(layer, target)}", "copy OV",
+                    (Edit("copy_ov", layer, (source, target)),))
 
 
 def shuffle_checkpoint(seed: int = 0) -> Mutation:
@@ -307,9 +334,11 @@ def _apply(model, edit: Edit) -> None:
     for head in edit.heads:
         _check_head(model, edit.layer, head)
     names = _weights(attn, model)
-    if op in ("swap", "copy"):
+    if op in ("swap", "copy", "copy_qk", "copy_ov"):
         a, b = edit.heads
         where = f"L{edit.layer}H{a} and L{edit.layer}H{b}"
+        parts = {"copy_qk": ("q", "k"), "copy_ov": ("v", "o")}.get(op, ("q", "k", "v", "o"))
+        names = [name for name, part in _HEAD_WEIGHTS if part in parts and name in names]
         for name in names:
             first, second = _read(attn, name, a), _read(attn, name, b)
             if first is None:
@@ -390,7 +419,9 @@ class Mutator:
         mutator.verify_source()                            # the user's model is as it was
 
     ``mutator.model`` is the copy (with its original weights outside
-    :meth:`mutated`). One mutation at a time: :meth:`mutated` holds the
+    :meth:`mutated`); ``mutator.reference`` is a second copy that is never
+    mutated (run what needs the unmutated model there: its caches are never
+    dropped by a mutation). One mutation at a time: :meth:`mutated` holds the
     mutator's lock for its block, so threads sharing a mutator take turns.
     """
 
@@ -399,12 +430,17 @@ class Mutator:
         self._source = weakref.ref(model)  # the copy may live in the model's session: no strong cycle through it
         self.source_fingerprint = session_of(model).fingerprint()
         self.model = private_copy(model)
+        self.reference = private_copy(model)
         self._parameters = list(self.model.parameters())
-        with torch.no_grad():
-            self._saved = [parameter.detach().clone() for parameter in self._parameters]
+        # The saved weights are the reference's own parameters (no third copy): they are never written.
+        self._saved = [parameter.detach() for parameter in self.reference.parameters()]
+        if len(self._saved) != len(self._parameters) or any(
+                saved.shape != parameter.shape for saved, parameter in zip(self._saved, self._parameters)):
+            raise MutationError(f"the two private copies of {self.source_label} do not have the same parameters")
         self._content = content_checksums(_tensors(self.model))
-        if self._content != self.source_fingerprint[1]:
-            raise MutationError(f"the private copy of {self.source_label} does not have the model's weights (its checksums differ)")
+        for which in (self.model, self.reference):
+            if content_checksums(_tensors(which)) != self.source_fingerprint[1]:
+                raise MutationError(f"a private copy of {self.source_label} does not have the model's weights (its checksums differ)")
         self.lock = threading.RLock()
         self.applied = 0  # mutations applied and undone (for tests and benchmarks)
 
@@ -421,6 +457,11 @@ class Mutator:
             raise MutationError(
                 f"the weights of {self.source_label} changed while its mutations ran (their fingerprint differs): "
                 "the mutations ran on a copy, so something else edited the model; measure again"
+            )
+        if content_checksums(_tensors(self.reference)) != self._content:
+            raise MutationError(
+                f"the reference copy of {self.source_label} (the unmutated weights) changed: something wrote to it; "
+                "its measurements and the restored weights cannot be trusted, measure again"
             )
 
     @contextmanager

@@ -12,8 +12,10 @@ never changes a test's outcome; ``python -m circuitcheck power`` turns the
 scores into an exit status.
 
 The terminal summary gets a ``circuitcheck power`` section: one line per claim
-with its score, killed/total and the CANNOT FAIL flag (``-v``: the mutations
-each claim survived).
+with its score, killed/decided (``+N undecided``: mutations on which the claim
+could not be measured, left out of the score) and the CANNOT FAIL flag
+(``-v``: the mutations each claim survived, and the undecided ones with their
+errors).
 """
 
 from __future__ import annotations
@@ -64,9 +66,11 @@ class PowerPlugin:
 
 
 def power_counts(claims: list[dict]) -> dict:
-    """How many claims were measured, could not fail, scored (their mean), and were not measured."""
+    """How many claims were measured, could not fail, scored (their mean), and were not measured; undecided mutations."""
+    from ..claims.power import is_measured, undecided_count
+
     powers = [claim["power"] for claim in claims if isinstance(claim.get("power"), dict)]
-    measured = [p for p in powers if p.get("status") == "measured" and p.get("total")]
+    measured = [p for p in powers if is_measured(p)]
     scores = [float(p["score"]) for p in measured if isinstance(p.get("score"), (int, float))]
     return {
         "claims": len(claims),
@@ -75,16 +79,17 @@ def power_counts(claims: list[dict]) -> dict:
         "not_measured": len(powers) - len(measured),
         "without_power": len(claims) - len(powers),
         "mean_score": sum(scores) / len(scores) if scores else None,
+        "undecided": sum(undecided_count(p) for p in powers),
     }
 
 
 def power_lines(claims: list[dict], *, survivors: bool = False) -> list[tuple[str, bool]]:
     """The power table's lines and whether each is flagged (a claim that cannot fail).
 
-    ``survivors``: under each claim, the mutations it survived.
+    ``survivors``: under each claim, the mutations it survived and the undecided ones (with the error).
     """
     from ..claims import format as claim_format
-    from ..claims.power import summary_text, survivor_names
+    from ..claims.power import decided_count, is_measured, summary_text, survivor_names, undecided_count, undecided_texts
 
     counts = power_counts(claims)
     mean = counts["mean_score"]
@@ -93,6 +98,8 @@ def power_lines(claims: list[dict], *, survivors: bool = False) -> list[tuple[st
         head += f": {counts['cannot_fail']} cannot fail, mean score {claim_format.number(mean, 2)}"
     if counts["not_measured"]:
         head += f"; {counts['not_measured']} not measured"
+    if counts["undecided"]:
+        head += f"; {counts['undecided']} undecided mutation{'s' if counts['undecided'] != 1 else ''} (left out of the scores)"
     lines = [(head, False)]
     if counts["measured"] or counts["not_measured"]:
         lines.append(("   score  killed  claim", False))
@@ -101,26 +108,32 @@ def power_lines(claims: list[dict], *, survivors: bool = False) -> list[tuple[st
         if not isinstance(power, dict):
             continue
         text = str(claim.get("claim"))
-        if power.get("status") != "measured" or not power.get("total"):
+        if not is_measured(power):
             lines.append((f"       –       –  {text}  ({summary_text(power)})", False))
             continue
         score = claim_format.number(power.get("score"), 2)
-        ratio = f"{power.get('killed')}/{power.get('total')}"
+        ratio = f"{power.get('killed')}/{decided_count(power)}"
+        undecided = undecided_count(power)
         flag = bool(power.get("cannot_fail"))
-        lines.append((f"  {score:>6}  {ratio:>6}  {text}" + ("  CANNOT FAIL" if flag else ""), flag))
+        lines.append((f"  {score:>6}  {ratio:>6}  {text}" + ("  CANNOT FAIL" if flag else "")
+                      + (f"  (+{undecided} undecided)" if undecided else ""), flag))
         if survivors:
             for name in survivor_names(power):
                 lines.append((f"                  survived: {name}", False))
+            for line in undecided_texts(power):
+                lines.append((f"                  undecided: {line}", False))
     return lines
 
 
 def weak_claims(tests: list[dict], min_score: float = 0.0) -> list[tuple[dict, dict, str]]:
     """``(test, claim, why)`` for each measured claim that cannot fail or scores below ``min_score``."""
+    from ..claims.power import is_measured
+
     weak = []
     for test in tests:
         for claim in test.get("claims") or []:
             power = claim.get("power")
-            if not isinstance(power, dict) or power.get("status") != "measured" or not power.get("total"):
+            if not isinstance(power, dict) or not is_measured(power):
                 continue
             score = power.get("score")
             if power.get("cannot_fail"):
@@ -131,9 +144,12 @@ def weak_claims(tests: list[dict], min_score: float = 0.0) -> list[tuple[dict, d
 
 
 def detailed_lines(tests: list[dict], min_score: float = 0.0) -> list[str]:
-    """Per claim (with its test): score, killed/total, the mutations it survived, and the flags (the power command's output)."""
+    """Per claim (with its test): score, killed/decided, the mutations it survived, the undecided ones, and the flags.
+
+    The power command's output.
+    """
     from ..claims import format as claim_format
-    from ..claims.power import summary_text, survivor_names
+    from ..claims.power import decided_count, is_measured, summary_text, survivor_names, undecided_count, undecided_texts
 
     weak = {id(claim): why for _, claim, why in weak_claims(tests, min_score)}
     lines = []
@@ -143,14 +159,18 @@ def detailed_lines(tests: list[dict], min_score: float = 0.0) -> list[str]:
             if not isinstance(power, dict):
                 continue
             where = f"  [{test.get('nodeid')}]"
-            if power.get("status") != "measured" or not power.get("total"):
+            if not is_measured(power):
                 lines.append(f"     –    –    {claim.get('claim')}{where}")
                 lines.append(f"               {summary_text(power)}")
                 continue
             flag = weak.get(id(claim))
-            ratio = f"{power.get('killed')}/{power.get('total')}"
+            ratio = f"{power.get('killed')}/{decided_count(power)}"
             mark = f"  {flag.upper()}" if flag == "cannot fail" else (f"  BELOW {min_score:g}" if flag else "")
-            lines.append(f"  {claim_format.number(power.get('score'), 2):>4}  {ratio:>5}  {claim.get('claim')}{mark}{where}")
+            undecided = undecided_count(power)
+            extra = f"  (+{undecided} undecided)" if undecided else ""
+            lines.append(f"  {claim_format.number(power.get('score'), 2):>4}  {ratio:>5}  {claim.get('claim')}{mark}{extra}{where}")
             for name in survivor_names(power):
                 lines.append(f"               survived: {name}")
+            for line in undecided_texts(power):
+                lines.append(f"               undecided: {line}")
     return lines

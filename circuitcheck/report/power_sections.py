@@ -3,7 +3,9 @@
 Reads the ``power`` object of each claim (``CheckResult.to_dict()["power"]``,
 written with ``--circuitcheck-power``; SCHEMA.md): plain JSON, no pandas, no
 torch. Claims that cannot fail come first, then the rest from the lowest
-score up, then the claims that were not measured (with the reason).
+score up, then the claims that were not measured (with the reason). The
+killed column reads killed/decided, with ``+N undecided`` when some mutations
+could not be decided (each is in the claim's table, verdict "undecided", with its error).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..claims.format import number
-from ..claims.power import MEASURED, summary_text, survivor_names
+from ..claims.power import is_measured, ratio_text, summary_text, survivor_names, undecided_count, verdict_of
 from .claim_view import ClaimView
 from .frames import Frame
 
@@ -19,8 +21,10 @@ from .frames import Frame
 DEFINITION = (
     "Test power: each claim was run again on mutated copies of its model (its heads' QK or OV weights scrambled or zeroed, "
     "heads swapped within a layer, the circuit replaced by random circuits of the same size, the checkpoint shuffled; "
-    "each kind gets the mutations meant to falsify it). A mutation is killed when the claim fails on it (or cannot be "
-    "decided there); the mutation score is killed / total. A claim that survives every mutation cannot fail, and says nothing."
+    "each kind gets the mutations meant to falsify it). A mutation is killed when the claim fails on it, survived when it holds, "
+    "and undecided when the claim cannot be measured there (its replay raised an error, e.g. no gap m(M) - m(∅)): undecided "
+    "mutations are listed but left out of the score. The mutation score is killed / decided. A claim that survives every "
+    "decided mutation cannot fail, and says nothing."
 )
 
 
@@ -33,7 +37,7 @@ def power(entries: list[tuple[ClaimView, Any]]) -> dict[str, Any] | None:
     for view, raw in entries:
         if not isinstance(raw, dict):
             continue
-        measured = raw.get("status") == MEASURED and bool(raw.get("total"))
+        measured = is_measured(raw)
         anchor = f"power-{view.index}"
         view.links.append(("power", anchor))
         rows.append({
@@ -42,7 +46,8 @@ def power(entries: list[tuple[ClaimView, Any]]) -> dict[str, Any] | None:
             "measured": measured,
             "cannot_fail": bool(raw.get("cannot_fail")) and measured,
             "score": number(raw.get("score"), 2) if measured else "–",
-            "ratio": f"{raw.get('killed')}/{raw.get('total')}" if measured else "–",
+            "ratio": ratio_text(raw) if measured else "–",
+            "undecided": undecided_count(raw),
             "text": summary_text(raw),
             "survivors": survivor_names(raw),
             "notes": [str(note) for note in raw.get("notes") or []],
@@ -58,6 +63,7 @@ def power(entries: list[tuple[ClaimView, Any]]) -> dict[str, Any] | None:
         "rows": rows,
         "counts": {
             "measured": len(measured),
+            "undecided": sum(row["undecided"] for row in rows),
             "cannot_fail": sum(row["cannot_fail"] for row in rows),
             "not_measured": len(rows) - len(measured),
             "mean_score": number(sum(scores) / len(scores), 2) if scores else "–",
@@ -80,7 +86,7 @@ def _mutations(raw: dict) -> Frame | None:
             continue
         bound = mutation.get("bound")
         bound_text = (f"[{number(bound[0])}, {number(bound[1])}]" if isinstance(bound, list) and len(bound) == 2 else number(bound))
-        verdict = "killed" if mutation.get("killed") else "survived"
+        verdict = verdict_of(mutation)
         data.append([str(mutation.get("name")), str(mutation.get("family")), verdict, mutation.get("value"),
                      f"{mutation.get('decided_on')} {bound_text}" if mutation.get("decided_on") else "–",
                      str(mutation.get("error") or "")])
