@@ -23,6 +23,8 @@ EVERY_KIND = [
     mutate.zero_ov(0, 2),
     mutate.swap_heads(1, 0, 3),
     mutate.copy_head(0, 0, 1),
+    mutate.copy_qk(0, 0, 1),
+    mutate.copy_ov(0, 0, 1),
     mutate.shuffle_checkpoint(seed=0),
     mutate.combined("zero the outputs of L0H0 L1H3", "zero OV", [mutate.zero_ov(0, 0), mutate.zero_ov(1, 3)]),
 ]
@@ -101,6 +103,23 @@ def test_copying_a_head_gives_the_target_the_sources_attention_and_output(mutato
         _, cache = _run(mutant, tokens)
     torch.testing.assert_close(cache["blocks.0.attn.hook_pattern"][:, 1], clean["blocks.0.attn.hook_pattern"][:, 0])
     torch.testing.assert_close(cache["blocks.0.attn.hook_z"][:, :, 1], clean["blocks.0.attn.hook_z"][:, :, 0], atol=1e-5, rtol=0)
+
+
+def test_copying_a_heads_qk_gives_the_target_the_sources_attention_and_keeps_its_values(mutator, tokens):
+    _, clean = _run(mutator.model, tokens)
+    with mutator.mutated(mutate.copy_qk(0, 0, 1)) as mutant:
+        _, cache = _run(mutant, tokens)
+    torch.testing.assert_close(cache["blocks.0.attn.hook_pattern"][:, 1], clean["blocks.0.attn.hook_pattern"][:, 0])
+    torch.testing.assert_close(cache["blocks.0.attn.hook_v"][:, :, 1], clean["blocks.0.attn.hook_v"][:, :, 1])  # its own W_V
+    assert not torch.allclose(cache["blocks.0.attn.hook_pattern"][:, 1], clean["blocks.0.attn.hook_pattern"][:, 1])
+
+
+def test_copying_a_heads_ov_gives_the_target_the_sources_values_and_keeps_its_attention(mutator, tokens):
+    _, clean = _run(mutator.model, tokens)
+    with mutator.mutated(mutate.copy_ov(0, 0, 1)) as mutant:
+        _, cache = _run(mutant, tokens)
+    torch.testing.assert_close(cache["blocks.0.attn.hook_v"][:, :, 1], clean["blocks.0.attn.hook_v"][:, :, 0])
+    torch.testing.assert_close(cache["blocks.0.attn.hook_pattern"][:, 1], clean["blocks.0.attn.hook_pattern"][:, 1])
 
 
 def test_zero_ov_silences_the_head(mutator, tokens):
@@ -201,6 +220,25 @@ def test_a_bridges_weight_views_read_back_the_edit_and_the_forward_uses_it(which
     assert _pattern_is_uniform(cache["blocks.1.attn.hook_pattern"][:, 2])
     assert torch.equal(_run(mutator.model, tokens)[0], _run(model, tokens)[0])  # restored: the copy computes what the model does
     mutator.verify_source()
+
+
+def test_the_reference_copy_is_never_mutated_and_holds_the_weights_each_mutation_is_undone_to(induction_2l, tokens):
+    mutator = mutate.Mutator(induction_2l)
+    reference = mutator.reference
+    assert reference is not mutator.model and reference is not induction_2l
+    assert session_of(reference) is not session_of(mutator.model)
+    before = content_checksums(list(reference.parameters()))
+    for mutation in EVERY_KIND:
+        with mutator.mutated(mutation):
+            assert content_checksums(list(reference.parameters())) == before  # the mutation went to the other copy
+    assert torch.equal(_run(reference, tokens)[0], _run(induction_2l, tokens)[0])
+    # no third copy: the saved weights are the reference's own parameters
+    assert all(s.data_ptr() == p.data_ptr() for s, p in zip(mutator._saved, reference.parameters()))
+    mutator.verify_source()
+    with torch.no_grad():
+        reference.blocks[0].attn.W_V[0].add_(1.0)
+    with pytest.raises(mutate.MutationError, match="the reference copy of zoo:induction-2l .* changed: something wrote to it"):
+        mutator.verify_source()
 
 
 def test_a_copy_that_cannot_be_restored_is_an_error(induction_2l):

@@ -234,6 +234,84 @@ def test_a_composition_threshold_below_random_matrices_cannot_fail(induction_2l)
     assert {"scramble OV of L0H2", "scramble QK of L1H3"} <= {o.name for o in power.survivors}
 
 
+# Scores on the planted model (zoo:planted-4l: ground truth set by hand) -------------------------------
+
+
+def _swapped_pairs(name: str) -> set[str]:
+    """``swap every head of the circuit out: L0H0 with L0H1, L2H2 with L2H3`` -> {"L0H0 L0H1", "L2H2 L2H3"}."""
+    return {pair.replace(" with ", " ") for pair in name.split(": ", 1)[1].split(", ")}
+
+
+def test_a_set_claim_is_tested_by_swapping_every_head_of_the_circuit_out_at_once(planted_4l, planted_task):
+    power = cc.mutation_score(cc.check_sufficient(PLANTED, min_recovery=0.9, model=planted_4l, task=planted_task))
+    assert power.score >= 0.9
+    swaps = [o for o in power.mutations if o.family == "swap heads"]
+    assert len(swaps) == power_module.SET_SWAPS and all(o.killed for o in swaps)
+    # each variant swaps all four heads of the circuit (L3.mlp stays), with partners of their own layers outside it
+    pairs = [_swapped_pairs(o.name) for o in swaps]
+    assert all(o.name.startswith("swap every head of the circuit out: ") for o in swaps)
+    for variant in pairs:
+        assert sorted(pair.split()[0] for pair in variant) == ["L0H0", "L2H2", "L3H0", "L3H3"]
+        assert all(pair.split()[1] not in PLANTED.split() and pair[:2] == pair.split()[1][:2] for pair in variant)
+    assert len({frozenset(p) for p in pairs}) == power_module.SET_SWAPS  # other partners in each variant
+    # the one swap of a single member that sufficiency survives (the negative head L3H3 out: recovery rises) is gone
+    assert not any(o.name.startswith("swap L3H3") for o in power.mutations)
+    # what survives is a circuit that works: with L0H0 and the backup head L3H0, the task is recovered without L2H2
+    for survivor in power.survivors:
+        assert survivor.family == "random circuit" and {"L0H0", "L3H0"} <= set(survivor.name.split()), survivor.name
+
+
+def test_the_necessity_of_the_backup_pair_and_of_the_mlp_scores_high(planted_4l, planted_task):
+    pair = cc.mutation_score(cc.check_necessary("L2H2 L3H0", min_drop=0.9, model=planted_4l, task=planted_task))
+    mlp = cc.mutation_score(cc.check_necessary("L3.mlp", min_drop=0.9, model=planted_4l, task=planted_task))
+    assert pair.score >= 0.9 and mlp.score >= 0.9
+    assert {"zero the outputs of L2H2 L3H0", "zero the outputs of L3.mlp"} <= {o.name for o in pair.mutations + mlp.mutations}
+    assert sum(o.name.startswith("swap every head of the circuit out: L2H2 with L2H") for o in pair.mutations) == 3
+    assert "no swaps: the circuit has no single heads (MLPs and whole attention layers are not swapped)" in mlp.notes
+    # the shuffled checkpoint has no gap m(M) - m(∅): undecided, not counted
+    assert [o.name for o in pair.undecided_mutations] == ["shuffle the checkpoint (seed 0)"]
+
+
+def test_a_not_necessary_claim_is_falsified_by_swapping_in_a_head_that_matters(planted_4l, planted_task):
+    power = cc.mutation_score(cc.check_necessary("L1H1 L2H1", max_drop=0.05, model=planted_4l, task=planted_task))
+    assert power.status == "measured" and power.score >= 0.9
+    # L2H2 (own drop 0.52 on the card) is the only head of layers 1 and 2 outside the distractors that matters
+    assert [o.name for o in power.mutations] == ["swap L2H1 and L2H2"]
+    for other in ("L1H0", "L1H2", "L1H3", "L2H0", "L2H3"):
+        assert not cc.check_necessary(other, min_drop=0.05, model=planted_4l, task=planted_task).passed
+    assert cc.check_necessary("L2H2", min_drop=0.05, model=planted_4l, task=planted_task).passed
+    assert "swapped into the circuit: L2H2 (has its own drop at least max_drop=0.05 on the model, measured)" in power.notes
+
+
+def test_a_not_claim_with_no_head_beside_it_that_matters_is_not_measured(planted_4l, planted_task):
+    necessary = cc.mutation_score(cc.check_necessary("L2H2", max_drop=0.8, model=planted_4l, task=planted_task))
+    assert (necessary.status, necessary.total) == ("not measured", 0)
+    assert necessary.reason == ("no head of layer 2 outside L2H2 has its own drop at least max_drop=0.8 on the model "
+                                "(measured: L2H0, L2H1, L2H3), so no swap moves function into it")
+    # no single head in a distractor's place makes them sufficient: the task needs L0H0, L2H2 and L3.mlp together
+    sufficient = cc.mutation_score(cc.check_sufficient("L1H1 L2H1", max_recovery=0.2, model=planted_4l, task=planted_task))
+    assert sufficient.status == "not measured" and "so no swap moves function into it" in sufficient.reason
+
+
+def test_a_lens_claim_at_the_last_layer_of_the_planted_model_cannot_fail(planted_4l, planted_task):
+    power = cc.mutation_score(cc.check_logit_lens_converges_by(3, task=planted_task, model=planted_4l))
+    assert power.cannot_fail and power.text() == "CANNOT FAIL (0/1 killed)"
+
+
+def test_a_necessity_claim_with_min_drop_0_is_killed_only_where_an_ablation_helps_the_task(planted_4l, planted_task):
+    # L1H1 writes only what nothing reads: its drop is 0. "drop >= 0" survives putting any head that matters in its
+    # place (L2H2 drops 0.52) and fails only for components whose ablation raises the metric (L1H2 lowers the current
+    # token's logit, L3H3 is the negative head): a weak claim, and its score says so.
+    result = cc.check_necessary("L1H1", min_drop=0, model=planted_4l, task=planted_task)
+    power = cc.mutation_score(result)
+    assert result.passed and power.status == "measured" and power.score < 0.5
+    for outcome in power.mutations:
+        if outcome.killed:
+            assert outcome.value < 0, outcome.name
+        elif not outcome.undecided:
+            assert outcome.bound >= 0, outcome.name
+
+
 # Guarantees ---------------------------------------------------------------------------------------
 
 
