@@ -10,7 +10,10 @@ make them fail:
   converged by layer 3" survives every mutation: it cannot fail;
 - "the planted circuit is necessary" is true, but L3.mlp alone carries it
   (drop 1.49): swap every head of the circuit for another and the claim still
-  holds, and so do random sets that contain L3.mlp.
+  holds, and so do random sets that contain L3.mlp;
+- "L2H2 alone is not necessary" (max_drop=0.8; it costs 0.52 because the
+  backup L3H0 steps in) is not measured: a 'not' claim is falsified by moving
+  function into it, and no other head of layer 2 matters that much.
 
 Compare test_planted_circuit.py, whose claims each fail under the mutations
 meant to falsify them.
@@ -31,3 +34,7 @@ def test_lens_has_converged_at_the_last_layer(model, induction_task):
 
 def test_the_whole_circuit_is_necessary(model, induction_task):
     cc.assert_necessary(PLANTED.components, min_drop=0.9)  # 1.000, but carried by L3.mlp alone
+
+
+def test_the_induction_head_alone_is_not_necessary(model, induction_task):
+    cc.assert_necessary("L2H2", max_drop=0.8)  # 0.52: the backup head L3H0 steps in
