@@ -25,6 +25,13 @@ import circuitcheck.model.strategies  # noqa: F401,E402
 import circuitcheck.model.tasks  # noqa: F401,E402
 import circuitcheck.zoo.circuits  # noqa: F401,E402
 
+import os  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # xdist workers share the machine's cores: one torch thread each, or the workers' thread
+    # pools oversubscribe the cores and small operations slow down by orders of magnitude.
+    torch.set_num_threads(1)
+
 
 def build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=29, n_ctx=64, attn_only=False, seed=0, tokenizer_dir=None, **extra):
     """A randomly initialised TransformerLens-native model, in eval mode (``extra``: more config fields)."""
