@@ -308,7 +308,8 @@ def eap_workload(quick: bool, device: str, repeats: int) -> dict:
     largest = max(abs(score) for score in theirs.values())
     ratio = min(tl_times) / min(cc_times)
     result = {
-        "model": f"Hugging Face GPT-2 architecture, {model.cfg.n_layers}L x {model.cfg.n_heads}H, d_model {model.cfg.d_model} (random init)",
+        "model": (f"Hugging Face GPT-2 architecture, {model.cfg.n_layers}L x {model.cfg.n_heads}H, "
+                  f"d_model {model.cfg.d_model} (random init)"),
         "edges": len(cc_out.index),
         "edge_positions": ours.numel(),
         "tl_seconds": min(tl_times),

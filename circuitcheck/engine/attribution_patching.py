@@ -56,8 +56,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Sequence
-
 import numpy as np
 import pandas as pd
 import torch
@@ -214,7 +212,7 @@ def attribution_sweep(
         receivers=receivers,
         n_heads=graph.n_heads,
     )
-    if record:
+    if record and context.current() is not None:  # a test is running: its report gets the heatmap
         context.record_sweep(result.to_dict(title=f"{result.label} of every {result.what[:-1]} ({direction}) on {task.name}, "
                                                   f"model {model_label(model)}"))
     return result
@@ -238,7 +236,8 @@ def patching_sweep(
     if what not in ("nodes", "edges"):
         raise ArgumentError(f"what={what!r} is not valid: use 'nodes' (activation patching) or 'edges' (path patching)")
     if direction not in DIRECTIONS:
-        raise ArgumentError(f"direction={direction!r} is not valid: use 'denoise' (patch into the corrupted run) or 'noise' (into the clean run)")
+        raise ArgumentError(f"direction={direction!r} is not valid: use 'denoise' (patch into the corrupted run) or "
+                            "'noise' (into the clean run)")
     model = context.resolve_model(model if patcher is None else patcher.model)
     task = context.resolve_task(task, model)
     patcher = patcher or context.current_patcher(model) or shared_patcher(model)
@@ -275,7 +274,7 @@ def patching_sweep(
         receivers=receivers,
         n_heads=graph.n_heads,
     )
-    if record:
+    if record and context.current() is not None:
         context.record_sweep(result.to_dict(title=f"{result.label} of every {what[:-1]} ({direction}) on {task.name}, "
                                                   f"model {model_label(model)}"))
     return result
