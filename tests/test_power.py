@@ -525,6 +525,39 @@ def test_the_power_command_lists_each_claims_score_and_fails_on_a_claim_that_can
 
 
 
+def test_undecided_mutations_are_shown_apart_in_the_terminal_the_command_and_the_report():
+    from circuitcheck.pytest_plugin.power import detailed_lines, power_counts, power_lines
+    from circuitcheck.report.claim_view import ClaimView
+    from circuitcheck.report.power_sections import power as power_section
+
+    gap = "GapError: the gap m(M) - m(∅) on task 'induction' with resample ablation is 0.00"
+    result = power_module.PowerResult("C is sufficient for induction", "sufficient", "measured", mutations=[
+        power_module.Outcome("swap every head of the circuit out: L0H0 with L0H1", "swap heads", killed=True, passed=False),
+        power_module.Outcome("random circuit L0H0 L3H0", "random circuit", killed=False, passed=True, value=0.95),
+        power_module.Outcome("shuffle the checkpoint (seed 0)", "shuffle checkpoint", killed=False, error=gap),
+    ])
+    data = result.to_dict()
+    assert (data["score"], data["killed"], data["decided"], data["undecided"], data["total"]) == (0.5, 1, 2, 1, 3)
+    claims = [{"claim": "C is sufficient for induction", "kind": "sufficient", "power": data}]
+    assert power_counts(claims)["undecided"] == 1
+    lines = [line for line, _ in power_lines(claims, survivors=True)]
+    assert lines[0] == "1 claims measured: 0 cannot fail, mean score 0.50; 1 undecided mutation (left out of the scores)"
+    assert "    0.50     1/2  C is sufficient for induction  (+1 undecided)" in lines
+    assert "                  survived: random circuit L0H0 L3H0" in lines
+    assert f"                  undecided: shuffle the checkpoint (seed 0): {gap}" in lines
+    command = detailed_lines([{"nodeid": "t.py::test_c", "claims": claims}])
+    assert command[0] == "  0.50    1/2  C is sufficient for induction  (+1 undecided)  [t.py::test_c]"
+    assert f"               undecided: shuffle the checkpoint (seed 0): {gap}" in command
+    view = ClaimView(index=0, nodeid="t.py::test_c", outcome="passed", raw=claims[0], evidence={})
+    (row,) = power_section([(view, data)])["rows"]
+    assert (row["score"], row["ratio"], row["survivors"]) == ("0.50", "1/2 +1 undecided", ["random circuit L0H0 L3H0"])
+    assert [r[2] for r in row["table"].data] == ["killed", "survived", "undecided"]
+    # a power object written before undecided mutations existed: a mutation with an error is read as undecided
+    old = {"status": "measured", "score": 1.0, "killed": 2, "total": 2, "cannot_fail": False,
+           "mutations": [{"name": "a", "killed": True, "error": None}, {"name": "b", "killed": True, "error": gap}]}
+    assert power_module.summary_text(old) == "score 1.00 (1/1 killed, 1 undecided)"
+
+
 def test_the_power_command_flags_claims_below_min_score_and_refuses_a_bad_one(pytester):
     from circuitcheck.pytest_plugin.power import detailed_lines, weak_claims
 

@@ -273,7 +273,8 @@ class PowerResult:
         }
 
     def to_frame(self):
-        """One row per mutation: ``name``, ``family``, ``verdict``, ``killed``, ``passed``, ``value``, ``decided_on``, ``bound``, ``error``."""
+        """One row per mutation: ``name``, ``family``, ``verdict``, ``killed``, ``passed``, ``value``, ``decided_on``,
+        ``bound``, ``error``."""
         import pandas as pd
 
         columns = ["name", "family", "verdict", "killed", "passed", "value", "decided_on", "bound", "error"]
@@ -306,6 +307,22 @@ def decided_count(power: dict) -> int:
     return int(power.get("total") or 0)
 
 
+def killed_count(power: dict) -> int:
+    """Killed mutations of a power dict (an older dict counted a replay that raised as killed: counted again here)."""
+    mutations = [m for m in power.get("mutations") or [] if isinstance(m, dict)]
+    if "decided" in power or not mutations:
+        return int(power.get("killed") or 0)
+    return sum(verdict_of(m) == KILLED for m in mutations)
+
+
+def score_of(power: dict) -> float | None:
+    """A power dict's score, killed / decided (recomputed for an older dict); None when not measured."""
+    if "decided" in power:
+        return power.get("score")
+    decided = decided_count(power)
+    return killed_count(power) / decided if power.get("status") == MEASURED and decided else None
+
+
 def undecided_count(power: dict) -> int:
     """Undecided mutations (replays that raised) of a power dict."""
     if isinstance(power.get("undecided"), int):
@@ -321,7 +338,7 @@ def is_measured(power: dict) -> bool:
 def ratio_text(power: dict) -> str:
     """``10/11`` (killed / decided), with ``+1 undecided`` after it when some mutations were undecided."""
     undecided = undecided_count(power)
-    text = f"{power.get('killed', 0)}/{decided_count(power)}"
+    text = f"{killed_count(power)}/{decided_count(power)}"
     return f"{text} +{undecided} undecided" if undecided else text
 
 
@@ -329,13 +346,13 @@ def summary_text(power: dict) -> str:
     """A power dict in words: ``score 0.83 (10/12 killed, 1 undecided)``, ``CANNOT FAIL (0/1 killed)``, ``not measured: ...``."""
     if power.get("status") != MEASURED:
         return f"not measured: {power.get('reason') or 'no reason given'}"
-    killed, decided, undecided = power.get("killed", 0), decided_count(power), undecided_count(power)
+    killed, decided, undecided = killed_count(power), decided_count(power), undecided_count(power)
     if not decided:
         return "not measured: no mutation ran" if not undecided else f"not measured: all {undecided} mutations were undecided"
     tail = f", {undecided} undecided" if undecided else ""
-    if power.get("cannot_fail"):
+    if killed == 0:
         return f"CANNOT FAIL ({killed}/{decided} killed{tail})"
-    return f"score {claim_format.number(power.get('score'), 2)} ({killed}/{decided} killed{tail})"
+    return f"score {claim_format.number(score_of(power), 2)} ({killed}/{decided} killed{tail})"
 
 
 def survivor_names(power: dict) -> list[str]:
@@ -449,8 +466,6 @@ def catalogue(call: registry.ClaimCall, result, model, *, seed: int = 0, max_mut
     if not found.candidates and found.reason is None:
         found.reason = "no mutation in the catalogue applies to this claim"
     return found.candidates, found.notes, found.reason
-
-
 
 
 def _head_claim(found: _Catalogue, qk: bool = True) -> None:
@@ -692,7 +707,8 @@ def _moved_in(found: _Catalogue, components, matters: Callable[[int, int, int], 
     found.notes.append(f"swapped into the circuit: {', '.join(dict.fromkeys(moved))} ({why} on the model, measured)")
     skipped = [h for h in dict.fromkeys(passed_over) if h not in moved]
     if skipped:
-        found.notes.append(f"not swapped in: {', '.join(skipped)} (they do not: a swap would move nothing that matters into it)")
+        found.notes.append(f"not swapped in: {', '.join(skipped)} (measured: they do not, so a swap would move nothing "
+                           "that matters into the circuit)")
 
 
 def _necessary(found: _Catalogue) -> None:
@@ -1005,8 +1021,14 @@ def mutation_score(claim, *, max_mutations: int = DEFAULT_MAX_MUTATIONS, seed: i
     ``seed``: the seed of scrambles, shuffles, random circuits and the choice
     among candidates (default: the claim's own seed, else 0).
 
-    The user's model is never edited: the mutations run on a private copy,
-    kept in the model's session for the next claim (freed with the model, made
+    A mutation is killed when the replayed claim fails on it, survived when
+    it holds, and undecided when the replay raises a circuitcheck error (the
+    claim could not be measured there); the score is killed / decided.
+
+    The user's model is never edited: the mutations run on a private copy, and
+    what needs the unmutated model on a second one that is never mutated (the
+    two take twice the model's memory); both are kept in the model's session
+    for the next claim, with their cached runs (freed with the model, made
     again when its weights change). Works the same inside and outside pytest.
     Also sets ``result.power`` on a given result. Raises
     :class:`~circuitcheck.engine.mutate.MutationError` if a mutation cannot be
@@ -1216,6 +1238,8 @@ def _lattice_masks(kind: str, arguments: dict, n: int, singles: bool = True) -> 
         method = arguments.get("method") or minimality.DEFAULT_METHOD
         if method != "leave-one-out" and exact:
             return list(range(1 << n)), []
+        if method == "shapley":  # sampled orders (seeded in the check): only what every order starts and ends with
+            return [everything, 0], []
         return [everything, 0, *[everything & ~(1 << i) for i in range(n)]], []
     if kind == "complete":
         ks = list(range(1 << n)) if exact else list(dict.fromkeys([0, *[1 << i for i in range(n)], everything]))

@@ -67,15 +67,15 @@ class PowerPlugin:
 
 def power_counts(claims: list[dict]) -> dict:
     """How many claims were measured, could not fail, scored (their mean), and were not measured; undecided mutations."""
-    from ..claims.power import is_measured, undecided_count
+    from ..claims.power import is_measured, killed_count, score_of, undecided_count
 
     powers = [claim["power"] for claim in claims if isinstance(claim.get("power"), dict)]
     measured = [p for p in powers if is_measured(p)]
-    scores = [float(p["score"]) for p in measured if isinstance(p.get("score"), (int, float))]
+    scores = [float(score_of(p)) for p in measured if isinstance(score_of(p), (int, float))]
     return {
         "claims": len(claims),
         "measured": len(measured),
-        "cannot_fail": sum(bool(p.get("cannot_fail")) for p in measured),
+        "cannot_fail": sum(killed_count(p) == 0 for p in measured),
         "not_measured": len(powers) - len(measured),
         "without_power": len(claims) - len(powers),
         "mean_score": sum(scores) / len(scores) if scores else None,
@@ -89,7 +89,8 @@ def power_lines(claims: list[dict], *, survivors: bool = False) -> list[tuple[st
     ``survivors``: under each claim, the mutations it survived and the undecided ones (with the error).
     """
     from ..claims import format as claim_format
-    from ..claims.power import decided_count, is_measured, summary_text, survivor_names, undecided_count, undecided_texts
+    from ..claims.power import (decided_count, is_measured, killed_count, score_of, summary_text, survivor_names,
+                                undecided_count, undecided_texts)
 
     counts = power_counts(claims)
     mean = counts["mean_score"]
@@ -111,10 +112,10 @@ def power_lines(claims: list[dict], *, survivors: bool = False) -> list[tuple[st
         if not is_measured(power):
             lines.append((f"       –       –  {text}  ({summary_text(power)})", False))
             continue
-        score = claim_format.number(power.get("score"), 2)
-        ratio = f"{power.get('killed')}/{decided_count(power)}"
+        score = claim_format.number(score_of(power), 2)
+        ratio = f"{killed_count(power)}/{decided_count(power)}"
         undecided = undecided_count(power)
-        flag = bool(power.get("cannot_fail"))
+        flag = killed_count(power) == 0
         lines.append((f"  {score:>6}  {ratio:>6}  {text}" + ("  CANNOT FAIL" if flag else "")
                       + (f"  (+{undecided} undecided)" if undecided else ""), flag))
         if survivors:
@@ -127,7 +128,7 @@ def power_lines(claims: list[dict], *, survivors: bool = False) -> list[tuple[st
 
 def weak_claims(tests: list[dict], min_score: float = 0.0) -> list[tuple[dict, dict, str]]:
     """``(test, claim, why)`` for each measured claim that cannot fail or scores below ``min_score``."""
-    from ..claims.power import is_measured
+    from ..claims.power import is_measured, killed_count, score_of
 
     weak = []
     for test in tests:
@@ -135,8 +136,8 @@ def weak_claims(tests: list[dict], min_score: float = 0.0) -> list[tuple[dict, d
             power = claim.get("power")
             if not isinstance(power, dict) or not is_measured(power):
                 continue
-            score = power.get("score")
-            if power.get("cannot_fail"):
+            score = score_of(power)
+            if killed_count(power) == 0:
                 weak.append((test, claim, "cannot fail"))
             elif isinstance(score, (int, float)) and score < min_score:
                 weak.append((test, claim, f"scores below --min-score {min_score:g}"))
@@ -149,7 +150,8 @@ def detailed_lines(tests: list[dict], min_score: float = 0.0) -> list[str]:
     The power command's output.
     """
     from ..claims import format as claim_format
-    from ..claims.power import decided_count, is_measured, summary_text, survivor_names, undecided_count, undecided_texts
+    from ..claims.power import (decided_count, is_measured, killed_count, score_of, summary_text, survivor_names,
+                                undecided_count, undecided_texts)
 
     weak = {id(claim): why for _, claim, why in weak_claims(tests, min_score)}
     lines = []
@@ -164,11 +166,11 @@ def detailed_lines(tests: list[dict], min_score: float = 0.0) -> list[str]:
                 lines.append(f"               {summary_text(power)}")
                 continue
             flag = weak.get(id(claim))
-            ratio = f"{power.get('killed')}/{decided_count(power)}"
+            ratio = f"{killed_count(power)}/{decided_count(power)}"
             mark = f"  {flag.upper()}" if flag == "cannot fail" else (f"  BELOW {min_score:g}" if flag else "")
             undecided = undecided_count(power)
             extra = f"  (+{undecided} undecided)" if undecided else ""
-            lines.append(f"  {claim_format.number(power.get('score'), 2):>4}  {ratio:>5}  {claim.get('claim')}{mark}{extra}{where}")
+            lines.append(f"  {claim_format.number(score_of(power), 2):>4}  {ratio:>5}  {claim.get('claim')}{mark}{extra}{where}")
             for name in survivor_names(power):
                 lines.append(f"               survived: {name}")
             for line in undecided_texts(power):

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..claims.format import number
-from ..claims.power import is_measured, ratio_text, summary_text, survivor_names, undecided_count, verdict_of
+from ..claims.power import (is_measured, killed_count, ratio_text, score_of, summary_text, survivor_names, undecided_count,
+                            verdict_of)
 from .claim_view import ClaimView
 from .frames import Frame
 
@@ -44,8 +45,8 @@ def power(entries: list[tuple[ClaimView, Any]]) -> dict[str, Any] | None:
             "claim": view,
             "anchor": anchor,
             "measured": measured,
-            "cannot_fail": bool(raw.get("cannot_fail")) and measured,
-            "score": number(raw.get("score"), 2) if measured else "–",
+            "cannot_fail": measured and killed_count(raw) == 0,
+            "score": number(score_of(raw), 2) if measured else "–",
             "ratio": ratio_text(raw) if measured else "–",
             "undecided": undecided_count(raw),
             "text": summary_text(raw),
