@@ -548,6 +548,8 @@ def test_undecided_mutations_are_shown_apart_in_the_terminal_the_command_and_the
     command = detailed_lines([{"nodeid": "t.py::test_c", "claims": claims}])
     assert command[0] == "  0.50    1/2  C is sufficient for induction  (+1 undecided)  [t.py::test_c]"
     assert f"               undecided: shuffle the checkpoint (seed 0): {gap}" in command
+    # long errors are cut on the terminal (the JSON and the report keep them whole)
+    assert power_module.undecided_texts(data, limit=20) == ["shuffle the checkpoint (seed 0): GapError: the gap m…"]
     view = ClaimView(index=0, nodeid="t.py::test_c", outcome="passed", raw=claims[0], evidence={})
     (row,) = power_section([(view, data)])["rows"]
     assert (row["score"], row["ratio"], row["survivors"]) == ("0.50", "1/2 +1 undecided", ["random circuit L0H0 L3H0"])

@@ -360,10 +360,19 @@ def survivor_names(power: dict) -> list[str]:
     return [str(m.get("name")) for m in power.get("mutations") or [] if isinstance(m, dict) and verdict_of(m) == SURVIVED]
 
 
-def undecided_texts(power: dict) -> list[str]:
-    """``<mutation>: <error>`` for each mutation on which the claim could not be measured, from its power dict."""
-    return [f"{m.get('name')}: {m.get('error')}" for m in power.get("mutations") or []
-            if isinstance(m, dict) and verdict_of(m) == UNDECIDED]
+def undecided_texts(power: dict, limit: int | None = None) -> list[str]:
+    """``<mutation>: <error>`` for each mutation on which the claim could not be measured, from its power dict.
+
+    ``limit``: cut each error to that many characters (``…`` at the end); the full error stays in the dict.
+    """
+    texts = []
+    for m in power.get("mutations") or []:
+        if isinstance(m, dict) and verdict_of(m) == UNDECIDED:
+            error = str(m.get("error"))
+            if limit is not None and len(error) > limit:
+                error = error[: limit - 1].rstrip() + "…"
+            texts.append(f"{m.get('name')}: {error}")
+    return texts
 
 
 # The catalogue -----------------------------------------------------------------------------------

@@ -26,6 +26,10 @@ from . import options
 from .collect import ReportCollector
 
 
+#: Characters of an undecided mutation's error shown per line (the JSON and the report keep all of it).
+ERROR_WIDTH = 120
+
+
 class PowerPlugin:
     """Measures the run's claims' mutation scores (when asked) and writes their table at the end."""
 
@@ -121,7 +125,7 @@ def power_lines(claims: list[dict], *, survivors: bool = False) -> list[tuple[st
         if survivors:
             for name in survivor_names(power):
                 lines.append((f"                  survived: {name}", False))
-            for line in undecided_texts(power):
+            for line in undecided_texts(power, limit=ERROR_WIDTH):
                 lines.append((f"                  undecided: {line}", False))
     return lines
 
@@ -173,6 +177,6 @@ def detailed_lines(tests: list[dict], min_score: float = 0.0) -> list[str]:
             lines.append(f"  {claim_format.number(score_of(power), 2):>4}  {ratio:>5}  {claim.get('claim')}{mark}{extra}{where}")
             for name in survivor_names(power):
                 lines.append(f"               survived: {name}")
-            for line in undecided_texts(power):
+            for line in undecided_texts(power, limit=ERROR_WIDTH):
                 lines.append(f"               undecided: {line}")
     return lines
