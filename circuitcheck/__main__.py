@@ -6,7 +6,7 @@ file, e.g. after merging runs or on a machine without the models. Exit status:
 corrupt results file, an output path that is not a circuitcheck report).
 
 ``power`` runs pytest with ``--circuitcheck-power`` and the given arguments and
-prints, per claim, its mutation score, killed/total, the mutations it survived
+prints, per claim, its mutation score, killed/decided, the mutations it survived
 and whether it cannot fail. Exit status: pytest's when that is not 0; else 1
 when a claim cannot fail or scores below ``--min-score`` (default 0: only
 claims that cannot fail count), 0 otherwise; 2 on a usage error.
@@ -156,7 +156,7 @@ POWER_USAGE = """usage: python -m circuitcheck power [--min-score S] [PYTEST ARG
 Run pytest with --circuitcheck-power and PYTEST ARGS (test paths, -k, -n 2,
 --circuitcheck-json=..., --circuitcheck-report=..., --circuitcheck-power-mutations=N, ...),
 then list every claim's mutation score (the share of the mutations of its model
-that make it fail), killed/total, the mutations it survived, and the claims
+that make it fail), killed/decided, the mutations it survived, and the claims
 that cannot fail (they survived every mutation).
 
 options:
@@ -204,7 +204,7 @@ def _power(argv: list[str]) -> int:
     status = int(pytest.main([*rest, "--circuitcheck-power"], plugins=[gathered]))
     tests = gathered.tests
     print()
-    print("circuitcheck power: mutation score per claim (killed/total: mutations on which the claim failed)")
+    print("circuitcheck power: mutation score per claim (killed/decided: mutations on which the claim failed, of those that could be measured)")
     lines = detailed_lines(tests, min_score)
     for line in lines or ["  no claims were recorded"]:
         print(line)
