@@ -1,4 +1,4 @@
-"""The causal sections of the report: necessity, sufficiency, minimality, completeness (and faithfulness) and paths.
+"""The causal sections of the report: necessity, sufficiency, minimality, completeness (and faithfulness), faithfulness curves and paths.
 
 Each builder gets the claims whose kind the registry places in its section
 (:mod:`.kinds`) and draws the evidence tables it knows; the tables it used go
@@ -151,6 +151,26 @@ def completeness(claims: list[ClaimView], consumed) -> list[dict]:
         consumed[c.index].add(name)
         c.links.append((name, f"completeness-{c.index}"))
         blocks.append({"claim": c, "chart": chart, "table": frame})
+    return blocks
+
+
+def curves(claims: list[ClaimView], consumed) -> list[dict]:
+    """Faithfulness-curve claims: recovery against the share of the graph kept, the ranking's best items beside it."""
+    blocks = []
+    for c in claims:
+        frame = c.evidence.get("curve")
+        if frame is None or not frame.has("fraction", "n", "recovery"):
+            continue
+        points = [charts.CurvePoint(fraction=finite(r.get("fraction")), n=int(r.get("n") or 0), value=finite(r.get("recovery")),
+                                    low=finite(r.get("ci_low")), high=finite(r.get("ci_high"))) for r in frame.records()]
+        params = c.raw.get("parameters") or {}
+        scale = "log(fraction)" if params.get("log_scale") else "fraction"
+        chart = charts.curve_chart(points, label=f"faithfulness curve: {c.text}", status=c.verdict,
+                                   note=f"{c.raw.get('metric', '')}: {c.value_text} {c.interval_text}; areas over the {scale} kept")
+        consumed[c.index].update(name for name in ("curve", "ranking") if name in c.evidence)
+        c.links.append(("curve", f"curve-{c.index}"))
+        blocks.append({"claim": c, "chart": chart, "table": frame, "ranking": c.evidence.get("ranking"),
+                       "level": str(params.get("level", "")), "scores": str(params.get("scores", ""))})
     return blocks
 
 

@@ -14,6 +14,8 @@ Charts:
   and thresholds (sufficiency, minimality, necessity).
 - :func:`checkpoint_chart`: one claim's value over training checkpoints, a line
   with interval whiskers, points coloured by verdict and dashed thresholds.
+- :func:`curve_chart`: a faithfulness curve, recovery against the fraction of
+  the graph kept, with its interval band and the line of full recovery.
 """
 
 from __future__ import annotations
@@ -475,6 +477,94 @@ def checkpoint_chart(points: Sequence[CheckpointPoint], *, label: str, axis_labe
             f'<circle cx="{x_of(i):.1f}" cy="{y_of(p.value):.1f}" r="4.5" fill="{colour}" stroke="#ffffff" stroke-width="1.5"/></g>'
         )
         parts.append(f'<a href="{escape(p.href)}">{point}</a>' if p.href else point)
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+# A faithfulness curve -------------------------------------------------------------------
+
+
+@dataclass
+class CurvePoint:
+    """One point of a :func:`curve_chart`: the fraction of the graph kept, how many items, recovery and its interval."""
+
+    fraction: float
+    n: int
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+
+
+def curve_chart(points: Sequence[CurvePoint], *, label: str, status: str = "neutral", plot_width: int = 460,
+                plot_height: int = 190, note: str = "") -> Markup:
+    """Recovery against the fraction of the graph kept: a line through the points, the interval as a band, y = 0 and 1 marked.
+
+    The x axis is logarithmic when every fraction is above 0 and they span two
+    decades or more (MIB's points, 0.1% to 100%), else linear; the areas the
+    claim decides on are over the axis the claim chose, which ``note`` states.
+    """
+    shown = [p for p in points if _finite(p.fraction)]
+    log_x = bool(shown) and all(p.fraction > 0 for p in shown) and max(p.fraction for p in shown) / min(p.fraction for p in shown) >= 100
+    xs = [math.log10(p.fraction) if log_x else p.fraction for p in shown]
+    x_lo, x_hi = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    if x_hi == x_lo:
+        x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
+    numbers = [0.0, 1.0] + [v for p in shown for v in (p.value, p.low, p.high) if _finite(v)]
+    ticks = nice_ticks(min(numbers), max(numbers))
+    lo, hi = min(min(numbers), ticks[0]), max(max(numbers), ticks[-1])
+    digits = _tick_digits(ticks)
+    left, top, right = 52, 16, 16
+    bottom = 44 + (16 if note else 0)
+    width, height = left + plot_width + right, top + plot_height + bottom
+    y_bottom = top + plot_height
+
+    def x_of(x: float) -> float:
+        return left + (x - x_lo) / (x_hi - x_lo) * plot_width
+
+    def y_of(value: float) -> float:
+        return y_bottom - (value - lo) / (hi - lo) * plot_height
+
+    parts = [_svg_open(width, height, label, "curve-chart")]
+    for tick in ticks:
+        y = y_of(tick)
+        parts.append(f'<line x1="{left}" x2="{left + plot_width}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}" stroke-width="1"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{format_number(tick, digits)}</text>')
+    for level, word in ((1.0, "full model"), (0.0, "all ablated")):
+        y = y_of(level)
+        parts.append(f'<line x1="{left}" x2="{left + plot_width}" y1="{y:.1f}" y2="{y:.1f}" stroke="{INK}" stroke-width="1" '
+                     f'stroke-dasharray="5 3" class="reference"><title>recovery {format_number(level)}: {word}</title></line>')
+    if log_x:
+        x_ticks = [10.0 ** e for e in range(math.floor(x_lo), math.ceil(x_hi) + 1) if x_lo - 1e-9 <= e <= x_hi + 1e-9]
+    else:
+        x_ticks = nice_ticks(x_lo, x_hi)
+    for tick in x_ticks:
+        x = x_of(math.log10(tick) if log_x else tick)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{y_bottom}" stroke="{GRID}" stroke-width="1"/>')
+        text = f"{tick * 100:g}%" if log_x else format_number(tick, _tick_digits(x_ticks))
+        parts.append(f'<text x="{x:.1f}" y="{y_bottom + 16}" text-anchor="middle" class="tick">{escape(text)}</text>')
+    axis = "share of the graph kept" + (" (log scale)" if log_x else "")
+    parts.append(f'<text x="{left + plot_width / 2:.1f}" y="{y_bottom + 34}" text-anchor="middle" class="axis-title">{axis}</text>')
+    if note:
+        parts.append(f'<text x="{left + plot_width / 2:.1f}" y="{y_bottom + 50}" text-anchor="middle" class="axis-title">'
+                     f"{escape(_clip(note, 90))}</text>")
+    colour = STATUS_COLOURS.get(status, NEUTRAL)
+    band = [(x, p) for x, p in zip(xs, shown) if _finite(p.low) and _finite(p.high)]
+    if len(band) > 1:
+        upper = [f"{x_of(x):.1f},{y_of(p.high):.1f}" for x, p in band]
+        lower = [f"{x_of(x):.1f},{y_of(p.low):.1f}" for x, p in reversed(band)]
+        parts.append(f'<polygon points="{" ".join(upper + lower)}" fill="{colour}" fill-opacity="0.15" stroke="none" class="band"/>')
+    line = [f"{x_of(x):.1f},{y_of(p.value):.1f}" for x, p in zip(xs, shown) if _finite(p.value)]
+    if len(line) > 1:
+        parts.append(f'<polyline points="{" ".join(line)}" fill="none" stroke="{colour}" stroke-width="2" class="value-line"/>')
+    for x, p in zip(xs, shown):
+        if not _finite(p.value):
+            continue
+        interval = f" [{format_number(p.low)}, {format_number(p.high)}]" if _finite(p.low) and _finite(p.high) else ""
+        parts.append(f'<g class="point"><title>top {p.n} ({p.fraction * 100:.3g}% of the graph): recovery '
+                     f"{escape(format_number(p.value))}{escape(interval)}</title>"
+                     f'<circle cx="{x_of(x):.1f}" cy="{y_of(p.value):.1f}" r="3.5" fill="{colour}" stroke="#ffffff" stroke-width="1"/></g>')
+    parts.append(f'<text x="{left - 40}" y="{top + plot_height / 2:.1f}" transform="rotate(-90 {left - 40} {top + plot_height / 2:.1f})" '
+                 f'text-anchor="middle" class="axis-title">recovery</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 

@@ -37,6 +37,10 @@ KINDS = {
         "section": "completeness",
         "definition": "incompleteness(C) = max over K ⊆ C of |recovery(C \\ K) − recovery(M \\ K)| (the IOI paper's completeness): knocking out K should hurt the circuit as much as it hurts the model; a circuit that misses a parallel path does worse than the model once K removes the path it has. Exhaustive over K up to 12 components, greedy beyond; the worst K is reported and the claim is decided on the upper bound of the maximum."
     },
+    "faithfulness_curve": {
+        "section": "curves",
+        "definition": "Faithfulness curve: recovery(C_n) of the circuit C_n of the top n nodes or edges by a score, for a range of n (MIB's fractions 0.1% to 100% of the graph by default). CPR is the area under it and CMD the area under |1 − recovery(C_n)| (trapezoids over the fraction kept, as MIB); CPR is decided on its lower bound, CMD on its upper bound."
+    },
     "faithful": {
         "section": "completeness",
         "definition": "faithfulness error(C) = |1 − recovery(C)|: recovery below 1 misses performance, recovery above 1 means the circuit leaves out components that work against the task (MIB's CMD idea). Decided on the upper bound."

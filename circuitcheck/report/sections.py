@@ -23,7 +23,7 @@ from typing import Any
 from . import kinds
 from .attribution_sections import SECTIONS as ATTRIBUTION_SECTIONS
 from .attribution_sections import attribution
-from .causal_sections import completeness, minimality, necessity, paths, sufficiency
+from .causal_sections import completeness, curves, minimality, necessity, paths, sufficiency
 from .checkpoints import checkpoint_charts, checkpoint_matrix
 from .claim_view import ClaimView, checkpoint_of, natural_key, test_of
 from .frames import Frame, text_of
@@ -47,6 +47,7 @@ def section_definitions() -> dict[str, Any]:
         "sufficiency": " ".join(kinds.definitions("sufficiency")),
         "minimality": " ".join(kinds.definitions("minimality")),
         "completeness": " ".join(kinds.definitions("completeness")),
+        "curves": " ".join(kinds.definitions("curves")),
         "heatmaps": HEATMAPS,
         "attention": kinds.definitions("attention"),
         "paths": " ".join(kinds.definitions("paths")),
@@ -97,6 +98,7 @@ def build_page(document: dict, summary: dict) -> dict[str, Any]:
         "sufficiency": sufficiency(by_section.get("sufficiency", []), consumed),
         "minimality": minimality(by_section.get("minimality", []), consumed),
         "completeness": completeness(by_section.get("completeness", []), consumed),
+        "curves": curves(by_section.get("curves", []), consumed),
         "patching": patching(test_views),
         "attention": attention(by_section.get("attention", []), consumed),
         "paths": paths(by_section.get("paths", []), consumed),
