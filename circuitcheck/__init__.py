@@ -103,6 +103,7 @@ _LAZY = {
     "ablation": "engine.ablation:",
     "strategies": "model.strategies:",
     "inputs": "model.inputs:",
+    "interchange": "model.interchange:",
     "heads": "engine.heads:",
     "stats": "claims.stats:",
 }
