@@ -27,6 +27,15 @@ from circuitcheck.engine.session import session_of
 
 CARD = "L0H0 L0H2 L1H0 L1H1 L1H2 L1H3"
 PLANTED = "L0H0 L2H2 L3H0 L3H3 L3.mlp"
+#: The card's circuit as 22 of the model's 106 edges (recovery 0.986): the previous-token heads read the tokens into
+#: their values; each induction head reads the current token into its query and value and the previous-token heads
+#: into its key, and writes into the logits.
+INDUCTION_EDGES = ", ".join(
+    ["embed -> L0H0.v", "embed -> L0H2.v"]
+    + [edge for h in range(4) for edge in (f"embed -> L1H{h}.q", f"L0H0 -> L1H{h}.k", f"L0H2 -> L1H{h}.k",
+                                           f"embed -> L1H{h}.v", f"L1H{h} -> logits")])
+#: One induction head's path (each edge contributes at least 0.01, lower bound, leave-one-out).
+CHAIN = "embed -> L0H0.v, L0H0 -> L1H3.k, embed -> L1H3.q, embed -> L1H3.v, L1H3 -> logits"
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +104,7 @@ EVERY_KIND = {
     "composition": lambda m, t: cc.assert_composition("L0H2", "L1H3.k", min_score=0.1, model=m),
     "probe": lambda m, t: cc.assert_probe_accuracy("blocks.0.hook_resid_post", t.clean.roll(1, dims=1), inputs=t.clean,
                                                    positions=list(range(2, 12)), min_accuracy=0.5, model=m),
+    "faithfulness_curve": lambda m, t: cc.assert_faithfulness_curve("node", min_cpr=0.2, counts=[0, 3, 6], model=m, task=t),
 }
 
 
@@ -312,6 +322,127 @@ def test_a_necessity_claim_with_min_drop_0_is_killed_only_where_an_ablation_help
             assert outcome.bound >= 0, outcome.name
 
 
+# Edge circuits ------------------------------------------------------------------------------------
+
+
+def _edges_of(text: str) -> list[str]:
+    return [str(edge) for edge in cc.Circuit.parse(text).edges]
+
+
+def test_an_edge_circuits_sufficiency_scores_high_and_its_random_edge_circuits_are_killed(induction_2l, task):
+    from circuitcheck.engine.edges import Graph
+
+    result = cc.check_sufficient(INDUCTION_EDGES, min_recovery=0.9, model=induction_2l, task=task)
+    power = cc.mutation_score(result)
+    assert result.passed and power.status == "measured" and power.score >= 0.9 and not power.cannot_fail
+    assert {o.family for o in power.mutations} == {"swap heads", "moved edges", "random circuit", "shuffle checkpoint"}
+    randoms = [o for o in power.mutations if o.family == "random circuit"]
+    assert len(randoms) >= 4 and all(o.killed for o in randoms)
+    # each is 22 distinct edges of the model's graph, drawn afresh (never the circuit itself, never twice)
+    graph = {str(edge) for edge in Graph.of(induction_2l, task.seq_len).edges()}
+    own = set(_edges_of(INDUCTION_EDGES))
+    drawn = [frozenset(_edges_of(o.name.removeprefix("random circuit "))) for o in randoms]
+    assert all(len(d) == len(own) == 22 and d <= graph and d != own for d in drawn) and len(set(drawn)) == len(drawn)
+    # one random circuit's recovery recomputed: a plain check on the user's model, and the ratio of means from m(C)
+    # (the patcher's edge variant) with m(M) and m(∅) from plain forwards (resample ablation: ∅ is the corrupted run)
+    first = randoms[0]
+    text = first.name.removeprefix("random circuit ")
+    plain = cc.check_sufficient(text, min_recovery=0.9, model=induction_2l, task=task)
+    assert plain.value == pytest.approx(first.value, abs=1e-9) and not plain.passed
+    import torch
+
+    from circuitcheck.engine.patcher import Patcher
+
+    (kept,) = Patcher(induction_2l).run(task, [Graph.of(induction_2l, task.seq_len).keep(_edges_of(text)).patches()])
+    with torch.no_grad():
+        full = task.metric(induction_2l(task.clean), task).mean()
+        empty = task.metric(induction_2l(task.corrupt), task).mean()
+    assert float((kept.mean() - empty) / (full - empty)) == pytest.approx(first.value, abs=1e-5)
+
+
+def test_moved_edges_give_each_edge_another_receiver_of_its_kind_and_edges_into_the_logits_stay(induction_2l, task):
+    power = cc.mutation_score(cc.check_sufficient(INDUCTION_EDGES, min_recovery=0.9, model=induction_2l, task=task))
+    moved = [o for o in power.mutations if o.family == "moved edges"]
+    assert len(moved) == power_module.SET_SWAPS and all(o.killed for o in moved)
+    own = _edges_of(INDUCTION_EDGES)
+    variants = []
+    for outcome in moved:
+        assert outcome.name.startswith("move 18 of the 22 edges to another receiver: "), outcome.name
+        edges = _edges_of(outcome.name.split(": ", 1)[1])
+        variants.append(frozenset(edges))
+        assert len(set(edges)) == len(own) and not set(edges) & {e for e in own if not e.endswith("-> logits")}
+        for before, after in zip(own, edges):
+            sender, receiver = before.split(" -> ")
+            new_sender, new_receiver = after.split(" -> ")
+            assert new_sender == sender  # the same write, read by another receiver of its kind
+            if receiver == "logits":
+                assert new_receiver == "logits"
+            else:
+                assert new_receiver != receiver and new_receiver[-2:] in (".q", ".k", ".v")
+    assert len(variants) == len(set(variants))
+    assert ("moving the circuit's edges leaves those into the logits in place: L1H0 -> logits, L1H1 -> logits, "
+            "L1H2 -> logits, L1H3 -> logits") in power.notes
+
+
+def test_a_vacuous_edge_claim_survives_random_edge_circuits_and_moved_edges(induction_2l, task):
+    power = cc.mutation_score(cc.check_sufficient(INDUCTION_EDGES, min_recovery=-1.0, model=induction_2l, task=task))
+    assert power.cannot_fail and power.score == 0.0
+    assert {o.family for o in power.survivors} == {"swap heads", "moved edges", "random circuit"}
+    assert [o.name for o in power.undecided_mutations] == ["shuffle the checkpoint (seed 0)"]  # no gap: not a survivor
+
+
+def test_an_edge_minimality_claim_is_tested_edge_by_edge(induction_2l, task):
+    result = cc.check_minimal(CHAIN, min_contribution=0.005, model=induction_2l, task=task)
+    power = cc.mutation_score(result, max_mutations=16)
+    assert result.passed and power.score >= 0.75
+    names = {o.name: o for o in power.mutations}
+    # zeroing what an edge carries: its sender's output, or for an edge out of the embeddings the receiver's read of it
+    silenced = {"zero OV of L0H0 (what embed -> L0H0.v, L0H0 -> L1H3.k carry)",
+                "zero OV of L1H3 (what embed -> L1H3.v, L1H3 -> logits carry)",
+                "zero QK of L1H3 (what embed -> L1H3.q carries)"}
+    assert silenced <= set(names)
+    for name in silenced:  # the silenced edges carry nothing: ablating them changes nothing, their contribution is 0
+        assert names[name].killed and abs(names[name].value) < 1e-6
+    moves = [o for o in power.mutations if o.family == "moved edges"]
+    assert moves and all(o.killed for o in moves)
+    for outcome in moves:  # "move embed -> L1H3.q to L0H1.k": one edge of the chain, the rest as it was
+        edge, receiver = outcome.name.removeprefix("move ").split(" to ")
+        assert edge in _edges_of(CHAIN) and receiver != edge.split(" -> ")[1]
+
+
+def test_zeroing_what_an_edge_circuits_edges_carry_makes_its_drop_zero(induction_2l, task):
+    power = cc.mutation_score(cc.check_necessary(INDUCTION_EDGES, min_drop=0.7, model=induction_2l, task=task))
+    (zeroed,) = [o for o in power.mutations if o.name.startswith("zero what the circuit's edges carry: ")]
+    assert zeroed.name == ("zero what the circuit's edges carry: zero OV of L0H0, zero OV of L0H2, zero QK of L1H0, "
+                           "zero OV of L1H0, zero QK of L1H1, zero OV of L1H1, zero QK of L1H2, zero OV of L1H2, "
+                           "zero QK of L1H3, zero OV of L1H3")
+    assert zeroed.killed and abs(zeroed.value) < 1e-6  # M \ C is M: the circuit's edges carry nothing
+    assert all(o.killed for o in power.mutations if o.family == "random circuit")
+    # what survives: the swaps of layer 0's heads and the moved edges leave the four edges into the logits in place,
+    # and ablating them alone removes the task (a set claim carried by part of the set)
+    assert {o.family for o in power.survivors} <= {"swap heads", "moved edges"}
+    assert cc.check_necessary("L1H0 -> logits, L1H1 -> logits, L1H2 -> logits, L1H3 -> logits", min_drop=0.7,
+                              model=induction_2l, task=task).passed
+
+
+def test_a_not_necessary_edge_claim_is_falsified_by_swapping_a_head_that_matters_into_its_edges(induction_2l, task):
+    power = cc.mutation_score(cc.check_necessary("L0H1 -> L1H3.k", max_drop=0.1, model=induction_2l, task=task))
+    assert power.status == "measured" and power.score == 1.0
+    assert sorted(o.name for o in power.mutations) == ["swap L0H1 and L0H0", "swap L0H1 and L0H2"]
+    # a swap relabels the two heads: the swapped model's claim is the claim about the relabelled edge on the model
+    for outcome in power.mutations:
+        other = outcome.name.split(" and ")[1]
+        relabelled = cc.check_necessary(f"{other} -> L1H3.k", max_drop=0.1, model=induction_2l, task=task)
+        assert outcome.value == pytest.approx(relabelled.value, abs=1e-5) and not relabelled.passed
+    assert any(note.startswith("not swapped in: L0H3 for L0H1, L1H0 for L1H3") for note in power.notes)
+
+
+def test_a_not_claim_about_edges_that_name_no_head_is_not_measured(induction_2l, task):
+    power = cc.mutation_score(cc.check_necessary("embed -> logits", max_drop=0.5, model=induction_2l, task=task))
+    assert (power.status, power.total) == ("not measured", 0)
+    assert power.reason.startswith("embed -> logits names no single head: nothing can be swapped into its edges")
+
+
 # Guarantees ---------------------------------------------------------------------------------------
 
 
@@ -343,6 +474,7 @@ SHARED = {  # claims whose random circuits are measured together before their re
     "necessary": lambda m, t: cc.check_necessary(CARD, min_drop=0.7, model=m, task=t),
     "complete": lambda m, t: cc.check_complete("L0H2 L1H1 L1H3", max_incompleteness=0.9, model=m, task=t),  # 0.63
     "minimal": lambda m, t: cc.check_minimal("L0H2 L1H1 L1H3", min_contribution=0.05, method="ioi", model=m, task=t),
+    "sufficient (edges)": lambda m, t: cc.check_sufficient(INDUCTION_EDGES, min_recovery=0.9, model=m, task=t),
 }
 
 

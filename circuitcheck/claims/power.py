@@ -54,6 +54,37 @@ user's model is never touched, and its fingerprint is checked at the end.
   than ``max_recovery`` (measured: one head's own recovery says little, a
   head does not recover a task alone). Where no such head exists the claim is
   not measured, and the reason says so.
+- Edge circuits (``"L0H0 -> L1H0.k, L1H0 -> logits"``, every causal kind) take
+  the same families over edges, with the heads their edges name (senders and
+  receivers) as C's heads for the swaps and copies:
+
+  - random circuits: as many edges, drawn uniformly from the model's edge graph
+    (:meth:`circuitcheck.engine.edges.Graph.edges`), seeded and measured
+    together like node circuits;
+  - *moved edges* (:data:`MOVED_EDGES`): an edge given another receiver of its
+    kind that reads after the sender writes: another head input (another
+    head, or another port q/k/v, of any such layer), or another layer's MLP
+    (``L0H0 -> L1H0.k`` becomes ``L0H0 -> L1H1.k`` or ``L0H0 -> L1H0.q``); the
+    sender's write is unchanged, only who reads it. Never onto an edge already
+    in C. Set kinds (``necessary``, ``sufficient``, ``faithful``) move every
+    edge at once (:data:`SET_SWAPS` seeded variants; an edge into the logits
+    has no other receiver and stays); ``minimal`` moves each edge alone;
+  - zeroing what an edge carries: the sender's output (zero OV of a head,
+    zero output of an MLP), or, for an edge out of the embeddings, the
+    receiver's read of it (zero QK of a head for ``.q`` / ``.k``, whose
+    attention is then uniform; zero OV for ``.v``; an MLP's output). An
+    embedding's edge into the logits has none (no weight edit removes it
+    alone). ``necessary`` zeroes what all of C's edges carry at once;
+    ``minimal`` each edge's (one mutation per distinct edit). Scrambles are
+    left out: a scrambled head still carries a (random) signal along the
+    edge, so the claim's verdict there says nothing about the edge;
+  - "not" claims: swap a head the edges name with a head of its layer that
+    they do not name, where the swap moves function into the edges. By the
+    swap's symmetry the swapped model's claim about C is the original's claim
+    about C with the two heads relabelled, so that relabelled circuit is what
+    is measured: ``necessary`` with ``max_drop``, it is necessary with
+    ``min_drop=max_drop`` (lower bound); ``sufficient`` with ``max_recovery``,
+    it recovers more than ``max_recovery``.
 - ``path`` (sender -> receiver): swap the receiver head with each other head of
   its layer that does not carry the path itself (measured): the path moves to
   another receiver; zero the senders' outputs; shuffle. "Does not carry"
@@ -120,6 +151,8 @@ from . import registry
 DEFAULT_MAX_MUTATIONS = 12
 #: The family of claim alterations that replace the claim's circuit by a random one of the same size.
 RANDOM_CIRCUIT = "random circuit"
+#: The family of claim alterations that give an edge circuit's edges other receivers of their kind (edge circuits only).
+MOVED_EDGES = "moved edges"
 #: Statuses of a :class:`PowerResult`.
 MEASURED = "measured"
 NOT_MEASURED = "not measured"
@@ -524,7 +557,8 @@ def _is_edges(members) -> bool:
 
 
 def _named_heads(members) -> list:
-    """For an edge circuit, the heads its edges name (senders and receivers, as head outputs); else the members themselves."""
+    """For an edge circuit, the heads its edges name (senders and receivers, as head outputs; a sender ``L0.attn`` as
+    ``L0.attn``, which names every head of its layer); else the members themselves."""
     from ..model.components import Component
 
     if not _is_edges(members):
@@ -532,8 +566,10 @@ def _named_heads(members) -> list:
     named = []
     for edge in members:
         for end in (edge.sender, edge.receiver):
-            if end.kind == "head" and Component("head", end.layer, end.head) not in named:
-                named.append(Component("head", end.layer, end.head))
+            if end.kind in ("head", "attn"):
+                node = Component(end.kind, end.layer, end.head)
+                if node not in named:
+                    named.append(node)
     return named
 
 
@@ -581,7 +617,7 @@ def _random_circuits(found: _Catalogue, components) -> None:
     from ..model.components import Component
 
     if _is_edges(components):
-        found.notes.append("no random circuits: the circuit is made of edges")
+        _random_edge_circuits(found, components)
         return
     if any(c.positions is not None or c.port is not None or c.kind not in ("head", "mlp") for c in components):
         found.notes.append("no random circuits: the circuit has components narrowed to positions, head inputs or whole layers")
@@ -618,6 +654,259 @@ def _random_circuits(found: _Catalogue, components) -> None:
     for pick in chosen:
         text = _label(sorted(pick, key=Component.sort_key))
         found.alter(f"random circuit {text}", RANDOM_CIRCUIT, **{argument: text})
+
+
+# Edge circuits -------------------------------------------------------------------------------------
+
+
+def _edge_graph(found: _Catalogue):
+    from ..engine.edges import Graph
+
+    return Graph.of(found.model, 1)  # the edges are the same at every input length; positions are not drawn
+
+
+def _edge_keys(edge, n_heads: int) -> frozenset:
+    """What an edge covers, as ``(sender, receiver)`` texts without positions (``L0.attn`` as each of its heads)."""
+    from ..model.components import Component
+
+    sender = edge.sender.without_positions()
+    senders = [Component("head", sender.layer, h) for h in range(n_heads)] if sender.kind == "attn" else [sender]
+    receiver = str(edge.receiver.without_positions())
+    return frozenset((str(s), receiver) for s in senders)
+
+
+def _narrowed(edges) -> list:
+    return [e for e in edges if e.sender.positions is not None or e.receiver.positions is not None]
+
+
+def _random_edge_circuits(found: _Catalogue, edges) -> None:
+    """Alterations: the edge circuit replaced by random sets of as many edges, uniform over the model's edge graph (seeded)."""
+    import numpy as np
+
+    narrowed = _narrowed(edges)
+    if narrowed:
+        found.notes.append(f"no random circuits: the circuit has edges narrowed to positions ({_label(narrowed)})")
+        return
+    universe = _edge_graph(found).edges()
+    own = frozenset().union(*(_edge_keys(e, found.n_heads) for e in edges))
+    size = len(own)  # an L0.attn sender counts as each of its heads' edges, as the graph lists them
+    if size >= len(universe):
+        found.notes.append(f"no random circuits: the circuit has {size} of the model's {len(universe)} edges")
+        return
+    rng = np.random.default_rng([found.seed, 0x5EED])
+    wanted = min(found.max_mutations, math.comb(len(universe), size) - 1)
+    chosen, seen = [], {own}
+    while len(chosen) < wanted:
+        picked = sorted(int(i) for i in rng.choice(len(universe), size=size, replace=False))  # graph order
+        keys = frozenset().union(*(_edge_keys(universe[i], found.n_heads) for i in picked))
+        if keys not in seen:
+            seen.add(keys)
+            chosen.append([universe[i] for i in picked])
+    argument = _circuit_argument(found)
+    for pick in chosen:
+        text = _label(pick)
+        found.alter(f"random circuit {text}", RANDOM_CIRCUIT, **{argument: text})
+
+
+def _receivers_like(found: _Catalogue, edge) -> list:
+    """The edges ``edge`` becomes when another receiver of its kind reads the sender's write (positions kept).
+
+    A head's input: every other head input (any head, port q/k/v and layer)
+    that reads after the sender writes. An MLP's input: every other layer's
+    MLP that reads after the sender writes. The logits: none (the only
+    receiver of their kind).
+    """
+    from ..errors import ComponentError
+    from ..model.components import Component, Edge
+
+    receiver = edge.receiver
+    if receiver.kind == "head":
+        others = [Component("head", layer, h, port, receiver.positions)
+                  for layer in range(int(found.model.cfg.n_layers)) for h in range(found.n_heads) for port in ("q", "k", "v")
+                  if (layer, h, port) != (receiver.layer, receiver.head, receiver.port)]
+    elif receiver.kind == "mlp":
+        others = [Component("mlp", layer, positions=receiver.positions)
+                  for layer in range(int(found.model.cfg.n_layers)) if layer != receiver.layer]
+    else:
+        return []
+    moved = []
+    for other in others:
+        try:
+            moved.append(Edge(edge.sender, other))
+        except ComponentError:  # that MLP reads before the sender writes
+            continue
+    return moved
+
+
+def _moved_edge_sets(found: _Catalogue, edges) -> None:
+    """Set claims: every edge of C moved to another receiver of its kind at once, in :data:`SET_SWAPS` seeded variants.
+
+    The moved edges carry the same writes to other readers, so the claim about
+    the moved set should fail where C's own edges are what matters. Moved
+    edges are distinct and never edges of C; an edge with no other receiver of
+    its kind (into the logits) stays.
+    """
+    import numpy as np
+
+    targets = [_receivers_like(found, edge) for edge in edges]
+    movable = [i for i, t in enumerate(targets) if t]
+    if not movable:
+        found.notes.append(f"no moved edges: every edge of the circuit goes into the logits, which have no other receiver of their kind")
+        return
+    staying = [edges[i] for i, t in enumerate(targets) if not t]
+    if staying:
+        found.notes.append(f"moving the circuit's edges leaves those into the logits in place: {_label(staying)}")
+    own = frozenset().union(*(_edge_keys(e, found.n_heads) for e in edges))
+    rng = np.random.default_rng([found.seed, 0xED6E])
+    picks, seen = [], set()
+    for _ in range(20 * SET_SWAPS):
+        if len(picks) == SET_SWAPS:
+            break
+        used, moved = set(own), {}
+        for i in rng.permutation(movable):
+            free = [t for t in targets[i] if not _edge_keys(t, found.n_heads) & used]
+            if not free:
+                break
+            moved[int(i)] = free[int(rng.integers(len(free)))]
+            used |= _edge_keys(moved[int(i)], found.n_heads)
+        else:
+            key = tuple(sorted((i, str(e)) for i, e in moved.items()))
+            if key not in seen:
+                seen.add(key)
+                picks.append(moved)
+    if not picks:
+        found.notes.append("no moved edges: the receivers of the circuit's layers are too few to move every edge to one outside it")
+        return
+    argument = _circuit_argument(found)
+    for moved in picks:
+        text = _label([moved.get(i, edge) for i, edge in enumerate(edges)])
+        what = "every edge" if not staying else f"{len(moved)} of the {len(edges)} edges"
+        found.alter(f"move {what} to another receiver: {text}", MOVED_EDGES, **{argument: text})
+
+
+def _moved_edges(found: _Catalogue, edges) -> None:
+    """``minimal``: each edge of C alone moved to each other receiver of its kind (never onto an edge of C)."""
+    own = frozenset().union(*(_edge_keys(e, found.n_heads) for e in edges))
+    argument = _circuit_argument(found)
+    for index, edge in enumerate(edges):
+        for moved in _receivers_like(found, edge):
+            if _edge_keys(moved, found.n_heads) & own:
+                continue
+            text = _label([moved if i == index else e for i, e in enumerate(edges)])
+            found.alter(f"move {edge} to {moved.receiver}", MOVED_EDGES, **{argument: text})
+    if not any(_receivers_like(found, edge) for edge in edges):
+        found.notes.append("no moved edges: every edge of the circuit goes into the logits, which have no other receiver of their kind")
+
+
+def _silencer(edge, found: _Catalogue):
+    """The weight mutation after which ``edge`` carries nothing, or None (an embedding's edge into the logits).
+
+    The sender's output zeroed (a head's OV, every head's of ``L0.attn``, an
+    MLP's output); for an edge out of the embeddings, which no edit removes
+    alone, the receiver's read of it: a head's QK (``.q`` / ``.k``: its attention
+    is then uniform, whatever its input), a head's OV (``.v``), an MLP's output.
+    """
+    from ..engine import mutate
+
+    sender, receiver = edge.sender, edge.receiver
+    if sender.kind in ("head", "attn", "mlp"):
+        parts = mutate.component_mutation(sender.without_positions(), found.model, "zero")
+        if len(parts) == 1:
+            return parts[0]
+        return mutate.combined(f"zero OV of every head of layer {sender.layer}", "zero OV", parts) if parts else None
+    if receiver.kind == "head":
+        return (mutate.zero_qk if receiver.port in ("q", "k") else mutate.zero_ov)(receiver.layer, receiver.head)
+    if receiver.kind == "mlp":
+        return mutate.zero_mlp(receiver.layer)
+    return None
+
+
+def _silenced(found: _Catalogue, edges) -> dict:
+    """Distinct silencing mutations (by name) -> the edges of ``edges`` each silences; the edges none silences under None."""
+    out: dict = {}
+    for edge in edges:
+        mutation = _silencer(edge, found)
+        slot = out.setdefault(None if mutation is None else mutation.name, [mutation, []])
+        slot[1].append(edge)
+    return out
+
+
+def _silence_all(found: _Catalogue, edges) -> None:
+    """``necessary``: one mutation that zeroes what every edge of C carries (then ablating C changes nothing)."""
+    from ..engine import mutate
+
+    groups = _silenced(found, edges)
+    if None in groups:
+        found.notes.append(f"no zeroing of what the edges carry: no weight edit removes {_label(groups[None][1])} alone "
+                           "(the unembedding reads every sender)")
+        return
+    parts = [mutation for mutation, _ in groups.values()]
+    family = parts[0].family if len({p.family for p in parts}) == 1 else "zero OV"
+    found.add(mutate.combined(f"zero what the circuit's edges carry: {', '.join(p.name for p in parts)}", family, parts))
+
+
+def _silence_each(found: _Catalogue, edges) -> None:
+    """``minimal``: for each distinct edit, zero what the edges it silences carry (one mutation each)."""
+    from ..engine import mutate
+
+    for name, (mutation, silenced) in _silenced(found, edges).items():
+        if name is None:
+            found.notes.append(f"no zeroing of {_label(silenced)}: no weight edit removes an embedding's edge into the logits alone")
+            continue
+        found.add(mutate.combined(f"{name} (what {_label(silenced)} carr{'ies' if len(silenced) == 1 else 'y'})",
+                                  mutation.family, [mutation]))
+
+
+def _relabelled(edges, layer: int, a: int, b: int) -> str:
+    """The edges' text with heads ``a`` and ``b`` of ``layer`` exchanged at both ends (ports and positions kept).
+
+    The claim about C on the model with heads a and b swapped is the claim about
+    this circuit on the model itself (a swap of two heads is a relabelling).
+    """
+    import dataclasses
+
+    from ..model.components import Edge
+
+    def swapped(end):
+        if end.kind == "head" and end.layer == layer and end.head in (a, b):
+            return dataclasses.replace(end, head=b if end.head == a else a)
+        return end
+
+    return _label([Edge(swapped(e.sender), swapped(e.receiver)) for e in edges])
+
+
+def _moved_into_edges(found: _Catalogue, edges, matters: Callable[[str], bool], why: str) -> None:
+    """"Not" claims about an edge circuit: swap each head its edges name with each head of its layer they do not name,
+    where the relabelled circuit (what the swapped model's claim measures) ``matters`` (measured on the model)."""
+    from ..engine import mutate
+
+    named = _named_heads(edges)
+    heads = _member_heads(named)
+    label = _label(edges)
+    if not heads:
+        found.reason = (f"{label} names no single head: nothing can be swapped into its edges (embeddings, MLPs and whole "
+                        "attention layers are not swapped), so no mutation moves function into it")
+        return
+    pairs = [(m, other) for m in heads for other in _heads_outside(found, m.layer, named)]
+    texts = {(m.layer, m.head, other): _relabelled(edges, m.layer, m.head, other) for m, other in pairs}
+    _prewarm_sets(found.call, found.result.kind, found.model, list(texts.values()), singles=False)
+    moved, passed_over = [], []
+    for m, other in pairs:
+        if matters(texts[(m.layer, m.head, other)]):
+            moved.append(f"L{m.layer}H{other} for {m}")
+            found.add(mutate.swap_heads(m.layer, m.head, other))
+        else:
+            passed_over.append(f"L{m.layer}H{other} for {m}")
+    if not found.candidates:
+        outside = ", ".join(passed_over) or "none: every head of their layers is named"
+        found.reason = (f"no swap moves function into the edges {label}: with a head of its layer that they do not name in "
+                        f"a named head's place, the circuit {why} for none (measured: {outside})")
+        return
+    found.notes.append(f"swapped into the circuit's edges: {', '.join(moved)} (with it in that head's place the circuit {why} "
+                       "on the model, measured)")
+    if passed_over:
+        found.notes.append(f"not swapped in: {', '.join(passed_over)} (measured: the circuit with it in that head's place does "
+                           "not, so a swap would move nothing that matters into the edges)")
 
 
 def _set_swaps(found: _Catalogue, components) -> None:
@@ -691,9 +980,6 @@ def _moved_in(found: _Catalogue, components, matters: Callable[[int, int, int], 
     from ..engine import mutate
 
     label = _label(components)
-    if _is_edges(components):
-        found.reason = "no mutation in the catalogue moves function into an edge circuit: a 'not' claim about edges is not measured"
-        return
     members = [(i, c) for i, c in enumerate(components) if c.kind == "head"]
     if not members:
         found.reason = (f"{label} has no single heads: nothing can be swapped into it (MLPs and whole attention layers are "
@@ -724,6 +1010,12 @@ def _necessary(found: _Catalogue) -> None:
     from ..engine import mutate
 
     components = _components(found.arguments["components"], found.model)
+    if found.negative and _is_edges(components):
+        maximum = found.result.max_value
+        _moved_into_edges(found, components,
+                          lambda text: found.holds_with(components=text, min_drop=maximum, max_drop=None),
+                          f"is necessary with min_drop={maximum:g} (its drop's lower bound)")
+        return
     if found.negative:
         maximum = found.result.max_value
         own = {}
@@ -734,34 +1026,44 @@ def _necessary(found: _Catalogue) -> None:
                 own[text] = found.holds_with(components=text, min_drop=maximum, max_drop=None)
             return own[text]
 
-        outside = [] if _is_edges(components) else [
-            _head_text(m.layer, o, m) for m in components if m.kind == "head" for o in _heads_outside(found, m.layer, components)]
+        outside = [_head_text(m.layer, o, m) for m in components if m.kind == "head" for o in _heads_outside(found, m.layer, components)]
         _prewarm_sets(found.call, "necessary", found.model, list(dict.fromkeys(outside)), singles=False)
         _moved_in(found, components, matters, f"has its own drop at least max_drop={maximum:g}")
         return
-    zeroed = [] if _is_edges(components) else [m for c in components for m in mutate.component_mutation(c, found.model, "zero")]
-    if zeroed:
-        found.add(mutate.combined(f"zero the outputs of {_label(components)}", "zero OV", zeroed))
+    if _is_edges(components):
+        _silence_all(found, components)
+    else:
+        zeroed = [m for c in components for m in mutate.component_mutation(c, found.model, "zero")]
+        if zeroed:
+            found.add(mutate.combined(f"zero the outputs of {_label(components)}", "zero OV", zeroed))
     _set_swaps(found, components)
+    if _is_edges(components):
+        _moved_edge_sets(found, components)
     _random_circuits(found, components)
     found.shuffle()
 
 
 def _sufficient(found: _Catalogue) -> None:
     components = _components(found.arguments["circuit"], found.model)
+    if found.negative and _is_edges(components):
+        maximum = found.result.max_value
+        _moved_into_edges(found, components, lambda text: not found.holds_with(circuit=text),
+                          f"recovers more than max_recovery={maximum:g}")
+        return
     if found.negative:
         maximum = found.result.max_value
 
         def matters(index, layer, other):  # C with that head in the member's place recovers more than max_recovery
             return not found.holds_with(circuit=_replaced(components, index, layer, other))
 
-        replaced = [] if _is_edges(components) else [
-            _replaced(components, i, m.layer, o) for i, m in enumerate(components) if m.kind == "head"
-            for o in _heads_outside(found, m.layer, components)]
+        replaced = [_replaced(components, i, m.layer, o) for i, m in enumerate(components) if m.kind == "head"
+                    for o in _heads_outside(found, m.layer, components)]
         _prewarm_sets(found.call, "sufficient", found.model, replaced)
         _moved_in(found, components, matters, f"in the member's place makes the circuit recover more than max_recovery={maximum:g}")
         return
     _set_swaps(found, components)
+    if _is_edges(components):
+        _moved_edge_sets(found, components)
     _random_circuits(found, components)
     found.shuffle()
 
@@ -770,11 +1072,15 @@ def _minimal(found: _Catalogue) -> None:
     from ..engine import mutate
 
     components = _components(found.arguments["circuit"], found.model)
+    if _is_edges(components):
+        _silence_each(found, components)
     for component in [] if _is_edges(components) else components:
         zeroed = mutate.component_mutation(component, found.model, "zero")
         if zeroed:
             found.add(mutate.combined(f"zero the output of {component}", zeroed[0].family, zeroed))
     _swaps_out(found, components)
+    if _is_edges(components):
+        _moved_edges(found, components)
     _random_circuits(found, components)
     found.shuffle()
 
