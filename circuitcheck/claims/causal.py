@@ -615,7 +615,9 @@ NECESSARY = declare(ClaimKind(
     thresholds=("min_drop", "max_drop"),
     evidence=("necessity", "means"),
     definition="drop(C) = (m(M) − m(M\\C)) / (m(M) − m(∅)): the share of the task's performance lost when C is ablated. "
-    "A claim holds when the lower bound of its interval clears the threshold.",
+    "A node circuit: M\\C ablates C's head and MLP outputs, ∅ every head and MLP output. An edge circuit: M\\C ablates only "
+    "C's edges (through an edge of C the receiver reads the sender's ablated output, through every other edge the live one), "
+    "∅ ablates every edge, the embeddings' too. A claim holds when the lower bound of its interval clears the threshold.",
     section="necessity",
     needs_task=True,
     spec_call=_spec_circuit,
@@ -633,7 +635,10 @@ SUFFICIENT = declare(ClaimKind(
     thresholds=("min_recovery", "max_recovery"),
     evidence=("sufficiency", "means"),
     definition="recovery(C) = (m(C) − m(∅)) / (m(M) − m(∅)): the share of performance the circuit recovers on its own "
-    "(every other head and MLP output ablated; faithfulness as in the IOI paper and MIB).",
+    "(faithfulness as in the IOI paper and MIB). A node circuit keeps its components and ablates every other head and MLP "
+    "output. An edge circuit keeps only its edges: every receiver's input (each head's q, k and v, each MLP's input, the "
+    "logits) is rebuilt from its kept senders' live outputs and every other sender's ablated output; ∅ ablates every edge, "
+    "the embeddings' too (under resample ablation: the corrupted run).",
     section="sufficiency",
     needs_task=True,
     spec_call=_spec_circuit,

@@ -177,8 +177,9 @@ COMPLETE = declare(ClaimKind(
     evidence=("completeness",),
     definition="incompleteness(C) = max over K ⊆ C of |recovery(C \\ K) − recovery(M \\ K)| (the IOI paper's completeness): "
     "knocking out K should hurt the circuit as much as it hurts the model; a circuit that misses a parallel path does worse "
-    "than the model once K removes the path it has. Exhaustive over K up to 12 components, greedy beyond; the worst K is "
-    "reported and the claim is decided on the upper bound of the maximum.",
+    "than the model once K removes the path it has. For an edge circuit K is a set of its edges: recovery(C \\ K) keeps "
+    "C's other edges (every other edge ablated, as in sufficiency), recovery(M \\ K) ablates only K's edges. Exhaustive "
+    "over K up to 12 members, greedy beyond; the worst K is reported and the claim is decided on the upper bound of the maximum.",
     section="completeness",
     needs_task=True,
     spec_call=causal._spec_circuit,

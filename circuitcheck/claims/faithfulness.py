@@ -98,7 +98,9 @@ FAITHFUL = declare(ClaimKind(
     thresholds=(None, "max_error"),
     evidence=("faithfulness",),
     definition="faithfulness error(C) = |1 − recovery(C)|: recovery below 1 misses performance, recovery above 1 means the "
-    "circuit leaves out components that work against the task (MIB's CMD idea). Decided on the upper bound.",
+    "circuit leaves out components that work against the task (MIB's CMD idea). recovery as in sufficiency: a node circuit "
+    "keeps its components, an edge circuit only its edges (every receiver's input rebuilt from its kept senders). Decided "
+    "on the upper bound.",
     section="completeness",
     needs_task=True,
     spec_call=causal._spec_circuit,

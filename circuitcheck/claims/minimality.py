@@ -404,10 +404,12 @@ MINIMAL = declare(ClaimKind(
             *causal._CAUSAL_PARAMS),
     thresholds=("min_contribution", None),
     evidence=("minimality", "redundancy"),
-    definition="Every component v must contribute: leave-one-out (default) contribution(v) = recovery(C) − recovery(C \\ {v}); "
+    definition="Every member v of C must contribute: leave-one-out (default) contribution(v) = recovery(C) − recovery(C \\ {v}); "
     "IOI-style: max over K ⊆ C \\ {v} of recovery(C \\ K) − recovery(C \\ (K ∪ {v})), K reported; Shapley: v's Shapley value "
-    "for the game recovery(S) over subsets S of C. The circuit is minimal when every component's lower bound clears the "
-    "threshold. Components are sorted, weakest first; a failing leave-one-out claim names the components that back each other up.",
+    "for the game recovery(S) over subsets S of C. For an edge circuit the members v are its edges and recovery(S) keeps "
+    "only the edges in S (every other edge ablated, as in sufficiency). The circuit is minimal when every member's lower "
+    "bound clears the threshold. Members are sorted, weakest first; a failing leave-one-out claim names the members that "
+    "back each other up.",
     section="minimality",
     needs_task=True,
     spec_call=causal._spec_circuit,

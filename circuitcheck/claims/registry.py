@@ -63,7 +63,7 @@ PARAM_TYPES = (
     "strings",      # a string or a list of strings
     "choice",       # one of Param.choices
     "ablation",     # an ablation spec (str or list of str)
-    "components",   # a circuit: components text, a list, or a circuit name of the spec (a Circuit)
+    "components",   # a circuit: components or edges text ("L0H0 -> L1H0.k, L1H0 -> logits"), a list, a Circuit or a spec circuit name
     "component",    # one component (a receiver, a head); Param.choices: other words allowed ("logits")
     "positions",    # int, list of ints, or "a:b" (a slice)
     "reference",    # "module:function", resolved when the claim runs; Param.choices: built-in names allowed

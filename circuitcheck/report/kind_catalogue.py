@@ -23,11 +23,11 @@ KINDS = {
     },
     "necessary": {
         "section": "necessity",
-        "definition": "drop(C) = (m(M) − m(M\\C)) / (m(M) − m(∅)): the share of the task's performance lost when C is ablated. A claim holds when the lower bound of its interval clears the threshold."
+        "definition": "drop(C) = (m(M) − m(M\\C)) / (m(M) − m(∅)): the share of the task's performance lost when C is ablated. A node circuit: M\\C ablates C's head and MLP outputs, ∅ every head and MLP output. An edge circuit: M\\C ablates only C's edges (through an edge of C the receiver reads the sender's ablated output, through every other edge the live one), ∅ ablates every edge, the embeddings' too. A claim holds when the lower bound of its interval clears the threshold."
     },
     "sufficient": {
         "section": "sufficiency",
-        "definition": "recovery(C) = (m(C) − m(∅)) / (m(M) − m(∅)): the share of performance the circuit recovers on its own (every other head and MLP output ablated; faithfulness as in the IOI paper and MIB)."
+        "definition": "recovery(C) = (m(C) − m(∅)) / (m(M) − m(∅)): the share of performance the circuit recovers on its own (faithfulness as in the IOI paper and MIB). A node circuit keeps its components and ablates every other head and MLP output. An edge circuit keeps only its edges: every receiver's input (each head's q, k and v, each MLP's input, the logits) is rebuilt from its kept senders' live outputs and every other sender's ablated output; ∅ ablates every edge, the embeddings' too (under resample ablation: the corrupted run)."
     },
     "path": {
         "section": "paths",
@@ -35,7 +35,7 @@ KINDS = {
     },
     "complete": {
         "section": "completeness",
-        "definition": "incompleteness(C) = max over K ⊆ C of |recovery(C \\ K) − recovery(M \\ K)| (the IOI paper's completeness): knocking out K should hurt the circuit as much as it hurts the model; a circuit that misses a parallel path does worse than the model once K removes the path it has. Exhaustive over K up to 12 components, greedy beyond; the worst K is reported and the claim is decided on the upper bound of the maximum."
+        "definition": "incompleteness(C) = max over K ⊆ C of |recovery(C \\ K) − recovery(M \\ K)| (the IOI paper's completeness): knocking out K should hurt the circuit as much as it hurts the model; a circuit that misses a parallel path does worse than the model once K removes the path it has. For an edge circuit K is a set of its edges: recovery(C \\ K) keeps C's other edges (every other edge ablated, as in sufficiency), recovery(M \\ K) ablates only K's edges. Exhaustive over K up to 12 members, greedy beyond; the worst K is reported and the claim is decided on the upper bound of the maximum."
     },
     "faithfulness_curve": {
         "section": "curves",
@@ -43,7 +43,7 @@ KINDS = {
     },
     "faithful": {
         "section": "completeness",
-        "definition": "faithfulness error(C) = |1 − recovery(C)|: recovery below 1 misses performance, recovery above 1 means the circuit leaves out components that work against the task (MIB's CMD idea). Decided on the upper bound."
+        "definition": "faithfulness error(C) = |1 − recovery(C)|: recovery below 1 misses performance, recovery above 1 means the circuit leaves out components that work against the task (MIB's CMD idea). recovery as in sufficiency: a node circuit keeps its components, an edge circuit only its edges (every receiver's input rebuilt from its kept senders). Decided on the upper bound."
     },
     "previous_token_head": {
         "section": "attention",
@@ -71,7 +71,7 @@ KINDS = {
     },
     "minimal": {
         "section": "minimality",
-        "definition": "Every component v must contribute: leave-one-out (default) contribution(v) = recovery(C) − recovery(C \\ {v}); IOI-style: max over K ⊆ C \\ {v} of recovery(C \\ K) − recovery(C \\ (K ∪ {v})), K reported; Shapley: v's Shapley value for the game recovery(S) over subsets S of C. The circuit is minimal when every component's lower bound clears the threshold. Components are sorted, weakest first; a failing leave-one-out claim names the components that back each other up."
+        "definition": "Every member v of C must contribute: leave-one-out (default) contribution(v) = recovery(C) − recovery(C \\ {v}); IOI-style: max over K ⊆ C \\ {v} of recovery(C \\ K) − recovery(C \\ (K ∪ {v})), K reported; Shapley: v's Shapley value for the game recovery(S) over subsets S of C. For an edge circuit the members v are its edges and recovery(S) keeps only the edges in S (every other edge ablated, as in sufficiency). The circuit is minimal when every member's lower bound clears the threshold. Members are sorted, weakest first; a failing leave-one-out claim names the members that back each other up."
     },
     "probe": {
         "section": "probe",
