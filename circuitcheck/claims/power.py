@@ -751,7 +751,7 @@ def _moved_edge_sets(found: _Catalogue, edges) -> None:
     targets = [_receivers_like(found, edge) for edge in edges]
     movable = [i for i, t in enumerate(targets) if t]
     if not movable:
-        found.notes.append(f"no moved edges: every edge of the circuit goes into the logits, which have no other receiver of their kind")
+        found.notes.append("no moved edges: every edge of the circuit goes into the logits, which have no other receiver of their kind")
         return
     staying = [edges[i] for i, t in enumerate(targets) if not t]
     if staying:
