@@ -61,6 +61,7 @@ from ..model.components import LOGITS, Component, Edge, model_label, parse_edges
 from . import fastpath as _fastpath
 from . import paths as _paths
 from .patches import Patch
+from .session import session_of
 
 #: What a receiver key's first element means.
 HEAD_PORTS = ("q", "k", "v")
@@ -339,7 +340,11 @@ class EdgeAblation:
         """Check once per model and weights that each input the ``variants`` rewrite is recomputed exactly from its residual."""
         kinds = {(r[0] if r[0] in HEAD_PORTS + ("mlp",) else LOGITS, None if r[0] == LOGITS else r[1])
                  for variant in variants for r in variant.corrections()}
-        for kind, layer in sorted(kinds, key=str):
+        verified = _verified_receivers(model)
+        todo = sorted(kinds - verified, key=str)
+        if todo:  # every activation the checks read, in one forward of the corrupted input (not one per receiver)
+            runs.corrupt.ensure({hook for kind, layer in todo for hook in _verification_hooks(model, kind, layer)})
+        for kind, layer in todo:
             verify_receiver(model, runs, kind, layer)
 
     # The chunk's hooks ---------------------------------------------------------------------------
@@ -490,6 +495,9 @@ def verify_receiver(model, runs, kind: str, layer: int | None = None) -> None:
     architecture where it does not hold, never a wrong number. Reads the cached
     corrupted run, so call it before a forward, not inside one.
     """
+    verified = _verified_receivers(model)
+    if (kind, layer) in verified:
+        return  # nothing read: a fresh patcher's runs would otherwise compute the activations again
     corrupt = runs.corrupt
     if kind in HEAD_PORTS:
         W, b = _projection(model, layer, kind, {})
@@ -518,6 +526,21 @@ def verify_receiver(model, runs, kind: str, layer: int | None = None) -> None:
 
         cached, what = corrupt.logits, "the unembedding"
     _paths._verify(model, ("edge", kind, layer), recompute, cached, what)
+    verified.add((kind, layer))
+
+
+def _verified_receivers(model) -> set:
+    """The ``(kind, layer)`` receivers :func:`verify_receiver` has checked on ``model``'s current weights (dropped when they change)."""
+    return session_of(model).derived("edge-receivers-verified", set)
+
+
+def _verification_hooks(model, kind: str, layer: int | None) -> list[str]:
+    """The corrupted run's activations :func:`verify_receiver` reads for one receiver kind and layer (logits: the logits)."""
+    if kind in HEAD_PORTS:
+        return [f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.attn.hook_{kind}"]
+    if kind == "mlp":
+        return [f"blocks.{layer}.hook_resid_mid", f"blocks.{layer}.mlp.hook_in"]
+    return [f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"]
 
 
 def _W_O(model, layer: int, shared: dict) -> torch.Tensor:
@@ -550,10 +573,9 @@ def _sender_delta(s: tuple, v: int, shared: dict) -> torch.Tensor:
     key = ("delta", s)
     if key not in memo:
         model, hook = shared["model"], _sender_hook(s)
-        seq_len = shared["seq_len"]
-        ablated = _write(s, _batched(shared["ablated"](hook), seq_len), model, shared)
+        ablated = _write(s, _cached(shared, "ablated", hook), model, shared)
         if s[0] in ("embed", "pos_embed"):
-            live = _write(s, _batched(shared["base"](hook), seq_len), model, shared)[None]  # nothing upstream changes them
+            live = _write(s, _cached(shared, "base", hook), model, shared)[None]  # nothing upstream changes them
         else:
             if hook not in shared.get("live", {}):
                 raise RuntimeError(f"edge ablation: {hook} was not recorded before it was needed")
@@ -573,22 +595,51 @@ def _empty_resid(graph: Graph, kind: str, layer, shared: dict) -> torch.Tensor:
     order = _read_order(receiver)
     key = ("empty", order)
     if key not in memo:
-        model, seq_len = shared["model"], shared["seq_len"]
-        x = _batched(shared["base"](_resid_hook(graph, receiver)), seq_len)
-        for s in graph.senders():
-            if _write_order(s) >= order:
-                continue
-            hook = _sender_hook(s)
-            base, ablated = _batched(shared["base"](hook), seq_len), _batched(shared["ablated"](hook), seq_len)
-            if s[0] == "head":
-                continue  # summed per layer below (one matmul for all of its heads)
-            x = x - (_write(s, base, model, shared) - _write(s, ablated, model, shared))
-        for layer_heads in range(graph.n_layers):
-            if _write_order(("head", layer_heads, 0)) >= order:
-                break
-            hook = f"blocks.{layer_heads}.attn.hook_z"
-            diff = _batched(shared["base"](hook), seq_len) - _batched(shared["ablated"](hook), seq_len)
-            W_O = _W_O(model, layer_heads, shared)
-            x = x - diff.flatten(-2) @ W_O.reshape(-1, W_O.shape[-1]).to(diff.dtype)
-        memo[key] = x
+        x = _cached(shared, "base", _resid_hook(graph, receiver))
+        memo[key] = x - _swapped(graph, order, shared)
+    return memo[key]
+
+
+def _swapped(graph: Graph, order: float, shared: dict) -> torch.Tensor:
+    """Sum over the senders written before read ``order`` of (base write - ablated write), ``[batch or 1, pos, d_model]``.
+
+    Built from the previous read order's sum plus the senders written in between,
+    so that a forward's receivers cost one pass over the senders, not one each.
+    """
+    memo = shared.setdefault("memo", {})
+    key = ("swapped", order)
+    if key in memo:
+        return memo[key]
+    earlier = [o for o in (_read_order(r) for r in graph.receivers()) if o < order]
+    previous = max(earlier, default=None)
+    total = _swapped(graph, previous, shared) if previous is not None else None
+    low = previous if previous is not None else float("-inf")
+    model = shared["model"]
+    for s in graph.senders():
+        if not low <= _write_order(s) < order or s[0] == "head":
+            continue  # heads: summed per layer below (one matmul for all of its heads)
+        hook = _sender_hook(s)
+        diff = _write(s, _cached(shared, "base", hook), model, shared) - _write(s, _cached(shared, "ablated", hook), model, shared)
+        total = diff if total is None else total + diff
+    for layer in range(graph.n_layers):
+        if not low <= _write_order(("head", layer, 0)) < order:
+            continue
+        hook = f"blocks.{layer}.attn.hook_z"
+        diff = _cached(shared, "base", hook) - _cached(shared, "ablated", hook)
+        W_O = _W_O(model, layer, shared)
+        heads = diff.flatten(-2) @ W_O.reshape(-1, W_O.shape[-1]).to(diff.dtype)
+        total = heads if total is None else total + heads
+    memo[key] = total
+    return total
+
+
+def _cached(shared: dict, which: str, hook: str) -> torch.Tensor:
+    """A cached activation of the base run (``which="base"``) or the ablation's value (``"ablated"``), ``[batch or 1, pos, ...]``.
+
+    Looked up once per forward: each lookup through the patcher checks its runs against the model's weights.
+    """
+    memo = shared.setdefault("memo", {})
+    key = (which, hook)
+    if key not in memo:
+        memo[key] = _batched(shared[which](hook), shared["seq_len"])
     return memo[key]
