@@ -1,4 +1,11 @@
-"""Command line: ``python -m circuitcheck report results.json -o report.html``, ``python -m circuitcheck power [pytest args]``.
+"""Command line: ``python -m circuitcheck report results.json -o report.html``, ``python -m circuitcheck power [pytest args]``,
+``python -m circuitcheck discover MODEL --task TASK -o found.circuit.yaml``.
+
+``discover`` finds a circuit (:mod:`circuitcheck.claims.discovery`), verifies
+it with the exact checks and writes a spec whose claims hold at the measured
+values with a stated margin (:mod:`circuitcheck.spec.discovered`); it loads
+the model, so it imports torch. Exit status: 0 when the spec was written, 2 on
+a usage error.
 
 ``report`` re-renders the HTML report from a ``--circuitcheck-json`` results
 file, e.g. after merging runs or on a machine without the models. Exit status:
@@ -82,6 +89,33 @@ def _parser() -> argparse.ArgumentParser:
         description=POWER_USAGE,
         add_help=False,
     )
+    discover = commands.add_parser(
+        "discover",
+        help="find a circuit (attribution or patching scores, cut where recovery stops rising, pruned), verify it, write a spec",
+        description="Score every edge (or node) of MODEL on the task, keep the top ones up to where recovery stops rising, "
+        "prune them with exact runs, verify the circuit with the exact checks and write a spec whose claims hold at the "
+        "measured values with a stated margin. An existing output file is never overwritten.",
+        epilog="Exit status: 0 when the spec was written, 2 on a usage error (bad arguments, a model or task that does not load, "
+        "an output file that exists).",
+    )
+    discover.add_argument("model", help="a model spec, e.g. zoo:induction-2l, hf:gpt2 or a local directory")
+    discover.add_argument("--task", required=True,
+                          help="a built-in task (induction), a YAML mapping as a spec's task: writes it "
+                          "(e.g. '{name: induction, n_prompts: 32, seq_len: 20}'), or a YAML file holding one (a spec file's task: is read)")
+    discover.add_argument("--method", choices=["eap", "eap-ig", "patching"], default="eap",
+                          help="how every edge or node is scored: edge attribution, EAP-IG, or exact patching (default eap)")
+    discover.add_argument("--level", choices=["edges", "nodes"], default="edges", help="find an edge circuit or a node circuit (default edges)")
+    discover.add_argument("--budget", type=int, default=None, help="the largest circuit considered (default 100, or the whole graph if smaller)")
+    discover.add_argument("--tolerance", type=float, default=0.01,
+                          help="how far below the best recovery on the curve the circuit may stay (default 0.01)")
+    discover.add_argument("--steps", type=int, default=None, help="EAP-IG's interpolation points (default 5)")
+    discover.add_argument("--ablation", default="resample", help="resample (default), mean, zero, ...")
+    discover.add_argument("--seed", type=int, default=0, help="the seed of the task's inputs and the bootstrap (default 0)")
+    discover.add_argument("--margin", type=float, default=0.05, help="how far outside the measured bound each threshold sits (default 0.05)")
+    discover.add_argument("--no-prune", action="store_true", help="keep the top-n cut as it is")
+    discover.add_argument("--device", default="cpu", help="where the model runs (default cpu)")
+    discover.add_argument("-o", "--output", type=Path, required=True, help="the spec to write, NAME.circuit.yaml (never overwritten)")
+    discover.set_defaults(run=_discover)
     models = commands.add_parser("models", help="list the model sources and the bundled zoo", description="List the installed model sources.")
     models.set_defaults(run=_models)
     return parser
@@ -110,6 +144,104 @@ def _spec_schema(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     schema.SCHEMA_FILE.write_text(schema.schema_document(text), encoding="utf-8")
     print(f"circuitcheck: wrote {schema.SCHEMA_FILE}")
     return 0
+
+
+def _task_text(raw: str) -> str:
+    """The task as a spec writes it, from --task: a built-in name, a YAML mapping, or a YAML file holding one."""
+    import yaml
+
+    from .spec.load import BUILTIN_TASKS
+
+    text = raw.strip()
+    if text in BUILTIN_TASKS:
+        return text
+    path = Path(raw)
+    if not text.startswith("{") and path.suffix in (".yaml", ".yml") and path.is_file():
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and "task" in data:
+            data = data["task"]
+    else:
+        data = yaml.safe_load(text)
+    if isinstance(data, str):
+        return data
+    if not isinstance(data, dict):
+        raise ValueError(f"--task {raw!r} is not a built-in task ({', '.join(BUILTIN_TASKS)}), a YAML mapping or a YAML file holding one")
+    return yaml.safe_dump(data, default_flow_style=True, sort_keys=False, width=float("inf")).strip()
+
+
+def _discover(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import shlex
+
+    from .errors import CircuitCheckError
+
+    def fail(message: str) -> int:
+        print(f"circuitcheck discover: error: {message}", file=sys.stderr)
+        return USAGE_ERROR
+
+    if args.output.exists():
+        return fail(f"{args.output} exists; circuitcheck never overwrites a spec: choose another -o path or move it away")
+    try:
+        task_yaml = _task_text(args.task)
+    except (ValueError, OSError) as error:
+        return fail(str(error))
+    except Exception as error:  # a YAML syntax error
+        return fail(f"--task {args.task!r} does not parse as YAML: {error}")
+    from . import load_model
+    from .claims.discovery import discover
+    from .spec import load_spec
+    from .spec.discovered import write_spec
+    from .spec.load import SpecError
+
+    try:
+        task_spec = load_spec(args.output, text=f"model: {args.model}\ntask: {task_yaml}\nclaims: []\n", display="--task").task
+    except SpecError as error:
+        return fail(str(error))
+    if args.seed != 0 and task_spec.prompts is None and task_spec.tokens is None and "seed" not in task_spec.params:
+        # a built-in task draws its inputs at the run's seed: pin the one they were measured at
+        import yaml
+
+        pinned = {"name": task_spec.name, **task_spec.params, "seed": args.seed}
+        task_yaml = yaml.safe_dump(pinned, default_flow_style=True, sort_keys=False, width=float("inf")).strip()
+    try:
+        model = load_model(args.model, device=args.device)
+        task = task_spec.build(model, args.seed)
+        print(f"circuitcheck discover: {args.model} on {task.describe()}")
+        found = discover(model, task, method=args.method, level=args.level, budget=args.budget, tolerance=args.tolerance,
+                         steps=args.steps, ablation=args.ablation, seed=args.seed, prune=not args.no_prune)
+        command = "python -m circuitcheck discover " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["discover"] else None
+        path = write_spec(found, args.output, task_yaml, margin=args.margin, command=command)
+    except CircuitCheckError as error:
+        return fail(str(error))
+    for line in found.summary():
+        print(line)
+    card = _card_comparison(args.model, found)
+    for line in card:
+        print(line)
+    print(f"circuitcheck: wrote {path}; run it: pytest {path}")
+    return 0
+
+
+def _card_comparison(model: str, found) -> list[str]:
+    """For a zoo model: how the found circuit's heads and MLPs compare with the card's circuits."""
+    from .spec.load import ZOO
+
+    match = ZOO.match(model)
+    if not match:
+        return []
+    from . import zoo
+    from .model.circuit import Circuit
+
+    circuits = (zoo.card(match["name"]).get("circuits") or {})
+    nodes = {str(c) for c in found.nodes()}
+    lines = []
+    for name, text in circuits.items():
+        members = {str(c) for c in Circuit.parse(text if isinstance(text, str) else " ".join(text)).components}
+        if not members:
+            continue
+        same = "the same heads and MLPs" if members == nodes else (
+            f"missing {' '.join(sorted(members - nodes)) or 'nothing'}, extra {' '.join(sorted(nodes - members)) or 'nothing'}")
+        lines.append(f"card circuit {name!r} ({' '.join(sorted(members))}): {same}")
+    return lines
 
 
 def _models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

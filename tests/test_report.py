@@ -512,7 +512,7 @@ def test_every_built_in_kind_has_a_section_the_page_draws():
     from circuitcheck.report import kinds
     from circuitcheck.report.attribution_sections import SECTIONS
 
-    drawn = {"necessity", "sufficiency", "minimality", "completeness", "attention", "paths", *SECTIONS}
+    drawn = {"necessity", "sufficiency", "minimality", "completeness", "curves", "attention", "paths", *SECTIONS}
     assert {name: entry["section"] for name, entry in kinds.KINDS.items() if entry["section"] not in drawn} == {}
 
 
