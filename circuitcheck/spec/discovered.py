@@ -5,15 +5,18 @@ claim per exact check of :func:`circuitcheck.claims.discovery.discover`, each
 with its threshold a stated ``margin`` outside the measured interval's
 deciding bound (below a lower bound, above an upper bound), rounded outward
 to 0.01, so it holds on the measured values and keeps holding under small
-changes. A check whose measured bound leaves no meaningful claim (a drop whose
-lower bound is below 0.1, a weakest contribution whose lower bound is below
-the margin) is written as a comment with its numbers instead of a claim that
-could never fail. Every number a claim was derived from is in the comment
-above it.
+changes. A check is claimed only when its threshold, so placed, still makes
+the claim its kind's default threshold makes (drop at least 0.5, faithfulness
+error at most 0.1, incompleteness at most 0.2, every member contributing at
+least 0.05): otherwise it is written as a comment with its numbers and why,
+instead of a claim that says less than its name. Sufficiency, what the search
+optimised, is always claimed. Every number a claim was derived from is in
+the comment above it.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import tempfile
@@ -21,6 +24,9 @@ from pathlib import Path
 
 import yaml
 
+from ..claims.completeness import DEFAULT_MAX_INCOMPLETENESS
+from ..claims.faithfulness import DEFAULT_MAX_ERROR
+from ..claims.minimality import check_minimal
 from ..errors import CircuitCheckError
 from .load import SUFFIX
 from .starter import yaml_scalar
@@ -28,10 +34,11 @@ from .starter import yaml_scalar
 DEFAULT_MARGIN = 0.05
 #: pytest's --circuitcheck-seed default: claims measured at another seed pin theirs
 DEFAULT_SEED = 0
-#: below this a necessity claim says too little to be worth keeping
-MIN_USEFUL_DROP = 0.1
-#: above this a faithfulness or completeness bound says too little
-MAX_USEFUL_ERROR = 0.5
+#: the kinds' default thresholds: a claim whose margin-placed threshold is weaker than these is not written
+MIN_USEFUL_DROP = 0.5  # check_necessary's default min_drop
+MAX_USEFUL_ERROR = DEFAULT_MAX_ERROR
+MAX_USEFUL_INCOMPLETENESS = DEFAULT_MAX_INCOMPLETENESS
+MIN_USEFUL_CONTRIBUTION = inspect.signature(check_minimal).parameters["min_contribution"].default
 
 
 def _down(value: float) -> float:
@@ -100,30 +107,34 @@ def spec_text(found, task_yaml: str, margin: float = DEFAULT_MARGIN, command: st
     if bound >= MIN_USEFUL_DROP:
         claim("necessary", [f"drop {_interval(result)}"], ["    circuit: found", f"    min_drop: {bound:.2f}"])
     else:
-        skipped("necessary", [f"drop {_interval(result)}"], f"the lower bound less the margin is {bound:.2f}, below {MIN_USEFUL_DROP:g}")
+        skipped("necessary", [f"drop {_interval(result)}"],
+                f"the lower bound less the margin is {bound:.2f}, below the default {MIN_USEFUL_DROP:g}")
     result = checks["faithful"]
     bound = _up(result.ci_high + margin)
     if bound <= MAX_USEFUL_ERROR:
         claim("faithful", [f"faithfulness error |1 - recovery| {_interval(result)}"], ["    circuit: found", f"    max_error: {bound:.2f}"])
     else:
-        skipped("faithful", [f"faithfulness error {_interval(result)}"], f"the upper bound plus the margin is {bound:.2f}")
+        skipped("faithful", [f"faithfulness error |1 - recovery| {_interval(result)}"],
+                f"the upper bound plus the margin is {bound:.2f}, above the default {MAX_USEFUL_ERROR:g}")
     if "minimal" in checks:
         result = checks["minimal"]
         method = result.parameters.get("method", "ioi")
         bound = _down(result.ci_low - margin)
         comment = [f"weakest member's contribution ({method}) {_interval(result)}"]
-        if bound > 0:
+        if bound >= MIN_USEFUL_CONTRIBUTION:
             claim("minimal", comment, ["    circuit: found", f"    method: {method}", f"    min_contribution: {bound:.2f}"])
         else:
-            skipped("minimal", comment, f"the weakest lower bound less the margin is {bound:.2f}: some member adds little "
-                                        "(a larger --tolerance prunes further)")
+            skipped("minimal", comment, f"the weakest lower bound less the margin is {bound:.2f}, below the default "
+                                        f"{MIN_USEFUL_CONTRIBUTION:g}: some member adds little (a larger --tolerance prunes further)")
     if "complete" in checks:
         result = checks["complete"]
         bound = _up(result.ci_high + margin)
-        if bound <= MAX_USEFUL_ERROR:
+        if bound <= MAX_USEFUL_INCOMPLETENESS:
             claim("complete", [f"incompleteness {_interval(result)}"], ["    circuit: found", f"    max_incompleteness: {bound:.2f}"])
         else:
-            skipped("complete", [f"incompleteness {_interval(result)}"], f"the upper bound plus the margin is {bound:.2f}")
+            skipped("complete", [f"incompleteness {_interval(result)}"],
+                    f"the upper bound plus the margin is {bound:.2f}, above the default {MAX_USEFUL_INCOMPLETENESS:g}: "
+                    "the circuit misses a path the model has (a backup head?)")
     result = checks["curve"]
     claim("faithfulness_curve", [f"CPR of the {found.scores.label} ranking at MIB's fractions {_interval(result)}"],
           [f"    scores: {found.method}", f"    level: {level}", f"    min_cpr: {_down(result.ci_low - margin):.2f}"])
