@@ -69,3 +69,9 @@ def test_a_hub_name_without_network_or_cache_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelSpecError, match="could not load model 'circuitcheck-test/no-such-model': HF_HUB_OFFLINE is set and it is not in the local"):
         circuitcheck.load_model("circuitcheck-test/no-such-model", device="cpu")
+
+
+def test_the_source_records_the_model_kind_at_load(gpt2):
+    kind = gpt2.circuitcheck_kind
+    assert kind is circuitcheck.model_kind(gpt2)
+    assert kind.family == "decoder" and kind.head_status == "trained" and kind.is_language_model

@@ -215,7 +215,7 @@ def test_a_usage_error_while_running_points_to_the_spec_line(pytester):
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["error: answer 'c d' is 2 tokens; answers must be single tokens", "spec: claims.circuit.yaml:3: task (necessary L1H0) on zoo:induction-2l"]
+        ["error: answer 'c d' is 2 tokens; answers must be single tokens*", "spec: claims.circuit.yaml:3: task (necessary L1H0) on zoo:induction-2l"]
     )
     assert "Traceback" not in result.stdout.str()
 

@@ -45,6 +45,7 @@ import pandas as pd
 from ..engine import ablation as _ablation
 from ..engine import edges as _edges
 from ..model import context
+from ..model.kinds import require_language_model
 from . import lattice, robustness, stats
 from ..model.circuit import Circuit
 from ..model.components import Component, Edge, model_checkpoint, model_label, parse_components
@@ -79,6 +80,7 @@ class _Setup:
 def _setup(model, task, ablation, seed, confidence, keep=None) -> _Setup:
     """Resolve a single-ablation check's inputs (a check taking several ablations is wrapped in ``robustness.over_ablations``)."""
     model = context.resolve_model(model)
+    require_language_model(model, "causal claims (necessity, sufficiency, minimality, completeness, faithfulness, paths)")
     task = context.resolve_task(task, model)
     task.validate(model)
     chosen = robustness.ablations(ablation)

@@ -100,12 +100,16 @@ def resolve_device(device: str | None) -> str:
 
 
 def with_checkpoint(spec: str, checkpoint: str) -> str:
-    """The spec of ``spec``'s model at ``checkpoint``: ``{checkpoint}`` filled in, else ``spec@checkpoint``."""
+    """The spec of ``spec``'s model at ``checkpoint``: ``{checkpoint}`` filled in, else ``spec@checkpoint``.
+
+    Loading options stay last: ``hf:NAME?dtype=bfloat16`` -> ``hf:NAME@step1?dtype=bfloat16``.
+    """
     if "{checkpoint}" in spec:
         return spec.replace("{checkpoint}", str(checkpoint))
-    if "@" in spec:
+    name, mark, options = spec.partition("?")
+    if "@" in name:
         raise ModelSpecError(f"model spec {spec!r} already names a checkpoint, so it cannot also run over checkpoints ({checkpoint!r})")
-    return f"{spec}@{checkpoint}"
+    return f"{name}@{checkpoint}{mark}{options}"
 
 
 def list_checkpoints(spec: str) -> list[str]:
@@ -137,8 +141,9 @@ def load_model(spec: str, device: str | None = "auto"):
         parameter.requires_grad_(False)
     try:
         model.circuitcheck_spec = spec
-        if "@" in spec:  # zoo:NAME@STEP, NAME@REVISION
-            model.circuitcheck_checkpoint = spec.rpartition("@")[2]
+        name = spec.partition("?")[0]  # loading options (hf:NAME@REVISION?dtype=bfloat16) are not the checkpoint
+        if "@" in name:  # zoo:NAME@STEP, NAME@REVISION
+            model.circuitcheck_checkpoint = name.rpartition("@")[2]
     except (AttributeError, TypeError):  # pragma: no cover - exotic model classes
         pass
     return model

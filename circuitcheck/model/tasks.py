@@ -178,7 +178,11 @@ def from_prompts(
     name: str = "prompts",
     metric: _metrics.Metric | None = None,
 ) -> Task:
-    """A task from prompt strings and one-token answers; metric: logit difference at the last position."""
+    """A task from prompt strings and one-token answers; metric: logit difference at the last position.
+
+    Answers are tokenized as continuations, without special tokens (no BOS,
+    ``[CLS]`` or ``[SEP]``); each must be exactly one token.
+    """
     for label, texts in (("clean", clean), ("corrupt", corrupt)):
         if isinstance(texts, str):
             raise CircuitCheckError(f"{label}={texts!r:.60} is a single string: clean and corrupt take lists of prompts")
@@ -242,7 +246,22 @@ def _check_strings(label: str, texts) -> None:
 
 
 def _single_token(model, text: str) -> int:
-    ids = model.to_tokens(text, prepend_bos=False)[0].tolist()
+    """The one token ``text`` is, tokenized as a continuation: without BOS, ``[CLS]``, ``[SEP]`` or any special token.
+
+    A tokenizer that wraps every input (BERT's ``[CLS] ... [SEP]``) would
+    otherwise make every answer two tokens or more. An answer that is not one
+    token is an error that shows the tokens it became.
+    """
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise CircuitCheckError(f"answer {text!r}: this model has no tokenizer, so answers cannot be strings "
+                                "(build the task with from_tokens and answer token ids)")
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if len(ids) != 1:
-        raise CircuitCheckError(f"answer {text!r} is {len(ids)} tokens; answers must be single tokens")
+        pieces = tokenizer.convert_ids_to_tokens(ids) if ids else []
+        shown = ", ".join(f"{piece!r} ({i})" for piece, i in zip(pieces, ids)) or "none"
+        raise CircuitCheckError(
+            f"answer {text!r} is {len(ids)} tokens; answers must be single tokens. Tokenized without special tokens "
+            f"it became {shown} (a leading space or another casing may be one token)"
+        )
     return int(ids[0])
