@@ -29,6 +29,7 @@ import torch
 
 from ..model import context
 from ..model import inputs as _inputs
+from ..model.kinds import require_language_model
 from ..engine import lens as _lens
 from ..model.components import model_checkpoint, model_label
 from ..errors import ArgumentError, CircuitCheckError
@@ -75,6 +76,7 @@ def check_logit_lens_converges_by(
     :class:`circuitcheck.lens.TunedLens`.
     """
     model = context.resolve_model(model)
+    require_language_model(model, "lens claims")
     seed = context.resolve_seed(seed)
     n_layers = model.cfg.n_layers
     _lens.check_layers(model, [layer], allow_embed=False)
