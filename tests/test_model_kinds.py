@@ -144,7 +144,8 @@ def test_the_encoder_really_is_not_causal(bert, gpt2_dir):
         assert (circuitcheck.model_kind(model).family == "decoder") is causal
 
 
-@pytest.mark.parametrize("claim", ["necessary", "sufficient", "path", "minimal", "complete", "faithful", "lens"])
+@pytest.mark.parametrize("claim", ["necessary", "sufficient", "path", "minimal", "complete", "faithful", "lens",
+                                   "direct_effect", "top_direct_effects", "copying_head"])
 def test_causal_and_lens_claims_are_refused_on_the_encoder_with_what_was_found(bert, bert_dir, claim):
     task = _bert_task(bert)
     calls = {
@@ -155,6 +156,9 @@ def test_causal_and_lens_claims_are_refused_on_the_encoder_with_what_was_found(b
         "complete": lambda: circuitcheck.check_complete("L0H0 L1H1", model=bert, task=task),
         "faithful": lambda: circuitcheck.check_faithful("L0H0 L1H1", model=bert, task=task),
         "lens": lambda: circuitcheck.check_logit_lens_converges_by(0, model=bert, tokens=task.clean),
+        "direct_effect": lambda: circuitcheck.check_direct_effect("L1H1", min_share=0.1, model=bert, task=task),
+        "top_direct_effects": lambda: circuitcheck.check_top_direct_effects("L1H1", model=bert, task=task),
+        "copying_head": lambda: circuitcheck.check_copying_head(1, 1, min_score=0.5, model=bert),
     }
     with pytest.raises(ModelKindError) as raised:
         calls[claim]()

@@ -19,6 +19,7 @@ import pandas as pd
 from ..engine import attribution as _dla
 from ..engine import composition as _comp
 from ..model import context
+from ..model.kinds import require_language_model
 from . import stats
 from ..model.components import Component, model_checkpoint, model_label, parse_components
 from ..errors import ArgumentError, CircuitCheckError, ComponentError
@@ -90,6 +91,7 @@ def check_direct_effect(
     ``pos_embed``, ``L1H3``, ``L1.attn``, ``L0.mlp``.
     """
     model = context.resolve_model(model)
+    require_language_model(model, "direct-effect claims (they read the unembedding)")
     seed = context.resolve_seed(seed)
     if min_share is None and max_share is None:
         raise ArgumentError("give min_share=... and/or max_share=... (the share of the logit difference the component must carry)")
@@ -214,6 +216,7 @@ def check_top_direct_effects(
     the lower bound is >= 0, i.e. the ranking is not an accident of the examples.
     """
     model = context.resolve_model(model)
+    require_language_model(model, "direct-effect claims (they read the unembedding)")
     seed = context.resolve_seed(seed)
     listed = parse_components(components)
     if not listed:
@@ -361,6 +364,7 @@ def check_copying_head(
 ) -> CheckResult:
     """Copying score of the head's full OV circuit (``Re Σλ / Σ|λ|`` of ``W_E W_V W_O W_U``), in [-1, 1]."""
     model = context.resolve_model(model)
+    require_language_model(model, "copying claims (they read the unembedding)")
     if min_score is None and max_score is None:
         min_score = 0.5
     check_thresholds(min_score, max_score, low=-1.0, high=1.0, names=("min_score", "max_score"))
