@@ -3,7 +3,8 @@
 Needs the Debian packages ``chromium`` and ``chromium-driver`` (``.ci/run``
 installs them). Without them the tests are skipped, except under CI (the
 ``CI`` environment variable is set), where a missing browser is a failure.
-WebDriver is spoken over HTTP with ``urllib``: no Python package needed.
+WebDriver is spoken by selenium (the ``test`` extra), which starts the
+installed chromedriver itself.
 
 Set ``CIRCUITCHECK_SCREENSHOT=/some/path.png`` to keep the screenshot
 (1280 x 3000: the summary and the claims-across-checkpoints section with its charts).
@@ -15,15 +16,18 @@ import base64
 import json
 import os
 import shutil
-import socket
 import struct
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as ChromeService
+    from selenium.webdriver.common.print_page_options import PrintOptions
+except ImportError:  # the screenshot test needs no WebDriver; the others say what is missing
+    webdriver = None
 
 from circuitcheck import report
 
@@ -51,6 +55,15 @@ def require(path: str) -> None:
     if os.path.exists(path):
         return
     message = f"{path} is not installed: apt-get install chromium chromium-driver"
+    skip_or_fail(message)
+
+
+def require_selenium() -> None:
+    if webdriver is None:
+        skip_or_fail("selenium is not installed: pip install -e '.[test]'")
+
+
+def skip_or_fail(message: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{message} (CI must run the browser checks)")
     pytest.skip(message)
@@ -90,73 +103,44 @@ def test_the_report_renders_to_a_non_trivial_screenshot(report_file, tmp_path):
 # Console, layout and print through WebDriver -----------------------------------------------------------
 
 
-class WebDriver:
-    """The few WebDriver commands these tests need, over HTTP."""
+class Browser:
+    """The selenium session these tests use: headless Chromium with its console log kept."""
 
-    def __init__(self, port: int):
-        self.base = f"http://127.0.0.1:{port}"
-        self.session: str | None = None
-
-    def call(self, method: str, path: str, body: dict | None = None):
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return json.loads(response.read())["value"]
-        except urllib.error.HTTPError as error:
-            raise AssertionError(f"WebDriver {method} {path} failed: {error.read()[:2000]!r}") from None
-
-    def start(self, profile: Path) -> None:
-        options = {"binary": CHROMIUM, "args": [*FLAGS, f"--user-data-dir={profile}", "--window-size=1280,1600"]}
-        capabilities = {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": options, "goog:loggingPrefs": {"browser": "ALL"}}}
-        self.session = self.call("POST", "/session", {"capabilities": capabilities})["sessionId"]
+    def __init__(self, driver):
+        self.driver = driver
 
     def open(self, url: str) -> None:
-        self.call("POST", f"/session/{self.session}/url", {"url": url})
+        self.driver.get(url)
 
     def script(self, source: str):
-        return self.call("POST", f"/session/{self.session}/execute/sync", {"script": source, "args": []})
+        return self.driver.execute_script(source)
 
     def console(self) -> list[dict]:
         """Browser log entries since the last call (console messages, script errors, failed loads)."""
-        return self.call("POST", f"/session/{self.session}/se/log", {"type": "browser"})
+        return self.driver.get_log("browser")
 
     def print_pdf(self) -> bytes:
-        return base64.b64decode(self.call("POST", f"/session/{self.session}/print", {"background": True}))
+        options = PrintOptions()
+        options.background = True
+        return base64.b64decode(self.driver.print_page(options))
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     require(CHROMIUM)
     require(CHROMEDRIVER)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen([CHROMEDRIVER, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    driver = WebDriver(port)
+    require_selenium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}", "--window-size=1280,1600"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # both paths given: selenium starts this chromedriver and never asks Selenium Manager to download one
+    driver = webdriver.Chrome(options=options, service=ChromeService(executable_path=CHROMEDRIVER))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                driver.call("GET", "/status")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError(f"chromedriver did not start on port {port}") from None
-                time.sleep(0.1)
-        driver.start(tmp_path_factory.mktemp("chromium-profile"))
-        yield driver
+        yield Browser(driver)
     finally:
-        if driver.session is not None:
-            try:
-                driver.call("DELETE", f"/session/{driver.session}")
-            except Exception:  # the browser may already be gone; the driver is stopped below
-                pass
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        driver.quit()
 
 
 def problems(entries: list[dict]) -> list[str]:
