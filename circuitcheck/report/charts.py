@@ -59,10 +59,24 @@ class ColorScale:
 
     @classmethod
     def diverging(cls, values: Sequence[Sequence[float | None]]) -> "ColorScale":
-        """Symmetric around 0, so that white means "no effect" and hue gives the sign."""
+        """Data-driven but symmetric around 0 (±the largest |value|), so that white means 0 and hue gives the sign.
+
+        For raw values (a mean metric) whose units have no natural range.
+        """
         finite = [abs(v) for row in values for v in row if _finite(v)]
         vmax = max(finite, default=0.0) or 1.0
         return cls("diverging", -vmax, vmax)
+
+    @classmethod
+    def normalized(cls) -> "ColorScale":
+        """The fixed scale of normalised values: [-1, 1] whatever the data, white at 0, saturated at ±1 and beyond.
+
+        Every normalised map shares it, so noise of ±0.02 stays pale and an
+        effect of 1.0 is saturated in every sweep (a per-sweep scale would
+        stretch noise to full colour); :func:`value_range` gives the raw range
+        to print beside the legend.
+        """
+        return cls("diverging", -1.0, 1.0)
 
     @classmethod
     def sequential(cls, vmin: float = 0.0, vmax: float = 1.0) -> "ColorScale":
@@ -196,11 +210,34 @@ def heatmap(
     return Markup("".join(parts))
 
 
-def legend(scale: ColorScale, title: str, *, width: int = 240, steps: int = 48) -> Markup:
-    """The colour bar of ``scale`` with its ends (and 0 for diverging scales) labelled."""
+def value_range(values: Sequence[Sequence[float | None]]) -> tuple[float, float] | None:
+    """(min, max) of the finite values of a matrix, None when it has none."""
+    finite = [v for row in values for v in row if _finite(v)]
+    return (min(finite), max(finite)) if finite else None
+
+
+def range_text(values: Sequence[Sequence[float | None]], scale: ColorScale, name: str = "values") -> str:
+    """``values -0.0213 to 1.13 (beyond the scale: saturated)``: the raw range of a map for beside its legend."""
+    span = value_range(values)
+    if span is None:
+        return f"{name}: none finite"
+    text = f"{name} {format_number(span[0])} to {format_number(span[1])}"
+    if span[0] < scale.vmin or span[1] > scale.vmax:
+        text += " (beyond the scale: saturated)"
+    return text
+
+
+def legend(scale: ColorScale, title: str, *, width: int = 240, steps: int = 48, note: str = "") -> Markup:
+    """The colour bar of ``scale`` with its ends (and 0 for diverging scales) labelled; ``note`` is printed beside the bar.
+
+    ``note`` is where a fixed scale states the data's raw range (:func:`range_text`).
+    """
     left, bar_w, bar_h = 10, width - 20, 12
     height = 48
-    parts = [_svg_open(width, height, f"colour legend: {title}", "legend")]
+    total = width + (round(len(note) * 6.6) + 12 if note else 0)
+    parts = [_svg_open(total, height, f"colour legend: {title}" + (f"; {note}" if note else ""), "legend")]
+    if note:
+        parts.append(f'<text x="{width + 4}" y="28" class="axis-title range">{escape(note)}</text>')
     parts.append(f'<text x="{left}" y="12" class="axis-title">{escape(title)}</text>')
     step_w = bar_w / steps
     for k in range(steps):

@@ -27,8 +27,15 @@ def patching(tests: list[dict]) -> list[dict]:
             extra = None
             if normalized is not None and matrix is not None and len(matrix.data) == len(values):
                 extra = [[f"mean metric {number(v)}" for v in row] for row in matrix.numeric()]
-            scale = ColorScale.diverging(values)
+            # normalised values share one fixed scale (±0.02 pale, 1.0 saturated in every sweep), raw range beside it;
+            # a mean metric has no natural range: symmetric around 0 from the data
+            scale = ColorScale.normalized() if normalized is not None else ColorScale.diverging(values)
             value_name = "normalised" if normalized is not None else "mean metric"
+            note = charts.range_text(values, scale, "values")
+            if normalized is not None and matrix is not None:
+                span = charts.value_range(matrix.numeric())
+                if span is not None:
+                    note += f"; mean metric {number(span[0])} to {number(span[1])}"
             title = str(sweep.get("title") or f"{sweep.get('what', 'sweep')} patching ({sweep.get('direction', '?')})")
             maps.append(
                 {
@@ -41,7 +48,7 @@ def patching(tests: list[dict]) -> list[dict]:
                         values, [str(v) for v in shown.index], [str(v) for v in shown.columns], scale=scale,
                         row_title=row_title, column_title=column_title, label=title, value_name=value_name, hover_extra=extra,
                     ),
-                    "legend": charts.legend(scale, _legend_text(sweep, normalized is not None)),
+                    "legend": charts.legend(scale, _legend_text(sweep, normalized is not None), note=note),
                 }
             )
     return maps
