@@ -20,6 +20,7 @@ Charts:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -110,7 +111,45 @@ def _text_colour(background: str) -> str:
     return INK if luminance > 0.55 else "#ffffff"
 
 
+# Markup drawn once per page ------------------------------------------------------------
+
+
+class SharedMarkup:
+    """Pieces of SVG drawn once per HTML page and referenced after that (``<use href="#id">``).
+
+    Claims that share an input draw the same axis labels (the prompt's tokens),
+    the same colour legend and, for the same head, the same cells; one
+    registry per rendered page keeps the first copy and turns every later copy
+    into a reference of a few dozen bytes, so the page grows with the distinct
+    pictures, not with the claims. The id is the content's hash: two pages
+    shown side by side (notebook outputs) can only ever refer to identical markup.
+    """
+
+    def __init__(self) -> None:
+        self._drawn: set[str] = set()
+
+    def once(self, body: str) -> str:
+        """``body`` in a ``<g id>`` the first time, a ``<use>`` of it every later time."""
+        if not body:
+            return body
+        ref = "cc-" + hashlib.sha1(body.encode("utf-8")).hexdigest()[:16]
+        if ref in self._drawn:
+            return f'<use href="#{ref}"/>'
+        self._drawn.add(ref)
+        return f'<g id="{ref}">{body}</g>'
+
+
+def _once(shared: SharedMarkup | None, body: str) -> str:
+    return shared.once(body) if shared is not None else body
+
+
 # Heatmaps -----------------------------------------------------------------------------
+
+#: Beyond this many cells a heatmap is drawn compactly: colours in COMPACT_LEVELS steps, one path per
+#: colour, hover per row (its largest values). One rect and title per cell made a 41 x 41 attention
+#: pattern 120 kB of the page; compactly it is a few kB.
+COMPACT_CELLS = 150  # where cells stop printing their values (heatmap's show_values)
+COMPACT_LEVELS = 32
 
 
 def heatmap(
@@ -129,6 +168,8 @@ def heatmap(
     target_width: int = 640,
     background_value: float | None = None,
     css_class: str = "",
+    compact: bool | None = None,
+    shared: SharedMarkup | None = None,
 ) -> Markup:
     """A ``len(rows) x len(columns)`` grid of cells coloured by ``scale``.
 
@@ -139,6 +180,13 @@ def heatmap(
     to ``background_value`` are not drawn one by one but left to a background
     of that colour (the masked upper triangle of an attention pattern), which
     halves the size of big maps. ``css_class`` is added to the ``<svg>``'s classes.
+
+    ``compact`` (default: more than :data:`COMPACT_CELLS` cells) draws the
+    colours in :data:`COMPACT_LEVELS` steps of the scale, one path per colour
+    (runs of equal cells merged), and gives each row one hover text with its
+    largest values in place of a title per cell; the exact values stay in the
+    results JSON. ``shared`` draws the axis labels and cells once per page and
+    references them in every later map with the same ones.
     """
     n_rows, n_cols = len(rows), len(columns)
     cell = int(max(9, min(40, target_width // max(n_cols, 1))))
@@ -154,7 +202,10 @@ def heatmap(
     right = (col_label_px * 0.57 + 8) if rotate else 8
     width = left + n_cols * cell + right
     height = top + n_rows * cell + 6
-    parts = [_svg_open(width, height, label, _classes("heatmap", css_class))]
+    if compact is None:
+        compact = n_rows * n_cols > COMPACT_CELLS
+    svg_open = _svg_open(width, height, label, _classes("heatmap", css_class))
+    parts: list[str] = []
     # axis titles, in the top-left corner
     parts.append(
         f'<text x="{left - 8:.1f}" y="{top - 22 if not rotate else 14:.1f}" text-anchor="end" class="axis-title">'
@@ -164,23 +215,26 @@ def heatmap(
     for j, text in enumerate(cols_text):
         x = left + j * cell + cell / 2
         if rotate:
+            whole = f"<title>{escape(column_title)} {escape(columns[j])}</title>" if text != str(columns[j]) or not compact else ""
             parts.append(
                 f'<text x="{x:.1f}" y="{top - 5:.1f}" transform="rotate(-55 {x:.1f} {top - 5:.1f})" class="tick mono">'
-                f"{escape(text)}<title>{escape(column_title)} {escape(columns[j])}</title></text>"
+                f"{escape(text)}{whole}</text>"
             )
         else:
             parts.append(f'<text x="{x:.1f}" y="{top - 6:.1f}" text-anchor="middle" class="tick mono">{escape(text)}</text>')
     for i, text in enumerate(rows_text):
         y = top + i * cell + cell / 2 + 4
-        parts.append(
-            f'<text x="{left - 6:.1f}" y="{y:.1f}" text-anchor="end" class="tick mono">'
-            f"{escape(text)}<title>{escape(row_title)} {escape(rows[i])}</title></text>"
-        )
+        whole = f"<title>{escape(row_title)} {escape(rows[i])}</title>" if text != str(rows[i]) or not compact else ""
+        parts.append(f'<text x="{left - 6:.1f}" y="{y:.1f}" text-anchor="end" class="tick mono">{escape(text)}{whole}</text>')
+    labels_markup, parts = "".join(parts), []
     font = max(8, min(12, cell * 0.32))
     if background_value is not None:
         fill = scale.color(background_value)
         parts.append(f'<rect x="{left}" y="{top}" width="{n_cols * cell}" height="{n_rows * cell}" fill="{fill}"/>')
-    for i in range(n_rows):
+    if compact:
+        parts.append(_compact_cells(values, rows, columns, scale, left, top, cell, row_title, column_title, value_name,
+                                    background_value))
+    for i in range(n_rows if not compact else 0):
         for j in range(n_cols):
             value = values[i][j] if j < len(values[i]) else None
             colour = scale.color(value)
@@ -199,6 +253,7 @@ def heatmap(
                     f'<text x="{x + cell / 2:.1f}" y="{y + cell / 2 + font * 0.35:.1f}" text-anchor="middle" '
                     f'style="font-size:{font:.1f}px;fill:{_text_colour(colour)}" class="cell-value">{_cell_text(value)}</text>'
                 )
+    cells_markup, parts = "".join(parts), []
     for i, j in sorted(highlight):
         if 0 <= i < n_rows and 0 <= j < n_cols:
             parts.append(
@@ -207,7 +262,43 @@ def heatmap(
             )
     parts.append(f'<rect x="{left:.1f}" y="{top:.1f}" width="{n_cols * cell}" height="{n_rows * cell}" fill="none" stroke="{GRID}"/>')
     parts.append("</svg>")
-    return Markup("".join(parts))
+    return Markup(svg_open + _once(shared, labels_markup) + _once(shared, cells_markup) + "".join(parts))
+
+
+def _compact_cells(values, rows, columns, scale: ColorScale, left: int, top: int, cell: int, row_title: str,
+                   column_title: str, value_name: str, background_value: float | None) -> str:
+    """A big map's cells: colours in COMPACT_LEVELS steps, one ``<path>`` per colour, one hover ``<rect>`` per row."""
+    background = scale.color(background_value) if background_value is not None else None
+    runs: dict[str, list[str]] = {}
+    hovers = []
+    for i, row in enumerate(values):
+        y = top + i * cell
+        colours = [scale.color(_quantized(row[j] if j < len(row) else None, scale)) for j in range(len(columns))]
+        j = 0
+        while j < len(columns):
+            k = j + 1
+            while k < len(columns) and colours[k] == colours[j]:
+                k += 1
+            if colours[j] != background:
+                runs.setdefault(colours[j], []).append(f"M{left + j * cell} {y}h{(k - j) * cell}v{cell}h-{(k - j) * cell}z")
+            j = k
+        shown = sorted(((v, c) for c, v in zip(columns, row) if _finite(v)), key=lambda vc: -abs(vc[0]))[:2]
+        text = ", ".join(f"{c} {format_number(v)}" for v, c in shown) or "none"
+        hovers.append(f'<rect x="{left}" y="{y}" width="{len(columns) * cell}" height="{cell}">'
+                      f'<title>{escape(f"{row_title} {rows[i]}: {text}")}</title></rect>')
+    paths = "".join(f'<path class="cells" fill="{colour}" d="{"".join(d)}"/>' for colour, d in runs.items())
+    # hover over a row: its two largest |values| by column (attention: the keys a query attends to most)
+    what = f"hover a {row_title} for its largest {value_name} by {column_title}"
+    return paths + f'<g class="row-hover" fill="transparent"><desc>{escape(what)}</desc>{"".join(hovers)}</g>'
+
+
+
+def _quantized(value: float | None, scale: ColorScale) -> float | None:
+    """``value`` moved to the nearest of COMPACT_LEVELS steps of the scale (a colour difference nobody can see)."""
+    if not _finite(value):
+        return None
+    step = (scale.vmax - scale.vmin) / COMPACT_LEVELS
+    return scale.vmin + round((value - scale.vmin) / step) * step
 
 
 def value_range(values: Sequence[Sequence[float | None]]) -> tuple[float, float] | None:
@@ -227,10 +318,12 @@ def range_text(values: Sequence[Sequence[float | None]], scale: ColorScale, name
     return text
 
 
-def legend(scale: ColorScale, title: str, *, width: int = 240, steps: int = 48, note: str = "") -> Markup:
+def legend(scale: ColorScale, title: str, *, width: int = 240, steps: int = 32, note: str = "",
+           shared: SharedMarkup | None = None) -> Markup:
     """The colour bar of ``scale`` with its ends (and 0 for diverging scales) labelled; ``note`` is printed beside the bar.
 
-    ``note`` is where a fixed scale states the data's raw range (:func:`range_text`).
+    ``note`` is where a fixed scale states the data's raw range (:func:`range_text`); ``shared`` draws
+    the colour bar and its ticks once per page.
     """
     left, bar_w, bar_h = 10, width - 20, 12
     height = 48
@@ -239,6 +332,7 @@ def legend(scale: ColorScale, title: str, *, width: int = 240, steps: int = 48, 
     if note:
         parts.append(f'<text x="{width + 4}" y="28" class="axis-title range">{escape(note)}</text>')
     parts.append(f'<text x="{left}" y="12" class="axis-title">{escape(title)}</text>')
+    svg_open, parts = "".join(parts), []
     step_w = bar_w / steps
     for k in range(steps):
         value = scale.vmin + (scale.vmax - scale.vmin) * (k + 0.5) / steps
@@ -251,8 +345,7 @@ def legend(scale: ColorScale, title: str, *, width: int = 240, steps: int = 48, 
         x = left + (value - scale.vmin) / (scale.vmax - scale.vmin) * bar_w
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="30" y2="34" stroke="{MUTED}"/>')
         parts.append(f'<text x="{x:.1f}" y="44" text-anchor="{anchor}" class="tick">{format_number(value, 2)}</text>')
-    parts.append("</svg>")
-    return Markup("".join(parts))
+    return Markup(svg_open + _once(shared, "".join(parts)) + "</svg>")
 
 
 # Bars with confidence intervals -------------------------------------------------------
@@ -349,9 +442,11 @@ def interval_chart(
             )
         if _finite(row.low) and _finite(row.high):
             a, b = x_of(row.low), x_of(row.high)
-            parts.append(f'<line x1="{a:.1f}" x2="{b:.1f}" y1="{mid:.1f}" y2="{mid:.1f}" stroke="{colour}" stroke-width="2"/>')
-            for x in (a, b):
-                parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{mid - 6:.1f}" y2="{mid + 6:.1f}" stroke="{colour}" stroke-width="2"/>')
+            # the interval and its two end ticks in one path
+            parts.append(
+                f'<path d="M{a:.1f} {mid:.1f}H{b:.1f}M{a:.1f} {mid - 6:.1f}V{mid + 6:.1f}M{b:.1f} {mid - 6:.1f}V{mid + 6:.1f}" '
+                f'stroke="{colour}" stroke-width="2" class="interval"/>'
+            )
         if _finite(row.value):
             parts.append(f'<circle cx="{x_of(row.value):.1f}" cy="{mid:.1f}" r="3.5" fill="{colour}"/>')
         if _finite(row.threshold):

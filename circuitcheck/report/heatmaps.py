@@ -14,7 +14,9 @@ MAX_ATTENTION_POSITIONS = 80  # beyond this an attention map is megabytes of cel
 
 
 def patching(tests: list[dict]) -> list[dict]:
+    """One figure per sweep of the run's tests: the heatmap (normalised values on the fixed [-1, 1] scale) and its legend."""
     maps = []
+    shared = charts.SharedMarkup()  # sweeps over the same model share their axis labels and legends
     for test in tests:
         for k, sweep in enumerate(test["sweeps"]):
             normalized, matrix = Frame.of(sweep.get("normalized")), Frame.of(sweep.get("matrix"))
@@ -47,8 +49,9 @@ def patching(tests: list[dict]) -> list[dict]:
                     "svg": charts.heatmap(
                         values, [str(v) for v in shown.index], [str(v) for v in shown.columns], scale=scale,
                         row_title=row_title, column_title=column_title, label=title, value_name=value_name, hover_extra=extra,
+                        shared=shared,
                     ),
-                    "legend": charts.legend(scale, _legend_text(sweep, normalized is not None), note=note),
+                    "legend": charts.legend(scale, _legend_text(sweep, normalized is not None), note=note, shared=shared),
                 }
             )
     return maps
@@ -63,7 +66,14 @@ def _legend_text(sweep: dict, normalized: bool) -> str:
 
 
 def attention(claims: list[ClaimView], consumed) -> list[dict]:
+    """One figure per attention claim: the head-score grid, the pattern on the first prompt and the per-prompt summary.
+
+    Claims on the same prompt draw its tokens once, claims on the same head and
+    prompt its pattern once, and every figure the same legend once (the page
+    references the first copy): the section grows with the distinct pictures.
+    """
     figures = []
+    shared = charts.SharedMarkup()
     for c in claims:
         params = c.raw.get("parameters") or {}
         scores, attention = c.evidence.get("head_scores"), c.evidence.get("attention")
@@ -76,7 +86,7 @@ def attention(claims: list[ClaimView], consumed) -> list[dict]:
                 scores.numeric(), [str(v) for v in scores.index], [str(v) for v in scores.columns], scale=scale,
                 row_title=str(scores.index_name or "layer"), column_title=str(scores.columns_name or "head"),
                 label=f"{c.get('metric', 'score')} of every head", value_name=str(c.get("metric", "score")),
-                highlight={cell} if cell else set(), target_width=300,
+                highlight={cell} if cell else set(), target_width=300, shared=shared,
             )
             consumed[c.index].add("head_scores")
         if attention is not None:
@@ -88,7 +98,7 @@ def attention(claims: list[ClaimView], consumed) -> list[dict]:
                 [str(v) for v in attention.columns[:shown]], scale=scale,
                 row_title=str(attention.index_name or "query"), column_title=str(attention.columns_name or "key"),
                 label=f"attention pattern of {params.get('component', c.text)} on the first prompt", value_name="attention",
-                target_width=560, background_value=0.0,
+                target_width=560, background_value=0.0, shared=shared,
             )
             figure["attention_note"] = f"first {shown} of {size} positions" if shown < size else ""
             consumed[c.index].add("attention")
@@ -103,7 +113,7 @@ def attention(claims: list[ClaimView], consumed) -> list[dict]:
                 consumed[c.index].add("per_prompt")
         if figure["scores"] is None and figure["attention"] is None and figure["per_prompt"] is None:
             continue
-        figure["legend"] = charts.legend(ColorScale.sequential(0.0, 1.0), "score / attention weight")
+        figure["legend"] = charts.legend(ColorScale.sequential(0.0, 1.0), "score / attention weight", shared=shared)
         c.links.append(("attention", f"attention-{c.index}"))
         figures.append(figure)
     return figures
