@@ -474,13 +474,19 @@ def test_misspelt_layer_numbers_are_not_taken_for_others(random_model):
     assert patcher.fast_passes == 0
 
 
-def test_half_precision_models_run_the_general_path(zoo_tokenizer_dir):
+def test_half_precision_models_run_the_fast_path_verified_at_their_precision(zoo_tokenizer_dir):
     from conftest import build_native
     from circuitcheck.engine import fastpath
 
     model = build_native(n_layers=2, n_heads=4, d_model=32, d_vocab=64, seed=9, tokenizer_dir=zoo_tokenizer_dir)
     model.half()
-    assert not fastpath.supports(model) and fastpath.state(model).unsupported == "half-precision weights"
+    task = random_task(64, seed=20)
+    expected = Patcher(model, fast=False).sweep(task, "head_out").values
+    patcher = Patcher(model)
+    got = patcher.sweep(task, "head_out").values
+    assert patcher.fast_passes > 0 and fastpath.state(model).disabled is None
+    scale = max(1.0, float(patcher.runs(task).clean.logits.abs().max()))
+    torch.testing.assert_close(got, expected, atol=fastpath.tolerance(torch.float16) * scale, rtol=0)
 
 
 def test_fast_path_follows_changed_weights(zoo_tokenizer_dir):

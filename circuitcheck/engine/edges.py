@@ -130,7 +130,17 @@ class Graph:
 
     @classmethod
     def of(cls, model, seq_len: int) -> "Graph":
+        """The graph of ``model``; a grouped-query model is refused (its heads share their key and value inputs)."""
         cfg = model.cfg
+        n_kv = getattr(cfg, "n_key_value_heads", None)
+        if n_kv is not None and int(n_kv) != int(cfg.n_heads):
+            # hook_k / hook_v hold one input per key-value head, read by all heads of its group: there is
+            # no per-head key or value input to rebuild (TransformerLens's enumerate_edges refuses these too).
+            raise CircuitCheckError(
+                f"edge circuits cannot be built on model {model_label(model)}: it has grouped-query attention "
+                f"({cfg.n_heads} query heads share {n_kv} key-value heads), so a head's key and value inputs are not its own "
+                f"receivers; use node circuits, or path patching into a head's input (Patcher.path_patch, e.g. into L1H0.k)"
+            )
         return cls(
             n_layers=int(cfg.n_layers),
             n_heads=int(cfg.n_heads),
@@ -439,7 +449,8 @@ def _read_input(kind: str, layer, resid: torch.Tensor, shared: dict) -> torch.Te
     if kind in HEAD_PORTS:
         W, b = _projection(model, layer, kind, shared)
         normed = _norm(model, layer, "ln1", shared)(resid)
-        return torch.einsum("nbpd,hde->nbphe", normed, W.to(resid.dtype)) + b.to(resid.dtype)
+        read = torch.einsum("nbpd,hde->nbphe", normed, W.to(resid.dtype))
+        return read if b is None else read + b.to(resid.dtype)
     if kind == "mlp":
         return _norm(model, layer, "ln2", shared)(resid)
     return resid
@@ -508,7 +519,8 @@ def verify_receiver(model, runs, kind: str, layer: int | None = None) -> None:
 
         def recompute():
             x = corrupt[f"blocks.{layer}.hook_resid_pre"]
-            return torch.einsum("bpd,hde->bphe", norm(x), W.to(x.dtype)) + b.to(x.dtype)
+            read = torch.einsum("bpd,hde->bphe", norm(x), W.to(x.dtype))
+            return read if b is None else read + b.to(x.dtype)
 
         cached, what = corrupt[f"blocks.{layer}.attn.hook_{kind}"], f"the {kind} input of layer {layer}'s heads"
     elif kind == "mlp":
@@ -551,12 +563,13 @@ def _W_O(model, layer: int, shared: dict) -> torch.Tensor:
     return memo[key]
 
 
-def _projection(model, layer: int, port: str, shared: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def _projection(model, layer: int, port: str, shared: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
     memo = shared.setdefault("memo", {})
     key = ("W", layer, port)
     if key not in memo:
         attn = model.blocks[layer].attn
-        memo[key] = (getattr(attn, f"W_{port.upper()}").detach(), getattr(attn, f"b_{port.upper()}").detach())
+        b = getattr(attn, f"b_{port.upper()}", None)  # None: a projection without bias (Llama)
+        memo[key] = (getattr(attn, f"W_{port.upper()}").detach(), None if b is None else b.detach())
     return memo[key]
 
 

@@ -34,14 +34,16 @@ should also run the general way so that it can verify them.
 Trust, but verify: the kernel's forward of each base input must reproduce the
 model's own logits, and on first use per model and kind of hook point the
 variant using it that moves the logits most (and the chunk's last variant) also
-run the general way; their logits (where the metric reads them) must agree to
-1e-4 relative to the logits' scale, and their metric values to 1e-4. A kind
-counts as verified only once a compared variant moved the logits. If anything
-disagrees, the fast path is turned off for that model for the rest of the
-session, with one line on stderr. A metric's declared positions are checked per
-task (:func:`metric_positions`). Anything it does not know (a hook point
-outside :data:`HOOKS`, an architecture it cannot read, weights in half
-precision or on several devices) runs the general path unchanged.
+run the general way; their logits (where the metric reads them) and their
+metric values must agree to :func:`tolerance` of the model's precision times
+the logits' scale (``max(1, largest |logit|)``; for the metric, the larger of
+that and the largest |metric value|). A kind counts as verified only once a
+compared variant moved the logits by more than that. If anything disagrees, the
+fast path is turned off for that model for the rest of the session, with one
+line on stderr. A metric's declared positions are checked per task
+(:func:`metric_positions`). Anything it does not know (a hook point outside
+:data:`HOOKS`, an architecture it cannot read, weights on several devices) runs
+the general path unchanged.
 """
 
 from __future__ import annotations
@@ -58,7 +60,37 @@ from .hooks import patch_layer, split_hook, start_layer, start_position  # noqa:
 from .kernel import Arch, Layer, Norm, Trace, expand_logits, forward  # noqa: F401 (forward: looked up here, so tests can replace it)
 from .session import session_of, sessions
 
-TOLERANCE = 1e-4
+#: Roundings to the model's own precision that two implementations of one forward may differ by.
+DTYPE_ROUNDINGS = 8
+#: Float32 roundings they may differ by in any precision: matrix products accumulate in (at least)
+#: float32, in another order per implementation, and normalisations compute in float32 (Hugging
+#: Face's RMSNorm even for float64 models).
+FLOAT32_ROUNDINGS = 32
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """How far the fast path may differ from the general path, relative to the logits' scale, in ``dtype``.
+
+    ``DTYPE_ROUNDINGS * finfo(dtype).eps + FLOAT32_ROUNDINGS * finfo(float32).eps``:
+    float32 4.8e-6, bfloat16 6.3e-2, float16 7.8e-3. Multiplied by the scale
+    ``max(1, largest |logit|)``, this is the largest difference the verification
+    accepts. Measured kernel-minus-model differences on the test models (up to
+    16 layers, d_model 768, weights up to 15x the usual initialisation), in units of
+    ``finfo(dtype).eps`` times that scale: at most 14 in float32, at most 1.6 in
+    bfloat16 and float16. Half-precision products accumulate in float32 and round
+    once, so their differences are a few roundings of the output; float32 outputs
+    carry the accumulation order's error, tens of float32 roundings. A fixed 1e-4
+    would be 840 float32 roundings (hiding real differences there) and below one
+    bfloat16 rounding (turning the fast path off for every bfloat16 model).
+    """
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype {dtype} is not a floating-point type: the fast path's tolerance is for logits")
+    return DTYPE_ROUNDINGS * torch.finfo(dtype).eps + FLOAT32_ROUNDINGS * torch.finfo(torch.float32).eps
+
+
+def coarsest(dtypes) -> torch.dtype:
+    """The least precise of ``dtypes`` (largest epsilon): the precision two runs can be compared at."""
+    return max(dtypes, key=lambda dtype: torch.finfo(dtype).eps)
 
 # Block implementations the fast path reads by default. ``Patcher(fast=True)``
 # also tries any other bridge whose weights it can read (still verified on first use).
@@ -220,9 +252,9 @@ def read_arch(model, forced: bool = False) -> Arch:
     places = {(p.device, p.dtype) for p in model.parameters()}
     if len({device for device, _ in places}) > 1:
         raise Unsupported("weights on several devices")
-    if not forced and any(dtype not in (torch.float32, torch.float64) for _, dtype in places):
-        # Rounding in half precision differs between any two implementations by more than 1e-4.
-        raise Unsupported("half-precision weights")
+    dtypes = {dtype for _, dtype in places}
+    if not all(dtype.is_floating_point for dtype in dtypes):
+        raise Unsupported(f"weights of type {sorted(str(d) for d in dtypes if not d.is_floating_point)} (quantised?)")
     originals = {type(_original(block)).__name__ for block in model.blocks}
     if len(originals) != 1:
         raise Unsupported(f"mixed block types {sorted(originals)}")
@@ -269,6 +301,7 @@ def read_arch(model, forced: bool = False) -> Arch:
             n_heads=n_heads, n_kv=n_kv, d_head=d_head, d_model=d_model, d_mlp=d_mlp,
             scale=_scale(model, first_attn, d_head), gated=gated, attn_only=attn_only, act=act or (lambda x: x),
             layers=layers, ln_final=_norm(model.ln_final), W_U=model.W_U, b_U=getattr(model, "b_U", None),
+            dtype=coarsest(dtypes),
         )
         positional = (getattr(cfg, "positional_embedding_type", "standard") or "standard").lower()
         if positional == "rotary":
@@ -375,7 +408,7 @@ class FastForward:
         zeros = torch.zeros(batch, dtype=torch.long, device=resid_pre0.device)
         with torch.no_grad():
             got = forward(self.arch, Trace(resid=[resid_pre0]), 1, zeros, zeros, list(range(P)), record=record)
-        ok, diff = _close(got, logits)
+        ok, diff = _close(got, logits, self.arch.dtype)
         if not ok:
             self._disable(diff)
             return None
@@ -410,24 +443,28 @@ class FastForward:
     def confirm(self, chunk: FastChunk, expected: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor]) -> bool:
         """Compare the ``check`` variants with their general-path logits ``expected`` ``[len(check) * batch, pos, vocab]``.
 
-        Their logits (where read) must agree to :data:`TOLERANCE` relative to the logits'
-        scale and their ``score`` (the task's metric of logits) to :data:`TOLERANCE`. False,
-        with the fast path off for the model and one line on stderr, if they do not.
+        Their logits (where read) must agree to :func:`tolerance` of the model's precision
+        times the logits' scale, and their ``score`` (the task's metric of logits) to the
+        same times the larger of the logits' scale and the metric's. False, with the fast
+        path off for the model and one line on stderr, if they do not.
         """
         batch, read, P = chunk.batch, chunk.read, chunk.logits.shape[1]
+        dtype = coarsest([self.arch.dtype, expected.dtype])
         got = torch.cat([chunk.computed[i * batch : (i + 1) * batch] for i in chunk.check])
-        ok, diff = _close(got, expected[:, read])
-        if ok:  # the results themselves (the metric) must agree to TOLERANCE, absolute
+        ok, diff = _close(got, expected[:, read], dtype)
+        if ok:  # the results themselves (the metric) must agree too
+            logit_scale = _scale_of(expected[:, read])
             for i in range(len(chunk.check)):
                 rows = slice(i * batch, (i + 1) * batch)
-                metric_diff = float((score(expand_logits(got[rows], read, P)) - score(expected[rows])).abs().max())
+                want = score(expected[rows])
+                metric_diff = float((score(expand_logits(got[rows], read, P)) - want).abs().max())
                 diff = max(diff, metric_diff)
-                ok = ok and metric_diff <= TOLERANCE
+                ok = ok and metric_diff <= tolerance(dtype) * max(logit_scale, _scale_of(want))
         if not ok:
             self._disable(diff)
             return False
-        moved = float((expected[:, read] - chunk.reference.repeat(len(chunk.check), 1, 1)).abs().max())
-        if moved > TOLERANCE * max(1.0, float(chunk.reference.abs().max())):
+        moved = float((expected[:, read].float() - chunk.reference.repeat(len(chunk.check), 1, 1).float()).abs().max())
+        if moved > tolerance(dtype) * _scale_of(chunk.reference):
             self.state.verified |= chunk.kinds  # else nothing was tested: verify again on the next chunk
         return True
 
@@ -439,11 +476,17 @@ class FastForward:
         sys.stderr.flush()
 
 
-def _close(got: torch.Tensor, expected: torch.Tensor) -> tuple[bool, float]:
+def _scale_of(values: torch.Tensor) -> float:
+    """``max(1, largest |value|)``: what a tolerance is relative to."""
+    return max(1.0, float(values.abs().max())) if values.numel() else 1.0
+
+
+def _close(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> tuple[bool, float]:
+    """Whether ``got`` equals ``expected`` to :func:`tolerance` of ``dtype`` times ``expected``'s scale; and the largest difference."""
     if got.shape != expected.shape:
         return False, float("inf")
     diff = float((got.float() - expected.float()).abs().max()) if got.numel() else 0.0
-    return diff <= TOLERANCE * max(1.0, float(expected.abs().max()) if expected.numel() else 1.0), diff
+    return diff <= tolerance(coarsest([dtype, expected.dtype])) * _scale_of(expected), diff
 
 
 def metric_positions(task, logits: torch.Tensor, clean_logits: torch.Tensor) -> list[int]:

@@ -81,6 +81,7 @@ class Arch:
     rotary_dim: int = 0
     cos: torch.Tensor | None = None  # [n_ctx, rotary_dim]
     sin: torch.Tensor | None = None
+    dtype: torch.dtype = torch.float32  # the weights' least precise type: what the verification's tolerance is for
 
     @property
     def n_layers(self) -> int:

@@ -3,8 +3,11 @@
 Many interventions ("variants") run in one forward pass: the base input is
 repeated once per variant along the batch dimension, and one hook per hook
 point writes each variant's slice. Variants are chunked so that no forward
-holds more than ``max_batch`` rows, and a chunk that runs out of memory is
-halved and retried.
+holds more rows than fit: ``max_batch`` where the user gives it, else as many
+as the device's free memory holds by an estimate from the model's config
+(:func:`activation_bytes_per_row`, :func:`available_memory`; the choice is
+:attr:`Patcher.chunk`, a :class:`ChunkPlan`). A chunk that runs out of memory
+anyway is halved and retried, and the patcher keeps the smaller size.
 
 An intervention is a list of :class:`~circuitcheck.engine.patches.Patch` es
 (``"clean"``, ``"corrupt"``, ``"ablated"`` or an explicit tensor as the source).
@@ -25,6 +28,8 @@ Every batched result equals the one-forward-per-patch result (tested against
 from __future__ import annotations
 
 import functools
+import math
+import os
 import sys
 import weakref
 from dataclasses import dataclass, field
@@ -46,7 +51,161 @@ from .patches import HookPlan, Patch, Variant, component_patch, is_live  # noqa:
 from .session import session_of
 from .sweeps import Sweep  # noqa: F401 (circuitcheck.patcher.Sweep)
 
+#: Rows per forward where the free memory cannot be read.
 DEFAULT_MAX_BATCH = 256
+#: The most rows an automatic choice puts in one forward: beyond a few thousand rows a forward
+#: costs as much per row as two smaller ones, and a chunk that fails loses less work.
+MAX_AUTO_ROWS = 4096
+#: Share of the free memory one chunk's activations may take (the rest: the cached runs, the
+#: ablations' values, other processes, the allocator's fragmentation).
+MEMORY_SHARE = 0.5
+#: Headroom on the per-row estimate, for what it does not list (the framework's own temporaries).
+ESTIMATE_SLACK = 2.0
+
+
+def activation_bytes_per_row(cfg, seq_len: int, dtype: torch.dtype = torch.float32, live: bool = False) -> int:
+    """Estimated peak memory of one row (one input of ``seq_len`` tokens) in a patched forward, in bytes.
+
+    From the config (``n_layers``, ``d_model``, ``n_heads``, ``d_head``, ``d_mlp``,
+    ``d_vocab``) and the activations' ``dtype``, counted in values per token:
+
+    - one block at a time (under ``no_grad`` a block's temporaries are freed before
+      the next): ``6 d_model`` (residual in and out, normalised input, attention
+      output, MLP input and output), ``6 n_heads d_head`` (queries, keys, values,
+      rotated queries and keys, head outputs; grouped-query keys and values are
+      counted expanded to every head, as attention reads them) and
+      ``3 n_heads seq_len`` (attention scores, masked scores, pattern), ``3 d_mlp``
+      (pre- and post-activation, the gated MLP's linear branch);
+    - held for the whole forward, what patch hooks capture in every layer:
+      ``n_layers (3 d_model + n_heads d_head)`` (residuals and head outputs); with a
+      live patch source (``live``, e.g. edge ablation, which also keeps every
+      sender's write) ``n_layers (n_heads + 1) d_model`` more;
+    - the logits: ``d_vocab`` in ``dtype`` plus ``d_vocab`` in float32 (the metric's
+      log-softmax works on a float32 copy).
+
+    The sum times the dtype's size, times :data:`ESTIMATE_SLACK`, times ``seq_len``.
+    The weights are not in it: free memory is read with the model already loaded.
+    """
+    d_model, n_heads, n_layers = int(cfg.d_model), int(cfg.n_heads), int(cfg.n_layers)
+    d_head = int(getattr(cfg, "d_head", 0) or d_model // n_heads)
+    d_mlp = 0 if getattr(cfg, "attn_only", False) else int(getattr(cfg, "d_mlp", 0) or 0)
+    d_vocab = int(cfg.d_vocab)
+    block = 6 * d_model + 6 * n_heads * d_head + 3 * n_heads * seq_len + 3 * d_mlp
+    held = n_layers * (3 * d_model + n_heads * d_head) + (n_layers * (n_heads + 1) * d_model if live else 0)
+    size = torch.empty((), dtype=dtype).element_size()
+    per_token = (block + held + d_vocab) * size + d_vocab * 4
+    return int(math.ceil(ESTIMATE_SLACK * per_token * seq_len))
+
+
+def available_memory(device) -> int | None:
+    """Bytes free for activations on ``device``, or None where it cannot be read.
+
+    CUDA: ``torch.cuda.mem_get_info`` plus what PyTorch's allocator holds but does
+    not use. CPU: the smaller of ``MemAvailable`` in ``/proc/meminfo`` (else
+    ``os.sysconf`` available pages) and the room left under the process's cgroup
+    (v2) memory limit. MPS: the recommended working set less what is allocated.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return None
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        free, _ = torch.cuda.mem_get_info(index)
+        return int(free + torch.cuda.memory_reserved(index) - torch.cuda.memory_allocated(index))
+    if device.type == "mps":
+        mps = getattr(torch, "mps", None)
+        if mps is None or not hasattr(mps, "recommended_max_memory"):
+            return None
+        return max(0, int(mps.recommended_max_memory() - mps.current_allocated_memory()))
+    if device.type != "cpu":
+        return None
+    found = [value for value in (_meminfo_available(), _cgroup_room()) if value is not None]
+    return min(found) if found else None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under this process's cgroup v2 memory limit (None: no limit, or not readable)."""
+    try:
+        with open("/proc/self/cgroup") as groups:
+            path = next((line.strip().split("::", 1)[1] for line in groups if line.startswith("0::")), None)
+        if path is None:
+            return None
+        base = os.path.join("/sys/fs/cgroup", path.lstrip("/"))
+        with open(os.path.join(base, "memory.max")) as limit_file:
+            limit = limit_file.read().strip()
+        if limit == "max":
+            return None
+        with open(os.path.join(base, "memory.current")) as current_file:
+            current = int(current_file.read().strip())
+        return max(0, int(limit) - current)
+    except (OSError, ValueError, StopIteration):
+        return None
+
+
+@dataclass
+class ChunkPlan:
+    """How many rows (variants x examples) a patcher puts in one forward, and why.
+
+    ``source``: ``"max_batch"`` (the user's limit), ``"memory"`` (from
+    :func:`available_memory` and :func:`activation_bytes_per_row`) or ``"default"``
+    (the free memory could not be read: :data:`DEFAULT_MAX_BATCH`). ``halved``:
+    how often a chunk ran out of memory and was halved in this run (``rows`` is then
+    what ran). ``variants``: variants per forward for ``examples`` examples a variant.
+    """
+
+    rows: int
+    source: str
+    examples: int
+    seq_len: int
+    bytes_per_row: int | None = None
+    available: int | None = None
+    halved: int = 0
+
+    @property
+    def variants(self) -> int:
+        return max(1, self.rows // max(1, self.examples))
+
+    def __str__(self) -> str:
+        text = f"{self.rows} rows per forward ({self.variants} variants x {self.examples} examples)"
+        if self.source == "max_batch":
+            text += ", the max_batch limit"
+        elif self.source == "memory":
+            text += (f", from memory: {_bytes_text(self.bytes_per_row)} per row of {self.seq_len} tokens, "
+                     f"{_bytes_text(self.available)} free, {MEMORY_SHARE:.0%} of it for activations")
+            if self.rows >= MAX_AUTO_ROWS and not self.halved:
+                text += f" (capped at {MAX_AUTO_ROWS} rows)"
+        else:
+            text += ", the default (free memory unknown)"
+        if self.halved:
+            text += f"; halved {self.halved}x after running out of memory"
+        return text
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "source": self.source, "variants": self.variants, "examples": self.examples,
+                "seq_len": self.seq_len, "bytes_per_row": self.bytes_per_row, "available": self.available, "halved": self.halved}
+
+
+def _bytes_text(count: int | None) -> str:
+    if count is None:
+        return "?"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
 
 
 @dataclass
@@ -138,8 +297,8 @@ class Patcher:
     def __init__(self, model, max_batch: int | None = None, progress: bool | None = None, fast: bool | None = None):
         require_eval(model)
         # fast: None = the verified fast path where it applies (see circuitcheck.fastpath),
-        # False = always the general path, True = also try architectures it does not list
-        # (and half-precision weights); still verified.
+        # False = always the general path, True = also try architectures it does not list;
+        # still verified (at the tolerance of the weights' precision).
         if fast not in (None, True, False):
             raise ArgumentError(f"fast={fast!r} is not valid: use None (where it applies), True (also unlisted architectures) or False")
         self.fast = fast
@@ -148,9 +307,13 @@ class Patcher:
         # needed only as keys and values, and unembedded logit rows.
         self.fast_work = {"token_layers": 0, "kv_only": 0, "unembedded": 0}
         self.model = model
-        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
             raise ArgumentError(f"max_batch={max_batch!r} is not valid: it must be a positive number of rows")
-        self.max_batch = max_batch or DEFAULT_MAX_BATCH
+        #: The user's limit on rows (variants x examples) per forward; None: chosen from free memory per run.
+        self.max_batch = max_batch
+        #: How the latest run chunked its variants (None before the first run).
+        self.chunk: ChunkPlan | None = None
+        self._oom_tokens: int | None = None  # rows x tokens of the largest chunk known to fit, after an out-of-memory
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.device = getattr(model.cfg, "device", None) or "cpu"
         self._runs: dict[str, TaskRuns] = {}
@@ -236,9 +399,11 @@ class Patcher:
             # Variants that start at similar layers share chunks, so that each chunk skips more blocks.
             layers = [start_layer([variant]) for variant in variants]
             order = sorted(order, key=layers.__getitem__)
-        per_chunk = max(1, self.max_batch // batch)
+        live = any(is_live(patch.source) for variant in variants for patch in variant)
+        self.chunk = plan = self.plan_chunk(task, live=live)
+        per_chunk = plan.variants
         start = 0
-        shown = self._progress_start(desc, n_variants)
+        shown = self._progress_start(desc, n_variants, plan.rows)
         while start < n_variants:
             stop = min(n_variants, start + per_chunk)
             rows = order[start:stop]
@@ -248,12 +413,40 @@ class Patcher:
                 if not _is_oom(error) or stop - start == 1:
                     raise
                 per_chunk = max(1, (stop - start) // 2)
+                plan.rows, plan.halved = per_chunk * batch, plan.halved + 1
+                self._oom_tokens = plan.rows * task.seq_len  # later runs start at a size known to fit
                 _free_memory()
                 continue
             start = stop
             self._progress_update(shown, desc, start, n_variants)
         self._progress_end(shown)
         return out
+
+    def plan_chunk(self, task: Task, live: bool = False) -> ChunkPlan:
+        """How :meth:`run` chunks ``task``'s variants: ``max_batch`` if given, else from free memory.
+
+        From memory: ``MEMORY_SHARE`` of :func:`available_memory` on the model's device
+        over :func:`activation_bytes_per_row` for the task's length (``live``: variants
+        with live patch sources, such as edge ablation), between one variant and
+        :data:`MAX_AUTO_ROWS` rows; :data:`DEFAULT_MAX_BATCH` where the free memory
+        cannot be read. After an out-of-memory, never more rows x tokens than the
+        chunk that fit.
+        """
+        batch, seq_len = task.n_examples, task.seq_len
+        if self.max_batch is not None:
+            plan = ChunkPlan(self.max_batch, "max_batch", batch, seq_len)
+        else:
+            dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
+            per_row = activation_bytes_per_row(self.model.cfg, seq_len, dtype, live=live)
+            free = available_memory(self.device)
+            if free is None:
+                plan = ChunkPlan(DEFAULT_MAX_BATCH, "default", batch, seq_len, per_row)
+            else:
+                rows = min(MAX_AUTO_ROWS, int(MEMORY_SHARE * free) // per_row)
+                plan = ChunkPlan(max(batch, rows), "memory", batch, seq_len, per_row, free)
+        if self._oom_tokens is not None:
+            plan.rows = min(plan.rows, max(batch, self._oom_tokens // seq_len))
+        return plan
 
     def _prefetch(self, runs: TaskRuns, variants: Sequence[Variant], abl: _ablation.Ablation, base: str, fast: bool) -> None:
         by_source: dict[str, set[str]] = {"clean": set(), "corrupt": set(), "ablated": set()}
@@ -353,8 +546,8 @@ class Patcher:
 
     # Progress on a terminal only ------------------------------------------------
 
-    def _progress_start(self, desc: str, total: int) -> bool:
-        return self.progress and total * self.max_batch > 0 and total > max(1, self.max_batch) // 4
+    def _progress_start(self, desc: str, total: int, rows: int) -> bool:
+        return self.progress and total * rows > 0 and total > max(1, rows) // 4
 
     def _progress_update(self, shown: bool, desc: str, done: int, total: int) -> None:
         if shown:
@@ -426,9 +619,11 @@ class Patcher:
 
 
 def shared_patcher(model, max_batch: int | None = None) -> Patcher:
-    """The patcher of ``model`` for ``max_batch`` rows (default 256) that every check shares, kept in the model's session."""
-    rows = max_batch or DEFAULT_MAX_BATCH
-    return session_of(model).shared(("patcher", rows), lambda: Patcher(model, max_batch=rows))
+    """The patcher of ``model`` that every check shares, kept in the model's session.
+
+    ``max_batch``: rows per forward; None (default) chooses them from free memory per run.
+    """
+    return session_of(model).shared(("patcher", max_batch), lambda: Patcher(model, max_batch=max_batch))
 
 
 def _is_oom(error: BaseException) -> bool:

@@ -19,6 +19,7 @@ import torch
 from ..errors import CircuitCheckError, ComponentError
 from ..model.components import Component, Edge, model_label
 from ..model.tasks import Task
+from . import fastpath as _fastpath
 from .patches import Patch
 from .session import session_of
 
@@ -74,7 +75,7 @@ def path_patch(
         receiver = Component.parse(receiver)
         for sender in senders:
             Edge.parse(f"{sender} -> {receiver}")  # the receiver must read after the sender writes
-        variants.append([_receiver_patch(patcher, runs, receiver, delta, cache, base_name)])
+        variants.append(_receiver_patches(patcher, runs, receiver, delta, cache, base_name))
         rows.append(i)
     if variants:
         out[rows] = patcher.run(task, variants, base=base_name, desc="path patching")
@@ -109,38 +110,68 @@ def _path_runs(runs, direction: str):
     raise ValueError(f"direction={direction!r} is not valid: use 'denoise' (TransformerLens's direct path) or 'noise' (the IOI paper's)")
 
 
-def _receiver_patch(patcher, runs, receiver: Component, delta: torch.Tensor, cache: dict, base_name: str) -> Patch:
+def _receiver_patches(patcher, runs, receiver: Component, delta: torch.Tensor, cache: dict, base_name: str) -> list[Patch]:
+    """The variant that lets only ``receiver`` read the senders' other output: its input recomputed, as patches.
+
+    A grouped-query model's key and value heads are shared: query head ``h`` reads key-value
+    head ``h // (n_heads // n_key_value_heads)`` (Hugging Face's ``repeat_kv``), and
+    ``attn.hook_k`` / ``attn.hook_v`` have one entry per key-value head. Patching that
+    entry would let every head of its group read the senders, so the group's other
+    heads get their base run's ``attn.hook_z`` back: nothing upstream of the receiver's
+    layer changes in a path patch, so that is exactly what they compute when they read
+    their unpatched keys and values.
+    """
     layer = receiver.layer
     base = getattr(runs, base_name)
     if receiver.kind == "head" and receiver.port in ("q", "k", "v"):
+        receiver.validate(patcher.model)
+        n_heads = int(patcher.model.cfg.n_heads)
         key = ("head", layer, receiver.port)
         if key not in cache:
             resid = base[f"blocks.{layer}.hook_resid_pre"]
             cache[key] = _head_input(patcher.model, layer, receiver.port, resid + delta, runs)
-        return Patch.at(f"blocks.{layer}.attn.hook_{receiver.port}", cache[key], h=[receiver.head])
+        value = cache[key]  # [batch, pos, heads of the port (key-value heads for k and v), d_head]
+        n_port = value.shape[2]
+        if n_port == n_heads:
+            return [Patch.at(f"blocks.{layer}.attn.hook_{receiver.port}", value, h=[receiver.head])]
+        group = n_heads // n_port
+        kv_head = receiver.head // group
+        patches = [Patch.at(f"blocks.{layer}.attn.hook_{receiver.port}", value, h=[kv_head])]
+        shared_by = [h for h in range(kv_head * group, (kv_head + 1) * group) if h != receiver.head]
+        if shared_by:
+            patches.append(Patch.at(f"blocks.{layer}.attn.hook_z", base_name, h=shared_by))
+        return patches
     if receiver.kind == "mlp":
         key = ("mlp", layer)
         if key not in cache:
             mid = base[f"blocks.{layer}.hook_resid_mid"]
             cache[key] = _mlp_input(patcher.model, layer, mid + delta, runs)
-        return Patch.at(f"blocks.{layer}.mlp.hook_in", cache[key])
+        return [Patch.at(f"blocks.{layer}.mlp.hook_in", cache[key])]
     raise ComponentError(
         f"{receiver} cannot receive a path: receivers are head inputs (L{layer}H0.q, .k, .v), MLPs (L{layer}.mlp) or 'logits'"
     )
 
 
 def _head_input(model, layer: int, port: str, resid: torch.Tensor, runs) -> torch.Tensor:
+    """``attn.hook_{port}`` of layer ``layer`` recomputed from ``resid`` ``[batch, pos, d_model]``: ``[batch, pos, heads, d_head]``.
+
+    ``heads``: the query heads for ``q``; for ``k`` and ``v`` one per key-value head
+    (fewer than the query heads in a grouped-query model), as the hook has them.
+    """
     attn = model.blocks[layer].attn
-    W = getattr(attn, f"W_{port.upper()}")
-    b = getattr(attn, f"b_{port.upper()}")
-    if W.shape[0] != model.cfg.n_heads:
+    W = getattr(attn, f"W_{port.upper()}")  # [heads of the port, d_model, d_head]
+    b = getattr(attn, f"b_{port.upper()}", None)
+    n_heads, n_port = int(model.cfg.n_heads), int(W.shape[0])
+    if n_port < 1 or n_heads % n_port or (port == "q" and n_port != n_heads):
         raise CircuitCheckError(
-            f"path patching into .{port} needs one {port} projection per head; layer {layer} has {W.shape[0]} for {model.cfg.n_heads} heads (grouped-query attention)"
+            f"path patching into .{port} cannot read layer {layer}'s {port} projection on model {model_label(model)}: "
+            f"{n_port} of them for {n_heads} heads (valid: {n_heads} for q; for k and v a divisor of {n_heads})"
         )
     ln1 = model.blocks[layer].ln1
 
     def project(x):
-        return torch.einsum("bpd,hde->bphe", ln1(x), W.to(x.dtype)) + b.to(x.dtype)
+        out = torch.einsum("bpd,hde->bphe", ln1(x), W.to(x.dtype))
+        return out if b is None else out + b.to(x.dtype)
 
     _verify(model, ("head", layer, port), lambda: project(runs.corrupt[f"blocks.{layer}.hook_resid_pre"]),
             runs.corrupt[f"blocks.{layer}.attn.hook_{port}"], f"the {port} input of layer {layer}'s heads")
@@ -174,8 +205,10 @@ def _verify(model, key: tuple, recompute, cached: torch.Tensor, what: str) -> No
     if key in verified:
         return
     with torch.no_grad():
-        diff = float((recompute() - cached).abs().max())
-    if diff > 1e-4 * max(1.0, float(cached.abs().max())):
+        got = recompute()
+        diff = float((got.float() - cached.float()).abs().max())
+    # Two implementations of the same input differ by rounding: the fast path's tolerance for this precision.
+    if diff > _fastpath.tolerance(_fastpath.coarsest([got.dtype, cached.dtype])) * max(1.0, float(cached.abs().max())):
         raise CircuitCheckError(
             f"path patching cannot reach {what} on model {model_label(model)}: recomputing it from the residual stream "
             f"differs from the model's own activation by {diff:.2e}, so this architecture is not supported"
