@@ -25,6 +25,7 @@ import pytest
 try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as ChromeService
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.print_page_options import PrintOptions
 except ImportError:  # the screenshot test needs no WebDriver; the others say what is missing
     webdriver = None
@@ -32,7 +33,7 @@ except ImportError:  # the screenshot test needs no WebDriver; the others say wh
 from circuitcheck import report
 
 # tests/ is on sys.path (pytest's default "prepend" import mode); one document serves both files
-from test_report import XSS, checkpoint_tests, document_with_every_section
+from test_report import XSS, checkpoint_tests, document_with_every_section, head_claim
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -198,3 +199,19 @@ def test_the_console_check_would_catch_an_error(browser, tmp_path):
     browser.open(page.as_uri())
     found = "\n".join(problems(browser.console()))
     assert "boom" in found and "missingFunction" in found and "missing.png" in found
+
+
+def test_pictures_drawn_once_and_referenced_render_in_every_figure(browser, tmp_path):
+    """Claims on the same head and prompt draw its pattern once; the later figures' <use> references render as the first."""
+    claims = [head_claim(tokens=tuple(f"t{i}" for i in range(30))) for _ in range(3)]
+    document = report.new_document({}, complete=True)
+    document["tests"] = [{"nodeid": f"t{i}", "outcome": "passed", "claims": [c]} for i, c in enumerate(claims)]
+    page = report.write_html(tmp_path / "shared.html", document)
+    browser.console()
+    browser.open(page.as_uri())
+    figures = browser.driver.find_elements(By.CSS_SELECTOR, 'svg.heatmap[aria-label^="attention pattern"]')
+    uses = [len(figure.find_elements(By.TAG_NAME, "use")) for figure in figures]
+    assert uses == [0, 2, 2]  # the second and third refer to the first's labels and cells
+    first, *others = [figure.screenshot_as_png for figure in figures]
+    assert len(first) > 5_000 and all(other == first for other in others)  # and look exactly like it
+    assert problems(browser.console()) == []

@@ -128,19 +128,31 @@ class SharedMarkup:
     def __init__(self) -> None:
         self._drawn: set[str] = set()
 
-    def once(self, body: str) -> str:
-        """``body`` in a ``<g id>`` the first time, a ``<use>`` of it every later time."""
+    def once(self, body: str, style: str = "") -> str:
+        """``body`` in a ``<g id>`` the first time, a ``<use>`` of it every later time.
+
+        The page's style sheet does not reach into a ``<use>``'s copy (its
+        selectors such as ``svg.chart text.tick`` match the original only), so
+        text in ``body`` must be styled by presentation attributes: ``style``
+        is put on the group (e.g. :data:`TEXT_STYLE`), where the copy inherits it.
+        """
         if not body:
             return body
-        ref = "cc-" + hashlib.sha1(body.encode("utf-8")).hexdigest()[:16]
+        ref = "cc-" + hashlib.sha1((style + body).encode("utf-8")).hexdigest()[:16]
         if ref in self._drawn:
             return f'<use href="#{ref}"/>'
         self._drawn.add(ref)
-        return f'<g id="{ref}">{body}</g>'
+        return f'<g id="{ref}"{style}>{body}</g>'
 
 
-def _once(shared: SharedMarkup | None, body: str) -> str:
-    return shared.once(body) if shared is not None else body
+def _once(shared: SharedMarkup | None, body: str, style: str = "") -> str:
+    return shared.once(body, style) if shared is not None else body
+
+
+#: What the report's style sheet gives chart text (``svg.chart text.tick``), as attributes a ``<use>`` copy inherits.
+TEXT_STYLE = f' font-size="11" fill="{MUTED}" font-family="{FONT}"'
+#: The axis titles' weight (``svg.chart text.axis-title``), for text drawn inside shared markup.
+_AXIS_TITLE = 'font-weight="600"'
 
 
 # Heatmaps -----------------------------------------------------------------------------
@@ -207,25 +219,29 @@ def heatmap(
     svg_open = _svg_open(width, height, label, _classes("heatmap", css_class))
     parts: list[str] = []
     # axis titles, in the top-left corner
+    title_style = f" {_AXIS_TITLE}" if shared is not None else ""
+    mono = f' font-family="{MONO}"' if shared is not None else ""
     parts.append(
-        f'<text x="{left - 8:.1f}" y="{top - 22 if not rotate else 14:.1f}" text-anchor="end" class="axis-title">'
+        f'<text x="{left - 8:.1f}" y="{top - 22 if not rotate else 14:.1f}" text-anchor="end" class="axis-title"{title_style}>'
         f"{escape(column_title)} &#8594;</text>"
     )
-    parts.append(f'<text x="{left - 8:.1f}" y="{top - 6:.1f}" text-anchor="end" class="axis-title">{escape(row_title)} &#8595;</text>')
+    parts.append(
+        f'<text x="{left - 8:.1f}" y="{top - 6:.1f}" text-anchor="end" class="axis-title"{title_style}>{escape(row_title)} &#8595;</text>'
+    )
     for j, text in enumerate(cols_text):
         x = left + j * cell + cell / 2
         if rotate:
             whole = f"<title>{escape(column_title)} {escape(columns[j])}</title>" if text != str(columns[j]) or not compact else ""
             parts.append(
-                f'<text x="{x:.1f}" y="{top - 5:.1f}" transform="rotate(-55 {x:.1f} {top - 5:.1f})" class="tick mono">'
+                f'<text x="{x:.1f}" y="{top - 5:.1f}" transform="rotate(-55 {x:.1f} {top - 5:.1f})" class="tick mono"{mono}>'
                 f"{escape(text)}{whole}</text>"
             )
         else:
-            parts.append(f'<text x="{x:.1f}" y="{top - 6:.1f}" text-anchor="middle" class="tick mono">{escape(text)}</text>')
+            parts.append(f'<text x="{x:.1f}" y="{top - 6:.1f}" text-anchor="middle" class="tick mono"{mono}>{escape(text)}</text>')
     for i, text in enumerate(rows_text):
         y = top + i * cell + cell / 2 + 4
         whole = f"<title>{escape(row_title)} {escape(rows[i])}</title>" if text != str(rows[i]) or not compact else ""
-        parts.append(f'<text x="{left - 6:.1f}" y="{y:.1f}" text-anchor="end" class="tick mono">{escape(text)}{whole}</text>')
+        parts.append(f'<text x="{left - 6:.1f}" y="{y:.1f}" text-anchor="end" class="tick mono"{mono}>{escape(text)}{whole}</text>')
     labels_markup, parts = "".join(parts), []
     font = max(8, min(12, cell * 0.32))
     if background_value is not None:
@@ -262,7 +278,7 @@ def heatmap(
             )
     parts.append(f'<rect x="{left:.1f}" y="{top:.1f}" width="{n_cols * cell}" height="{n_rows * cell}" fill="none" stroke="{GRID}"/>')
     parts.append("</svg>")
-    return Markup(svg_open + _once(shared, labels_markup) + _once(shared, cells_markup) + "".join(parts))
+    return Markup(svg_open + _once(shared, labels_markup, TEXT_STYLE) + _once(shared, cells_markup, f' font-family="{MONO}"') + "".join(parts))
 
 
 def _compact_cells(values, rows, columns, scale: ColorScale, left: int, top: int, cell: int, row_title: str,
@@ -345,7 +361,7 @@ def legend(scale: ColorScale, title: str, *, width: int = 240, steps: int = 32, 
         x = left + (value - scale.vmin) / (scale.vmax - scale.vmin) * bar_w
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="30" y2="34" stroke="{MUTED}"/>')
         parts.append(f'<text x="{x:.1f}" y="44" text-anchor="{anchor}" class="tick">{format_number(value, 2)}</text>')
-    return Markup(svg_open + _once(shared, "".join(parts)) + "</svg>")
+    return Markup(svg_open + _once(shared, "".join(parts), TEXT_STYLE) + "</svg>")
 
 
 # Bars with confidence intervals -------------------------------------------------------
