@@ -109,6 +109,7 @@ _LAZY = {
     "interchange": "model.interchange:",
     "heads": "engine.heads:",
     "stats": "claims.stats:",
+    "report": "report:",
 }
 
 __all__ = [

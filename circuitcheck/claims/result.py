@@ -2,10 +2,13 @@
 
 A result knows how to become a one-row pandas DataFrame, a JSON-safe dict for
 the report (tensors never travel), and the lab-note message of a failure.
+In a notebook it shows as the report shows it (``_repr_html_``, drawn by
+:mod:`circuitcheck.report.notebook`); ``repr`` is one line and ``str`` the lab note.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +91,21 @@ class CheckResult:
     def message(self) -> str:
         """The lab note: claim, measured value with interval, threshold, the bound that decided, notes."""
         return claim_format.lab_note(self)
+
+    def __repr__(self) -> str:
+        """One line: kind, claim, value and verdict (the evidence tables are in ``.evidence``, the lab note is ``str()``)."""
+        return (f"CheckResult(kind={self.kind!r}, claim={self.claim!r}, value={claim_format.number(self.value)}, "
+                f"verdict={self.verdict!r})")
+
+    def __str__(self) -> str:
+        """The lab note (:meth:`message`)."""
+        return self.message()
+
+    def _repr_html_(self) -> str:
+        """The notebook view: verdict, claim, value with interval, the bound that decided and the requirement, and the
+        report's chart of the evidence (or a compact table where the report draws none)."""
+        # The report sits a layer above the claims, which never import it: its view is looked up by name.
+        return importlib.import_module("circuitcheck.report.notebook").claim_html(self)
 
     def to_frame(self) -> pd.DataFrame:
         """One row: the claim, its value, interval, thresholds and verdict."""

@@ -65,6 +65,7 @@ from ..model import context
 from ..model.components import Component, model_label
 from ..model.tasks import Task
 from .session import session_of
+from .sweeps import report_view
 
 METHODS = ("node", "eap", "eap-ig")
 DIRECTIONS = ("denoise", "noise")
@@ -493,6 +494,25 @@ class GraphSweep:
     def _meta(self) -> dict:
         return {"method": self.method, "label": self.label, "approximation": self.approximation,
                 "direction": self.direction, "steps": self.steps, "ig": self.ig}
+
+    # Notebooks ---------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        """One line: what made the numbers, how many nodes or edges, and the largest effect (not every label)."""
+        text = f"<GraphSweep {self.label} of {len(self.index)} {self.what} ({self.direction}), {self.values.shape[1]} examples"
+        if self.index:
+            effects = self.effects.mean(1)
+            largest = int(effects.abs().argmax())
+            text += f"; largest effect {float(effects[largest]):+.3f} ({self.index[largest]})"
+        return text + ">"
+
+    def _repr_html_(self) -> str:
+        """The report's heatmap of this sweep (the largest edges' senders and receivers for big edge sweeps)."""
+        return report_view("sweep_html")(self)
+
+    def plot(self, backend: str = "svg", *, normalized: bool | None = None, ax=None):
+        """Draw the heatmap as :meth:`Sweep.plot <circuitcheck.engine.sweeps.Sweep.plot>` does (``"svg"`` or ``"matplotlib"``)."""
+        return report_view("plot_sweep")(self, backend=backend, normalized=normalized, ax=ax)
 
 
 @dataclass(frozen=True)

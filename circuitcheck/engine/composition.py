@@ -35,7 +35,7 @@ the exact end-to-end function; direct logit attribution
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 import numpy as np
@@ -287,13 +287,19 @@ class RandomBaseline:
     quantile_value: float
     n_samples: int
     seed: int
-    samples: np.ndarray
+    samples: np.ndarray = field(repr=False)  # every sample: a repr shows the summary only
 
     def describe(self) -> str:
         return (
             f"random baseline {self.mean:.3f} ± {self.std:.3f} (q{self.quantile:.0%} {self.quantile_value:.3f}, "
             f"{self.n_samples} seeded samples, seed {self.seed})"
         )
+
+    def _repr_html_(self) -> str:
+        """The notebook view: the baseline's numbers in one table (:mod:`circuitcheck.report.notebook`)."""
+        from .sweeps import report_view
+
+        return report_view("baseline_html")(self)
 
 
 def random_composition_baseline(

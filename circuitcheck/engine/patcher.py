@@ -35,7 +35,6 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-import pandas as pd
 import torch
 
 from . import ablation as _ablation
@@ -319,6 +318,19 @@ class Patcher:
         self._runs: dict[str, TaskRuns] = {}
         self._digest_of: "weakref.WeakKeyDictionary[Task, str]" = weakref.WeakKeyDictionary()  # task -> digest of its runs
         self.forward_passes = 0
+
+    def __repr__(self) -> str:
+        """One line: the model, the fast path's setting and use, the rows per forward and the tasks whose runs are cached."""
+        fast = {None: "where it applies", True: "forced", False: "off"}[self.fast]
+        if self.forward_passes:
+            fast += f", {self.fast_passes} of {self.forward_passes} forwards"
+        if self.chunk is not None:
+            rows = f"{self.chunk.rows} rows per forward ({'max_batch' if self.chunk.source == 'max_batch' else self.chunk.source})"
+        else:
+            rows = f"max_batch {self.max_batch}" if self.max_batch is not None else "rows per forward from free memory"
+        tasks = [runs.task.name for runs in self._runs.values()]
+        cached = f"{len(tasks)} task{'s' if len(tasks) != 1 else ''}" + (f" ({', '.join(tasks[:3])}{', ...' if len(tasks) > 3 else ''})" if tasks else "")
+        return f"<Patcher of {model_label(self.model)} on {self.device}: fast path {fast}; {rows}; cached runs of {cached}>"
 
     # Cached runs --------------------------------------------------------------
 
@@ -609,11 +621,13 @@ class Patcher:
         return _paths.path_patch(self, task, senders, receivers, direction)
 
     @_holding_model
-    def path_sweep(self, task: Task, sender: "Component | str", port: str = "q", direction: str = "denoise") -> pd.DataFrame:
-        """Path patching from ``sender`` into the ``port`` input of every later head: mean metric, ``[layer, head]``.
+    def path_sweep(self, task: Task, sender: "Component | str", port: str = "q", direction: str = "denoise") -> Sweep:
+        """Path patching from ``sender`` into the ``port`` input of every later head: a :class:`Sweep` over ``(layer, head)``.
 
-        Layers at or before the sender's are NaN (not measured). Same layout as
-        TransformerLens's ``get_act_patch_direct_path`` (which writes 0.0 there).
+        Only the layers after the sender's are in it (TransformerLens's
+        ``get_act_patch_direct_path`` writes 0.0 there); ``.mean`` is the mean
+        metric, ``.normalized`` 0 = corrupted run, 1 = clean run. Inside a test
+        its heatmap goes to the report, as :meth:`sweep`'s does.
         """
         return _paths.path_sweep(self, task, sender, port, direction)
 

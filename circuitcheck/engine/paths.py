@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import pandas as pd
 import torch
 
-from ..errors import CircuitCheckError, ComponentError
+from ..errors import ArgumentError, CircuitCheckError, ComponentError
+from ..model import context
 from ..model.components import Component, Edge, model_label
 from ..model.tasks import Task
 from . import fastpath as _fastpath
 from .patches import Patch
 from .session import session_of
+from .sweeps import Sweep
 
 
 def sender_delta(patcher, task: Task, senders: Sequence[Component], direction: str = "denoise") -> torch.Tensor:
@@ -82,23 +83,33 @@ def path_patch(
     return out
 
 
-def path_sweep(patcher, task: Task, sender: "Component | str", port: str = "q", direction: str = "denoise") -> pd.DataFrame:
-    """Path patching from ``sender`` into the ``port`` input of every later head: mean metric, ``[layer, head]``.
+def path_sweep(patcher, task: Task, sender: "Component | str", port: str = "q", direction: str = "denoise") -> Sweep:
+    """Path patching from ``sender`` into the ``port`` input of every later head: a :class:`Sweep` over ``(layer, head)``.
 
-    Layers at or before the sender's are NaN (not measured). Same layout as
-    TransformerLens's ``get_act_patch_direct_path`` (which writes 0.0 there).
+    Only layers after the sender's are measured (a head reads only what earlier
+    layers wrote), so the sweep's layers start at ``sender.layer + 1``
+    (TransformerLens's ``get_act_patch_direct_path`` has every layer and writes
+    0.0 before that). Its ``mean`` is the mean metric, ``normalized`` puts the
+    corrupted run at 0 and the clean run at 1, as every sweep's; inside a test
+    the heatmap goes to the report like :meth:`Patcher.sweep`'s.
     """
     sender = Component.parse(sender)
+    if port not in ("q", "k", "v"):
+        raise ArgumentError(f"port={port!r} is not valid: a path sweep patches the 'q', 'k' or 'v' input of every later head")
     cfg = patcher.model.cfg
     first = 0 if sender.layer is None else sender.layer + 1
-    receivers = [Component("head", layer, head, port) for layer in range(first, cfg.n_layers) for head in range(cfg.n_heads)]
-    values = path_patch(patcher, task, [sender], receivers, direction).mean(1)
-    matrix = torch.full((cfg.n_layers, cfg.n_heads), float("nan"))
-    for receiver, value in zip(receivers, values):
-        matrix[receiver.layer, receiver.head] = value
-    frame = pd.DataFrame(matrix.numpy())
-    frame.index.name, frame.columns.name = "layer", "head"
-    return frame
+    if first >= cfg.n_layers:
+        raise ComponentError(
+            f"{sender} is in the last layer of model {model_label(patcher.model)} (layers 0-{cfg.n_layers - 1}): no later head reads it"
+        )
+    index = [(layer, head) for layer in range(first, cfg.n_layers) for head in range(cfg.n_heads)]
+    receivers = [Component("head", layer, head, port) for layer, head in index]
+    values = path_patch(patcher, task, [sender], receivers, direction)
+    runs = patcher.runs(task)
+    result = Sweep(f"path_{port}", ("layer", "head"), index, values, runs.clean_metric, runs.corrupt_metric, direction,
+                   sender=str(sender))
+    context.record_sweep(result.to_dict(title=result.title(task.name, model_label(patcher.model))))
+    return result
 
 
 def _path_runs(runs, direction: str):

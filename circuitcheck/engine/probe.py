@@ -129,6 +129,12 @@ class ProbeResult:
 
         return {**self.summary(), "per_class": frame_to_json(self.per_class)}
 
+    def _repr_html_(self) -> str:
+        """The notebook view: the accuracies beside their baselines, in the report's chart (:mod:`circuitcheck.report.notebook`)."""
+        from .sweeps import report_view
+
+        return report_view("probe_html")(self)
+
 
 class Prober:
     """Fits linear probes on one model's activations; caches activations per (hook, inputs).

@@ -4,10 +4,15 @@ A sweep is the batched counterpart of TransformerLens's ``get_act_patch_*``
 functions: one variant per (layer, position), (layer, head) or
 (layer, position, head), all run through the patcher's batched forwards.
 :data:`LAYER_POS` and :data:`LAYER_HEAD` name the sweeps and the hook point each patches.
+Path sweeps (:func:`circuitcheck.engine.paths.path_sweep`) are :class:`Sweep` s too.
+
+In a notebook a sweep shows as the report's heatmap (``_repr_html_``) and
+:meth:`Sweep.plot` draws it; both are drawn by :mod:`circuitcheck.report.notebook`.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,7 +68,7 @@ def sweep(patcher, task: Task, what: str, *, direction: str = "denoise") -> "Swe
     runs = patcher.runs(task)
     result = Sweep(what, axes, index, values, runs.clean_metric, runs.corrupt_metric, direction)
     if len(axes) == 2:
-        context.record_sweep(result.to_dict(title=f"{what} patching ({direction}) on {task.name}, model {model_label(model)}"))
+        context.record_sweep(result.to_dict(title=result.title(task.name, model_label(model))))
     return result
 
 
@@ -84,9 +89,25 @@ def _resid_mid_variants(patcher, task: Task, index, base: str, source: str) -> l
     return [[Patch.at(f"blocks.{layer}.hook_attn_out", writes[layer], p=[pos])] for layer, pos in index]
 
 
+def report_view(name: str):
+    """The function ``name`` of :mod:`circuitcheck.report.notebook`, which draws results in a notebook.
+
+    Charts are the report's (one drawing for the page and the notebook), and the
+    report is a layer above the engine and the claims: they never import it, so
+    a result's ``_repr_html_`` and ``plot`` look its view up by name, when asked.
+    """
+    return getattr(importlib.import_module("circuitcheck.report.notebook"), name)
+
+
 @dataclass
 class Sweep:
-    """Result of :meth:`Patcher.sweep`: per-example values ``[variants, batch]`` and their index."""
+    """Result of :meth:`Patcher.sweep` (and :meth:`Patcher.path_sweep`): per-example values ``[variants, batch]`` and their index.
+
+    ``index`` holds one tuple per variant, e.g. ``(layer, head)``; a path sweep
+    measures only the layers after its ``sender`` (whose output it patches), so
+    its index starts there. ``normalized`` puts the corrupted run at 0 and the
+    clean run at 1, whatever the direction.
+    """
 
     what: str
     axes: tuple[str, ...]
@@ -95,12 +116,24 @@ class Sweep:
     clean_metric: torch.Tensor
     corrupt_metric: torch.Tensor
     direction: str
+    sender: str | None = None  # path sweeps: the component whose output reaches each receiver
+
+    @property
+    def axis_values(self) -> list[list[int]]:
+        """The values each axis takes, in order: e.g. ``[[1], [0, 1, 2, 3]]`` for a path sweep from layer 0 of a 2-layer model."""
+        return [sorted({i[a] for i in self.index}) for a in range(len(self.axes))]
 
     @property
     def mean(self) -> torch.Tensor:
-        """Mean metric per variant, shaped by the sweep's axes (e.g. ``[layer, pos]``)."""
-        shape = tuple(max(i[a] for i in self.index) + 1 for a in range(len(self.axes)))
-        return self.values.mean(1).reshape(shape)
+        """Mean metric per variant, shaped by the sweep's axes (e.g. ``[layer, pos]``; indices not in the sweep are NaN)."""
+        axis_values = self.axis_values
+        where = [{value: k for k, value in enumerate(values)} for values in axis_values]
+        means = self.values.mean(1)
+        out = torch.full(tuple(len(values) for values in axis_values), float("nan"), dtype=means.dtype)
+        if self.index:
+            cells = torch.tensor([[where[a][v] for a, v in enumerate(index)] for index in self.index])
+            out[tuple(cells.T)] = means
+        return out
 
     @property
     def normalized(self) -> torch.Tensor:
@@ -123,21 +156,69 @@ class Sweep:
         from ..tables import frame_to_json
 
         clean, corrupt = float(self.clean_metric.mean()), float(self.corrupt_metric.mean())
-        return {
+        data = {
             "what": self.what,
             "axes": list(self.axes),
             "direction": self.direction,
-            "title": title or f"{self.what} patching ({self.direction})",
+            "title": title or self.title(),
             "matrix": frame_to_json(self.matrix()),
             "normalized": frame_to_json(self.matrix(normalized=True)) if clean != corrupt else None,
         }
+        if self.sender is not None:
+            data["sender"] = self.sender
+        return data
+
+    def title(self, task_name: str | None = None, model: str | None = None) -> str:
+        """The heatmap's title: ``head_out patching (denoise)``, ``path patching from L0H1 into every later head's q (denoise)``."""
+        if self.sender is not None:
+            text = f"path patching from {self.sender} into every later head's {self.what.removeprefix('path_')} ({self.direction})"
+        else:
+            text = f"{self.what} patching ({self.direction})"
+        if task_name:
+            text += f" on {task_name}"
+        return f"{text}, model {model}" if model else text
 
     def matrix(self, normalized: bool = False) -> pd.DataFrame:
-        """The heatmap: first axis as rows, second as columns (2-axis sweeps)."""
+        """The heatmap: first axis as rows, second as columns (2-axis sweeps), labelled by their values."""
         if len(self.axes) != 2:
             raise ValueError(f"sweep {self.what} has axes {self.axes}: use .frame() for more than two")
         values = (self.normalized if normalized else self.mean).numpy()
-        frame = pd.DataFrame(values)
+        rows, columns = self.axis_values
+        frame = pd.DataFrame(values, index=rows, columns=columns)
         frame.index.name, frame.columns.name = self.axes
         return frame
 
+    # Notebooks -----------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        """One line: what was patched, over which indices, the two runs' means and the largest effect (not every index)."""
+        axes = " x ".join(f"{name} {_span(values)}" for name, values in zip(self.axes, self.axis_values))
+        what = f"{self.what} from {self.sender}" if self.sender is not None else self.what
+        clean, corrupt = float(self.clean_metric.mean()), float(self.corrupt_metric.mean())
+        text = (f"<Sweep {what} ({self.direction}) over {axes}: {len(self.index)} variants x {self.values.shape[1]} examples; "
+                f"mean metric clean {clean:.3f}, corrupted {corrupt:.3f}")
+        if clean != corrupt and len(self.index):
+            normalized = (self.values.mean(1) - corrupt) / (clean - corrupt)
+            largest = int((normalized - (0.0 if self.direction == "denoise" else 1.0)).abs().argmax())
+            where = ", ".join(f"{name} {value}" for name, value in zip(self.axes, self.index[largest]))
+            text += f"; largest change: normalised {float(normalized[largest]):.3f} at {where}"
+        return text + ">"
+
+    def _repr_html_(self) -> str:
+        """The report's heatmap of this sweep (a table of its largest cells for sweeps of more than two axes)."""
+        return report_view("sweep_html")(self)
+
+    def plot(self, backend: str = "svg", *, normalized: bool | None = None, ax=None):
+        """Draw the heatmap: ``backend="svg"`` gives the report's own SVG (shown by notebooks, ``.save(path)``),
+        ``"matplotlib"`` draws on ``ax`` (a new figure without one) and returns the axes.
+
+        ``normalized``: colour the normalised values (0 = corrupted, 1 = clean; the
+        default when the two runs differ) or the mean metric (``False``).
+        """
+        return report_view("plot_sweep")(self, backend=backend, normalized=normalized, ax=ax)
+
+
+def _span(values: list[int]) -> str:
+    if not values:
+        return "(none)"
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"

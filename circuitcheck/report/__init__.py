@@ -12,6 +12,12 @@ results in a notebook, :func:`load` gives one pandas row per claim::
     results = circuitcheck.report.load("results.json")
     results.frame().query("not passed")
 
+Claims and sweeps made in a notebook become a report with :func:`from_results`
+(a complete document: no "incomplete run" banner)::
+
+    report = circuitcheck.report.from_results([result, sweep])
+    report.write_html("notebook-report.html")
+
 Modules: :mod:`.sections` prepares what the page shows (one claim:
 :mod:`.claim_view`, in the words of :mod:`circuitcheck.claims.format`; the
 sections: :mod:`.causal_sections`, :mod:`.heatmaps`, :mod:`.attribution_sections`,
@@ -44,8 +50,10 @@ __all__ = [
     "REPORT_SCHEMA",
     "CircuitCheckError",
     "ReportWriteError",
+    "ReportDocument",
     "Results",
     "check_writable",
+    "from_results",
     "in_progress_document",
     "load",
     "new_document",
@@ -61,15 +69,115 @@ REPORT_SCHEMA = 1
 GENERATOR_MARK = '<meta name="generator" content="circuitcheck">'
 
 
-def new_document(environment: dict[str, Any]) -> dict[str, Any]:
-    """An empty results document (schema ``REPORT_SCHEMA``), ``complete`` until told otherwise: False."""
+def new_document(environment: dict[str, Any], *, complete: bool = False) -> dict[str, Any]:
+    """An empty results document (schema ``REPORT_SCHEMA``).
+
+    ``complete`` is False by default: a pytest run's document is complete only
+    once the session has finished with every collected test run (the page shows
+    an "incomplete run" banner until then). A document of results already made
+    (:func:`from_results`) is complete from the start.
+    """
     return {
         "circuitcheck_report": REPORT_SCHEMA,
         "created": _now(),
-        "complete": False,
+        "complete": bool(complete),
         "environment": environment,
         "tests": [],
     }
+
+
+class ReportDocument(dict):
+    """A results document (a plain ``dict``, so every function of this module takes it) that writes and shows itself.
+
+    ``write_html(path)`` / ``write_json(path)`` write it as :func:`write_html` /
+    :func:`write_json` do; ``html()`` is the page; in a notebook it shows a
+    summary line and the page itself, in a frame of its own (its stylesheet
+    stays inside).
+    """
+
+    def html(self) -> str:
+        """The self-contained HTML page (:func:`render_html`)."""
+        return render_html(self)
+
+    def write_html(self, path: str | os.PathLike) -> Path:
+        """Write the HTML report (never over a file circuitcheck did not write)."""
+        return write_html(path, self)
+
+    def write_json(self, path: str | os.PathLike) -> Path:
+        """Write the results JSON (re-rendered later by ``python -m circuitcheck report``)."""
+        return write_json(path, self)
+
+    def summary_text(self) -> str:
+        """``3 claims: 2 held, 1 failed; 1 sweep``."""
+        summary = summarize(self)
+        sweeps = sum(len(test.get("sweeps") or []) for test in self.get("tests") or [])
+        return (f"{summary['claims']} claim{'s' if summary['claims'] != 1 else ''}: {summary['claims_passed']} held, "
+                f"{summary['claims_failed']} failed; {sweeps} sweep{'s' if sweeps != 1 else ''}")
+
+    def __repr__(self) -> str:
+        return f"<ReportDocument {self.summary_text()}{'' if self.get('complete') else ', incomplete'}>"
+
+    def _repr_html_(self) -> str:
+        from markupsafe import escape
+
+        return (f'<p style="font: 13px system-ui, sans-serif; margin: 0 0 .3rem"><b>circuitcheck report</b>: {escape(self.summary_text())} '
+                "· <code>.write_html(path)</code> writes this page</p>"
+                f'<iframe srcdoc="{escape(self.html())}" title="circuitcheck report" '
+                'style="width: 100%; height: 42rem; border: 1px solid #d8dee6; border-radius: .3rem"></iframe>')
+
+
+def from_results(results, *, name: str = "notebook", environment: dict[str, Any] | None = None) -> ReportDocument:
+    """A complete report document of claims and sweeps made outside pytest (a notebook, a script).
+
+    ``results``: ``CheckResult`` s, ``Sweep`` s (two axes: :meth:`Patcher.sweep`,
+    :meth:`Patcher.path_sweep`) and ``GraphSweep`` s, in the order to show them;
+    or a dict of name -> such a list, one group (a "test" of the page) each.
+    A group's outcome is ``failed`` when one of its claims failed, else
+    ``passed``. ``environment`` is added to what the document records by
+    itself (Python and package versions, the models the claims name).
+    """
+    import sys
+    from importlib import metadata
+
+    from ..claims.result import CheckResult
+    from ..engine.attribution_patching import GraphSweep
+    from ..engine.sweeps import Sweep
+
+    groups = results.items() if isinstance(results, dict) else [(name, results)]
+    tests = []
+    models: set[str] = set()
+    for group, items in groups:
+        if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+            raise CircuitCheckError(f"results for {group!r} must be a list of CheckResults and sweeps, got {type(items).__name__}")
+        claims, sweeps = [], []
+        for item in items:
+            if isinstance(item, CheckResult):
+                claims.append(item.to_dict())
+                if item.model:
+                    models.add(str(item.model))
+            elif isinstance(item, (Sweep, GraphSweep)):
+                if len(item.axes) != 2:
+                    raise CircuitCheckError(f"sweep {item.what} has {len(item.axes)} axes ({', '.join(item.axes)}): the report draws "
+                                            "sweeps of two (layer x position, layer x head, sender x receiver)")
+                sweeps.append(item.to_dict())
+            else:
+                raise CircuitCheckError(f"{type(item).__name__} cannot go in a report: give CheckResults (check_* and assert_* return them), "
+                                        "Sweeps (Patcher.sweep, Patcher.path_sweep) or GraphSweeps (attribution_sweep, patching_sweep)")
+        outcome = "failed" if any(not claim["passed"] for claim in claims) else "passed"
+        tests.append({"nodeid": str(group), "outcome": outcome, "claims": claims, "sweeps": sweeps})
+    env: dict[str, Any] = {"python": sys.version.split()[0], "made by": "circuitcheck.report.from_results"}
+    for package in ("circuitcheck", "torch", "transformer-lens", "transformers"):
+        try:
+            env[f"version {package}"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    if models:
+        env["models"] = ", ".join(sorted(models))
+    env.update(environment or {})
+    document = ReportDocument(new_document(env, complete=True))
+    document["tests"] = tests
+    validate(document, source="from_results")
+    return document
 
 
 def in_progress_document(environment: dict[str, Any], started: str | None = None, pid: int | None = None) -> dict[str, Any]:
