@@ -14,6 +14,7 @@ import pytest
 
 import circuitcheck as cc
 from circuitcheck import report
+from circuitcheck.report.frames import REPORT_TABLE_ROWS
 
 HEADS = [(layer, head) for layer in (0, 1) for head in range(4)]
 KINDS = ("previous_token", "duplicate_token", "induction")
@@ -88,3 +89,17 @@ def test_the_json_keeps_every_attention_weight_at_full_precision(results, tmp_pa
     patterns = re.findall(r'<svg class="chart heatmap"[^>]*aria-label="attention pattern of L0H2.*?</svg>', html, re.S)
     assert len(patterns) == 2 and all('<rect class="cell"' not in svg for svg in patterns)
     assert "<use href=" in patterns[1] and len(patterns[1]) < len(patterns[0]) / 10  # the second claim refers to the first's
+
+
+def test_a_long_evidence_table_shows_its_first_rows_and_keeps_every_row_in_the_json(induction_2l, tmp_path):
+    prompt = " ".join(["the cat sat on the mat and the dog ran to the sun"] * 3)
+    lens = cc.check_logit_lens_converges_by(0, prompt=prompt, model=induction_2l, seed=0).to_dict()
+    rows = len(lens["evidence"]["lens_top_k"]["data"])
+    assert rows > REPORT_TABLE_ROWS
+    document = document_of([[lens]])
+    html = report.write_html(tmp_path / "report.html", document).read_text(encoding="utf-8")
+    table = re.search(r"<details class=\"evidence-table\"><summary>lens_top_k.*?</details>", html, re.S).group(0)
+    assert f"lens_top_k ({rows} rows; the first {REPORT_TABLE_ROWS} here, all {rows} in the results JSON)" in table
+    assert table.count("<tr>") == REPORT_TABLE_ROWS + 1  # the header and the first rows
+    written = json.loads(report.write_json(tmp_path / "results.json", document).read_text(encoding="utf-8"))
+    assert written["tests"][0]["claims"][0]["evidence"]["lens_top_k"] == lens["evidence"]["lens_top_k"]

@@ -158,7 +158,7 @@ _AXIS_TITLE = 'font-weight="600"'
 # Heatmaps -----------------------------------------------------------------------------
 
 #: Beyond this many cells a heatmap is drawn compactly: colours in COMPACT_LEVELS steps, one path per
-#: colour, hover per row (its largest values). One rect and title per cell made a 41 x 41 attention
+#: colour, hover per row (its largest value). One rect and title per cell made a 41 x 41 attention
 #: pattern 120 kB of the page; compactly it is a few kB.
 COMPACT_CELLS = 150  # where cells stop printing their values (heatmap's show_values)
 COMPACT_LEVELS = 32
@@ -196,7 +196,7 @@ def heatmap(
     ``compact`` (default: more than :data:`COMPACT_CELLS` cells) draws the
     colours in :data:`COMPACT_LEVELS` steps of the scale, one path per colour
     (runs of equal cells merged), and gives each row one hover text with its
-    largest values in place of a title per cell; the exact values stay in the
+    largest value in place of a title per cell; the exact values stay in the
     results JSON. ``shared`` draws the axis labels and cells once per page and
     references them in every later map with the same ones.
     """
@@ -219,8 +219,8 @@ def heatmap(
     svg_open = _svg_open(width, height, label, _classes("heatmap", css_class))
     parts: list[str] = []
     # axis titles, in the top-left corner
-    title_style = f" {_AXIS_TITLE}" if shared is not None else ""
-    mono = f' font-family="{MONO}"' if shared is not None else ""
+    # shared labels are styled on their group (mono ticks); the two axis titles say their own font
+    title_style = f' {_AXIS_TITLE} font-family="{FONT}"' if shared is not None else ""
     parts.append(
         f'<text x="{left - 8:.1f}" y="{top - 22 if not rotate else 14:.1f}" text-anchor="end" class="axis-title"{title_style}>'
         f"{escape(column_title)} &#8594;</text>"
@@ -233,15 +233,15 @@ def heatmap(
         if rotate:
             whole = f"<title>{escape(column_title)} {escape(columns[j])}</title>" if text != str(columns[j]) or not compact else ""
             parts.append(
-                f'<text x="{x:.1f}" y="{top - 5:.1f}" transform="rotate(-55 {x:.1f} {top - 5:.1f})" class="tick mono"{mono}>'
+                f'<text x="{x:.1f}" y="{top - 5:.1f}" transform="rotate(-55 {x:.1f} {top - 5:.1f})" class="tick mono">'
                 f"{escape(text)}{whole}</text>"
             )
         else:
-            parts.append(f'<text x="{x:.1f}" y="{top - 6:.1f}" text-anchor="middle" class="tick mono"{mono}>{escape(text)}</text>')
+            parts.append(f'<text x="{x:.1f}" y="{top - 6:.1f}" text-anchor="middle" class="tick mono">{escape(text)}</text>')
     for i, text in enumerate(rows_text):
         y = top + i * cell + cell / 2 + 4
         whole = f"<title>{escape(row_title)} {escape(rows[i])}</title>" if text != str(rows[i]) or not compact else ""
-        parts.append(f'<text x="{left - 6:.1f}" y="{y:.1f}" text-anchor="end" class="tick mono"{mono}>{escape(text)}{whole}</text>')
+        parts.append(f'<text x="{left - 6:.1f}" y="{y:.1f}" text-anchor="end" class="tick mono">{escape(text)}{whole}</text>')
     labels_markup, parts = "".join(parts), []
     font = max(8, min(12, cell * 0.32))
     if background_value is not None:
@@ -278,12 +278,12 @@ def heatmap(
             )
     parts.append(f'<rect x="{left:.1f}" y="{top:.1f}" width="{n_cols * cell}" height="{n_rows * cell}" fill="none" stroke="{GRID}"/>')
     parts.append("</svg>")
-    return Markup(svg_open + _once(shared, labels_markup, TEXT_STYLE) + _once(shared, cells_markup, f' font-family="{MONO}"') + "".join(parts))
+    return Markup(svg_open + _once(shared, labels_markup, f' font-size="11" fill="{MUTED}" font-family="{MONO}"') + _once(shared, cells_markup, f' font-family="{MONO}"') + "".join(parts))
 
 
 def _compact_cells(values, rows, columns, scale: ColorScale, left: int, top: int, cell: int, row_title: str,
                    column_title: str, value_name: str, background_value: float | None) -> str:
-    """A big map's cells: colours in COMPACT_LEVELS steps, one ``<path>`` per colour, one hover ``<rect>`` per row."""
+    """A big map's cells: colours in COMPACT_LEVELS steps, one ``<path>`` of cell-thick strokes per colour, one hover ``<rect>`` per row."""
     background = scale.color(background_value) if background_value is not None else None
     runs: dict[str, list[str]] = {}
     hovers = []
@@ -295,16 +295,16 @@ def _compact_cells(values, rows, columns, scale: ColorScale, left: int, top: int
             k = j + 1
             while k < len(columns) and colours[k] == colours[j]:
                 k += 1
-            if colours[j] != background:
-                runs.setdefault(colours[j], []).append(f"M{left + j * cell} {y}h{(k - j) * cell}v{cell}h-{(k - j) * cell}z")
+            if colours[j] != background:  # a run of equal cells: one horizontal stroke as thick as a cell
+                runs.setdefault(colours[j], []).append(f"M{left + j * cell} {y + cell / 2:g}h{(k - j) * cell}")
             j = k
-        shown = sorted(((v, c) for c, v in zip(columns, row) if _finite(v)), key=lambda vc: -abs(vc[0]))[:2]
-        text = ", ".join(f"{c} {format_number(v)}" for v, c in shown) or "none"
+        shown = sorted(((v, c) for c, v in zip(columns, row) if _finite(v)), key=lambda vc: -abs(vc[0]))[:1]
+        text = ", ".join(f"largest at {column_title} {c}: {format_number(v)}" for v, c in shown) or "no values"
         hovers.append(f'<rect x="{left}" y="{y}" width="{len(columns) * cell}" height="{cell}">'
                       f'<title>{escape(f"{row_title} {rows[i]}: {text}")}</title></rect>')
-    paths = "".join(f'<path class="cells" fill="{colour}" d="{"".join(d)}"/>' for colour, d in runs.items())
-    # hover over a row: its two largest |values| by column (attention: the keys a query attends to most)
-    what = f"hover a {row_title} for its largest {value_name} by {column_title}"
+    paths = "".join(f'<path class="cells" stroke="{colour}" stroke-width="{cell}" d="{"".join(d)}"/>' for colour, d in runs.items())
+    # hover over a row: its largest |value| and where it is (attention: the keys a query attends to most)
+    what = f"hover a {row_title} for its largest {value_name} and the {column_title} it is at"
     return paths + f'<g class="row-hover" fill="transparent"><desc>{escape(what)}</desc>{"".join(hovers)}</g>'
 
 

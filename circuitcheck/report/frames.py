@@ -10,6 +10,11 @@ from typing import Any
 from ..claims.format import number
 
 
+#: Rows of an evidence table the HTML report shows; longer tables (per-position lens top-k, per-example rows)
+#: show their first rows and say so, every row stays in the results JSON.
+REPORT_TABLE_ROWS = 25
+
+
 @dataclass
 class Frame:
     """A table as recorded by :func:`circuitcheck.tables.frame_to_json`, readable without pandas."""
@@ -35,6 +40,19 @@ class Frame:
     def show_index(self) -> bool:
         """False for the default 0..n-1 index nobody named."""
         return self.index_name is not None or self.index != list(range(len(self.index)))
+
+    def head(self, rows: int = REPORT_TABLE_ROWS) -> "Frame":
+        """The first ``rows`` rows (all of them when there are no more), index cut alike."""
+        if len(self.data) <= rows:
+            return self
+        return Frame(self.index[:rows], self.columns, self.data[:rows], self.index_name, self.columns_name)
+
+    @property
+    def cut_text(self) -> str:
+        """``; the first 25 here, all 160 in the results JSON`` when :meth:`head` leaves rows out, else empty."""
+        if len(self.data) <= REPORT_TABLE_ROWS:
+            return ""
+        return f"; the first {REPORT_TABLE_ROWS} here, all {len(self.data)} in the results JSON"
 
     def has(self, *names: str) -> bool:
         return all(name in self.columns for name in names)
