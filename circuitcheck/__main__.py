@@ -1,5 +1,6 @@
 """Command line: ``python -m circuitcheck report results.json -o report.html``, ``python -m circuitcheck power [pytest args]``,
-``python -m circuitcheck discover MODEL --task TASK -o found.circuit.yaml``.
+``python -m circuitcheck discover MODEL --task TASK -o found.circuit.yaml``, ``python -m circuitcheck diff old.json new.json``,
+``python -m circuitcheck baseline update results.json --baseline FILE``.
 
 ``discover`` finds a circuit (:mod:`circuitcheck.claims.discovery`), verifies
 it with the exact checks and writes a spec whose claims hold at the measured
@@ -8,9 +9,23 @@ the model, so it imports torch. Exit status: 0 when the spec was written, 2 on
 a usage error.
 
 ``report`` re-renders the HTML report from a ``--circuitcheck-json`` results
-file, e.g. after merging runs or on a machine without the models. Exit status:
-0 when the report was written, 2 on a usage error (bad arguments, a missing or
-corrupt results file, an output path that is not a circuitcheck report).
+file, e.g. on a machine without the models; given several, it merges the
+shards of one suite (several machines or CI jobs) into one report
+(:func:`circuitcheck.report.merge`: each shard's environment listed, a test
+in two shards refused), and ``--json`` also writes the merged document. Exit
+status: 0 when the report was written, 2 on a usage error (bad arguments, a
+missing or corrupt results file, shards that share a test, an output path
+that is not a circuitcheck report).
+
+``diff old.json new.json`` lists the claims whose verdict or value changed,
+and the claims only one file has (:func:`circuitcheck.report.diff`). Exit
+status: 0 when no verdict changed and no claim went missing, 1 when one did,
+2 on a usage error.
+
+``baseline update RESULTS... --baseline FILE [--prune]`` writes the claims of
+results files (one run, or shards merged) into a baseline file as
+``--circuitcheck-update-baseline`` would. Exit status: 0 when written, 2 on a
+usage error (including results of an interrupted run).
 
 ``power`` runs pytest with ``--circuitcheck-power`` and the given arguments and
 prints, per claim, its mutation score, killed/decided, the mutations it survived
@@ -59,9 +74,47 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 when written, 2 on a usage error (bad arguments, a missing or corrupt results file, "
         "or an output file that circuitcheck did not write, which is never overwritten).",
     )
-    report.add_argument("results", type=Path, help="the JSON results file (from --circuitcheck-json)")
-    report.add_argument("-o", "--output", type=Path, default=None, help="the HTML file to write (default: RESULTS with the suffix .html)")
+    report.add_argument("results", type=Path, nargs="+",
+                        help="the JSON results file (from --circuitcheck-json); several: the shards of one suite, merged into one report")
+    report.add_argument("-o", "--output", type=Path, default=None,
+                        help="the HTML file to write (default for one results file: RESULTS with the suffix .html; needed for several)")
+    report.add_argument("--json", type=Path, default=None, dest="json_output",
+                        help="also write the merged results document here (for baseline update or diff)")
     report.set_defaults(run=_report)
+
+    diff = commands.add_parser(
+        "diff",
+        help="list the claims whose verdict or value changed between two results files",
+        description="Compare two results files (from --circuitcheck-json, or merged by report --json): claims whose verdict "
+        "(held, failed, regressed) or value changed, and claims only one of them has. Claims are matched by their "
+        "baseline key: test id, claim text and checkpoint.",
+        epilog="Exit status: 0 when no claim's verdict changed and none went missing (values may have moved; claims may "
+        "have been added), 1 when a verdict changed or a claim went missing, 2 on a usage error.",
+    )
+    diff.add_argument("old", type=Path, help="the earlier results file")
+    diff.add_argument("new", type=Path, help="the later results file")
+    diff.add_argument("--tolerance", type=float, default=0.0,
+                      help="ignore value changes of at most this much, absolute (default 0: every change at 6 decimals)")
+    diff.set_defaults(run=_diff)
+
+    baseline = commands.add_parser("baseline", help="regression baselines (--circuitcheck-baseline files)",
+                                   description="Work with regression baseline files.")
+    baseline_commands = baseline.add_subparsers(dest="baseline_command", metavar="BASELINE_COMMAND", required=True)
+    update = baseline_commands.add_parser(
+        "update",
+        help="write the claims of results files (e.g. the shards of a CI run) into a baseline file",
+        description="Write every claim of RESULTS (one results file, or the shards of one suite, merged) into the baseline "
+        "file, as pytest --circuitcheck-update-baseline would: measured values replace stored ones, entries of tests "
+        "the results do not hold are kept, and --prune removes entries of tests that ran to completion and no longer "
+        "produced them.",
+        epilog="Exit status: 0 when written, 2 on a usage error (a missing or corrupt file, tests in two shards, results of a "
+        "run that was interrupted or is in progress, a read-only or locked baseline).",
+    )
+    update.add_argument("results", type=Path, nargs="+", help="results files (from --circuitcheck-json, or report --json)")
+    update.add_argument("--baseline", type=Path, required=True, help="the baseline file to update (created when missing)")
+    update.add_argument("--prune", action="store_true",
+                        help="remove entries that tests which ran to completion no longer produce (as --circuitcheck-prune-baseline)")
+    update.set_defaults(run=_baseline_update)
 
     spec = commands.add_parser("spec", help="executable spec files (*.circuit.yaml)", description="Work with executable spec files.")
     spec_commands = spec.add_subparsers(dest="spec_command", metavar="SPEC_COMMAND", required=True)
@@ -262,11 +315,27 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from . import report
     from .errors import CircuitCheckError
 
-    output = args.output if args.output is not None else args.results.with_suffix(".html")
-    if output.resolve() == args.results.resolve():
+    sources = list(args.results)
+    if len(sources) > 1 and args.output is None:
+        return _error(f"{len(sources)} results files are merged into one report: give its path with -o (e.g. -o merged.html)")
+    output = args.output if args.output is not None else sources[0].with_suffix(".html")
+    if len(sources) == 1 and output.resolve() == sources[0].resolve():
         return _error(f"the output {str(output)!r} is the results file itself: give another path with -o")
+    for target in (output, args.json_output):
+        if target is not None and any(target.resolve() == source.resolve() for source in sources):
+            return _error(f"the output {str(target)!r} is one of the results files: give another path")
+    if args.json_output is not None and args.json_output.resolve() == output.resolve():
+        return _error(f"--json and -o name the same file {str(output)!r}: give two paths")
+    shown = sources[0]
     try:
-        document = report.read_json(args.results)
+        documents = []
+        for source in sources:
+            shown = source
+            documents.append(report.Results(report.read_json(source), source))
+        shown = sources[0] if len(sources) == 1 else "the merged results"
+        document = documents[0].document if len(documents) == 1 else report.merge(documents).document
+        if args.json_output is not None:
+            report.write_json(args.json_output, document)
         report.write_html(output, document)
     except CircuitCheckError as error:
         return _error(str(error))
@@ -274,13 +343,79 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _error(f"cannot write {str(output)!r}: {error.strerror or error}")
     except (TypeError, AttributeError, KeyError, ValueError, IndexError, TemplateError) as error:
         # a hand-edited file whose fields have the wrong types: a usage error, never a traceback
-        return _error(f"{str(args.results)!r} is not a valid circuitcheck results file "
+        return _error(f"{str(shown)!r} is not a valid circuitcheck results file "
                       f"({type(error).__name__}: {error}): re-create it with pytest --circuitcheck-json=PATH")
     summary = report.summarize(document)
     incomplete = "" if document.get("complete") else " (incomplete run)"
     counts = f"{summary['claims']} claims, {summary['claims_passed']} held, {summary['claims_failed']} failed"
-    print(f"circuitcheck: wrote {output}: {counts}{incomplete}")
+    if summary.get("claims_xfailed"):
+        counts += f", {summary['claims_xfailed']} xfailed"
+    merged = f" ({len(sources)} results files merged)" if len(sources) > 1 else ""
+    if args.json_output is not None:
+        print(f"circuitcheck: wrote {args.json_output}")
+    print(f"circuitcheck: wrote {output}{merged}: {counts}{incomplete}")
     return 0
+
+
+def _diff(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import report
+    from .errors import CircuitCheckError
+
+    try:
+        changes = report.diff(report.load(args.old), report.load(args.new), tolerance=args.tolerance)
+    except CircuitCheckError as error:
+        print(f"circuitcheck diff: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    for line in changes.lines():
+        print(line)
+    if changes.failed:
+        parts = [f"{len(changes.verdict_changed)} verdict{'s' if len(changes.verdict_changed) != 1 else ''} changed"] if changes.verdict_changed else []
+        parts += [f"{len(changes.removed)} claim{'s' if len(changes.removed) != 1 else ''} missing from {args.new}"] if changes.removed else []
+        print(f"exit status 1: {', '.join(parts)}")
+        return 1
+    return 0
+
+
+def _baseline_update(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import report
+    from .claims.baseline import BaselineError, update_from_tests
+    from .errors import CircuitCheckError
+
+    def fail(message: str) -> int:
+        print(f"circuitcheck baseline update: error: {message}", file=sys.stderr)
+        return USAGE_ERROR
+
+    try:
+        parts = [report.load(source) for source in args.results]
+        results = parts[0] if len(parts) == 1 else report.merge(parts)
+    except CircuitCheckError as error:
+        return fail(str(error))
+    unfinished = _unfinished(results.document, str(args.results[0]) if len(parts) == 1 else "")
+    if unfinished:
+        return fail("; ".join(unfinished) + ": its values are partial, so the baseline is left as it was; run the suite again to update it")
+    try:
+        _, lines = update_from_tests(args.baseline, results.document.get("tests") or [], prune=args.prune)
+    except BaselineError as error:
+        return fail(str(error))
+    for line in lines:
+        print(f"circuitcheck: {line}" if not line.startswith("  ") else line)
+    return 0
+
+
+def _unfinished(document: dict, name: str) -> list[str]:
+    """Why a results document (or one of its shards) holds a run that was interrupted or had not finished: [] when neither.
+
+    The pytest plugin never writes a baseline from such a run; nor does ``baseline update``.
+    """
+    why = []
+    if document.get("in_progress") is True:
+        why.append(f"{name or 'the results'} are of a run in progress, or killed before its end")
+    why += [f"{name}: {reason}" if name else reason for reason in document.get("incomplete_reasons") or []
+            if isinstance(reason, str) and reason.startswith("interrupted")]
+    for shard in document.get("shards") or []:
+        if isinstance(shard, dict):
+            why += _unfinished(shard, str(shard.get("source") or "a shard"))
+    return why
 
 
 POWER_USAGE = """usage: python -m circuitcheck power [--min-score S] [PYTEST ARGS ...]

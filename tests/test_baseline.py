@@ -435,3 +435,194 @@ def test_an_update_waits_for_another_runs_lock_and_says_whose_it_was(tmp_path):
     assert not path.exists()
     update_file(path, {"t.py::t :: c": {"test": "t.py::t", "value": 0.5}}, completed=[])
     assert list(Baseline.load(path).entries) == ["t.py::t :: c"]
+
+
+# Check mode: what the run no longer produces, strict mode, regressions in the summaries -------------
+
+EDITED = """
+import os
+import circuitcheck as cc
+
+CIRCUIT = os.environ.get("CIRCUIT", "L0H0 L0H2 L1H0 L1H1 L1H2 L1H3")
+
+def test_heads(model):
+    cc.assert_induction_head(1, 0, min_score=0.5)
+
+def test_circuit(model, induction_task):
+    cc.assert_sufficient(CIRCUIT, min_recovery=0.9)
+"""
+EDITED_CIRCUIT = "L0H0 L0H1 L0H2 L1H0 L1H1 L1H2 L1H3"
+
+
+def _keys(pytester):
+    return list(json.loads((pytester.path / "baseline.json").read_text())["entries"])
+
+
+def test_checking_lists_entries_that_tests_which_ran_no_longer_produce(pytester):
+    pytester.makepyfile(SUITE)
+    run(pytester, "--circuitcheck-update-baseline").assert_outcomes(passed=2)
+    gone = next(key for key in _keys(pytester) if "previous-token" in key)
+    pytester.makepyfile(SUITE.replace("    cc.assert_previous_token_head(0, 0, min_score=0.5)\n", ""))
+    result = run(pytester)  # checking, not updating
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.OK  # not strict: listed, not failed
+    result.stdout.fnmatch_lines(
+        ["*baseline*: 2 claims within tolerance, 0 regressed, 0 not in the baseline",
+         "*1 baseline entry no longer produced by tests that ran to completion (missing:*",
+         f"  {gone}"]
+    )
+
+
+def test_entries_of_tests_that_did_not_run_are_not_checked_rather_than_missing(pytester):
+    pytester.makepyfile(SUITE)
+    run(pytester, "--circuitcheck-update-baseline").assert_outcomes(passed=2)
+    result = run(pytester, "--circuitcheck-baseline-strict", "-k", "custom")
+    result.assert_outcomes(passed=1, deselected=1)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*2 baseline entries not checked: their tests did not run in this run, or stopped before producing them"])
+    result.stdout.no_fnmatch_line("*no longer produced*")
+
+
+def test_editing_the_circuit_of_assert_sufficient_fails_a_strict_run(pytester, monkeypatch, xdist=False):
+    pytester.makepyfile(EDITED)
+    run(pytester, "--circuitcheck-update-baseline", xdist=xdist).assert_outcomes(passed=2)
+    (old,) = [key for key in _keys(pytester) if "test_circuit" in key]
+    monkeypatch.setenv("CIRCUIT", EDITED_CIRCUIT)
+    result = run(pytester, "--circuitcheck-baseline-strict", "--circuitcheck-json=results.json", xdist=xdist)
+    result.assert_outcomes(passed=2)  # every claim holds; the run fails on the baseline
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    document = json.loads((pytester.path / "results.json").read_text())
+    (new,) = [claim["baseline_key"] for test in document["tests"] for claim in test["claims"] if "test_circuit" in claim["baseline_key"]]
+    assert new != old and "L0H1" in new
+    result.stdout.fnmatch_lines(
+        ["*1 claim not in the baseline (new):", f"  {new}",
+         "*1 baseline entry no longer produced by tests that ran to completion (missing:*", f"  {old}",
+         "*strict baseline: the run fails: 1 claim not in the baseline, 1 entry missing;*"]
+    )
+    section = document["baseline"]
+    assert (section["mode"], section["strict"], section["fails"]) == ("check", True, True)
+    assert section["new"] == [new] and [entry["key"] for entry in section["missing"]] == [old]
+    assert section["counts"] == {"ok": 1, "regressed": 0, "new": 1, "missing": 1, "unchecked": 0}
+    # without strict the same run passes, and says the same
+    result = run(pytester, xdist=xdist)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*1 claim not in the baseline (new):", f"  {new}", "*(missing:*", f"  {old}"])
+
+
+def test_strict_mode_under_xdist_sees_every_workers_claims(pytester):
+    pytester.makepyfile(SUITE)
+    run(pytester, "--circuitcheck-update-baseline").assert_outcomes(passed=2)
+    gone = next(key for key in _keys(pytester) if "previous-token" in key)
+    pytester.makepyfile(SUITE.replace("    cc.assert_previous_token_head(0, 0, min_score=0.5)\n", ""))
+    result = run(pytester, "--circuitcheck-baseline-strict", xdist=True)
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*: 2 claims within tolerance, 0 regressed, 0 not in the baseline", "*(missing:*", f"  {gone}",
+                                 "*strict baseline: the run fails: 1 entry missing;*"])
+
+
+def test_the_ini_key_makes_checking_strict(pytester):
+    pytester.makepyfile(SUITE)
+    run(pytester, "--circuitcheck-update-baseline").assert_outcomes(passed=2)
+    pytester.makeini("[pytest]\ncircuitcheck_baseline_strict = true\n")
+    assert run(pytester).ret == pytest.ExitCode.OK  # nothing new or missing
+    pytester.makepyfile(SUITE.replace("assert_induction_head(1, 3,", "assert_induction_head(1, 2,"))  # another head: another claim
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*strict baseline: the run fails: 1 claim not in the baseline, 1 entry missing*"])
+
+
+def test_a_strict_run_that_produced_every_entry_passes_and_says_so(pytester):
+    pytester.makepyfile(SUITE)
+    run(pytester, "--circuitcheck-update-baseline").assert_outcomes(passed=2)
+    result = run(pytester, "--circuitcheck-baseline-strict")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*strict baseline: every claim is in the baseline and no entry of a test that ran is missing"])
+
+
+def test_strict_needs_a_baseline_file(pytester):
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest("--circuitcheck-baseline-strict")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--circuitcheck-baseline-strict needs a file*"])
+
+
+def test_a_regression_counts_as_a_failed_claim_in_every_summary(pytester):
+    from circuitcheck import report
+
+    pytester.makepyfile(SUITE)
+    run(pytester, "--circuitcheck-update-baseline").assert_outcomes(passed=2)
+    path = pytester.path / "baseline.json"
+    data = json.loads(path.read_text())
+    regressed = next(key for key in data["entries"] if "previous-token" in key)
+    data["entries"][regressed]["value"] += 0.3  # only this claim moves beyond its tolerance
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    result = run(pytester, "--circuitcheck-json=results.json", "--circuitcheck-report=report.html")
+    result.assert_outcomes(passed=1, failed=1)
+    # the terminal: the claim held its threshold, but its test failed on the move
+    result.stdout.fnmatch_lines(["*2 claims held, 1 failed*", "*1 claim regressed (moved beyond the baseline tolerance; counted as failed):", f"  {regressed}"])
+    document = json.loads((pytester.path / "results.json").read_text())
+    claims = [claim for test in document["tests"] for claim in test["claims"]]
+    assert all(claim["passed"] for claim in claims)  # each claim's own verdict is kept as data
+    # the JSON's summary, counted here from the records
+    expected_failed = sum(claim.get("baseline", {}).get("status") == "regressed" or not claim["passed"] for claim in claims)
+    summary = report.load(pytester.path / "results.json").summary()
+    assert (summary["claims_passed"], summary["claims_failed"], summary["claims_regressed"]) == (len(claims) - expected_failed, expected_failed, 1)
+    assert summary["by_kind"]["previous_token_head"] == {"passed": 0, "failed": 1}
+    # the report's summary and the report command
+    html = (pytester.path / "report.html").read_text()
+    assert '<span class="big">2</span>claims held' in html and '<span class="big">1</span>claims failed' in html
+    out = pytester.run(sys.executable, "-m", "circuitcheck", "report", "results.json", "-o", "again.html")
+    assert "3 claims, 2 held, 1 failed" in out.stdout.str()
+
+
+def test_missing_entries_reach_the_json_and_the_html_report(pytester):
+    pytester.makepyfile(SUITE)
+    run(pytester, "--circuitcheck-update-baseline").assert_outcomes(passed=2)
+    gone = next(key for key in _keys(pytester) if "previous-token" in key)
+    pytester.makepyfile(SUITE.replace("    cc.assert_previous_token_head(0, 0, min_score=0.5)\n", ""))
+    run(pytester, "--circuitcheck-json=results.json", "--circuitcheck-report=report.html").assert_outcomes(passed=2)
+    document = json.loads((pytester.path / "results.json").read_text())
+    (entry,) = document["baseline"]["missing"]
+    stored = json.loads((pytester.path / "baseline.json").read_text())["entries"][gone]
+    assert entry == {"key": gone, **stored}
+    assert gone in document["environment"]["baseline"]
+    html = (pytester.path / "report.html").read_text()
+    assert "missing 1" in html  # the baseline box of the summary
+    assert gone.replace(">", "&gt;") in html  # the environment table names it
+
+
+def test_an_update_records_what_it_did_in_the_json(pytester):
+    pytester.makepyfile(SUITE)
+    run(pytester, "--circuitcheck-update-baseline", "--circuitcheck-json=results.json").assert_outcomes(passed=2)
+    section = json.loads((pytester.path / "results.json").read_text())["baseline"]
+    assert (section["mode"], section["written"], section["added"], section["stale"]) == ("update", 3, 3, [])
+
+
+def test_check_run_without_pytest_matches_a_recount(tmp_path):
+    from circuitcheck.claims.baseline import check_run
+
+    path = tmp_path / "baseline.json"
+    entries = {
+        "t.py::test_a :: kept": {"test": "t.py::test_a", "value": 0.5},
+        "t.py::test_a :: gone": {"test": "t.py::test_a", "value": 0.5},
+        "t.py::test_b :: not run": {"test": "t.py::test_b", "value": 0.5},
+        "t.py::test_c :: after the failure": {"test": "t.py::test_c", "value": 0.5},
+    }
+    path.write_text(json.dumps({"circuitcheck_baseline": 1, "entries": entries}))
+    claim = {"claim": "kept", "passed": True, "value": 0.505}
+    tests = [
+        {"nodeid": "t.py::test_a", "outcome": "passed", "claims": [claim, {**claim, "claim": "new one", "value": 0.1},
+                                                                   {**claim, "claim": "a check_* only", "value": None, "informational": True}]},
+        {"nodeid": "t.py::test_c", "outcome": "failed", "claims": [{**claim, "claim": "first", "value": 0.1, "passed": False}]},
+    ]
+    check = check_run(Baseline.load(path), tests, strict=True)
+    assert check.ok == ["t.py::test_a :: kept"]
+    assert check.new == ["t.py::test_a :: new one", "t.py::test_c :: first"]
+    assert list(check.missing) == ["t.py::test_a :: gone"]  # test_c stopped early: its entries are not missing
+    assert check.unchecked == ["t.py::test_b :: not run", "t.py::test_c :: after the failure"]
+    assert check.fails
+    # informational check_* records decide nothing: never new, never written
+    from circuitcheck.claims.baseline import produced_entries
+
+    assert "t.py::test_a :: a check_* only" not in produced_entries(tests)

@@ -16,8 +16,12 @@ per line group) so that it diffs well in code review::
 
 Entries are keyed by test id, claim and checkpoint. A measured value passes
 when ``|measured - stored| <= max(abs, rel * |stored|)``. This module reads,
-compares, merges and writes (:func:`update_file`); the pytest layer decides
-when a run may write.
+compares, merges and writes (:func:`update_file`), and sums up a run checked
+against the file (:func:`check_run`: claims within tolerance, regressed and
+new, and the entries the run no longer produced); the pytest layer decides
+when a run may write. The run's claims are given as the test records of a
+results document (``tests[*].claims``), so a baseline can also be checked or
+updated from a results file, or from the merged results of several shards.
 
 Nothing a user wrote is lost or silently replaced: a file that is not a
 finite-valued baseline is an error and is left as it is; an update takes a
@@ -36,7 +40,7 @@ import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import CircuitCheckError
 
@@ -220,11 +224,209 @@ def make_entry(test_id: str, claim: dict[str, Any]) -> dict[str, Any]:
         "test": test_id,
         "claim": claim["claim"],
         "checkpoint": claim.get("checkpoint"),
-        "kind": claim["kind"],
-        "metric": claim["metric"],
+        "kind": claim.get("kind"),
+        "metric": claim.get("metric"),
         "model": claim.get("model"),
         "value": rounded(claim["value"]),
     }
+
+
+# A run's claims (test records of a results document) against a baseline ------------------
+
+
+def is_regressed(claim: Mapping[str, Any]) -> bool:
+    """Whether a claim record moved beyond its baseline tolerance (``claim["baseline"]["status"] == "regressed"``).
+
+    Such a claim held its own threshold, but its test failed on the move: every
+    summary (terminal, report, JSON, the ``report`` command) counts it as a
+    failed claim.
+    """
+    baseline = claim.get("baseline") if isinstance(claim, Mapping) else None
+    return isinstance(baseline, Mapping) and baseline.get("status") == "regressed"
+
+
+def test_id_of(test: Mapping[str, Any]) -> str:
+    """The id a test record's baseline entries are keyed by: ``test_id``, else the node id without xdist's group suffix."""
+    return str(test.get("test_id") or str(test.get("nodeid", "?")).split("@circuitcheck:")[0])
+
+
+def record_keys(tests: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """``(key, test_id, claim)`` for every claim of the test records, in document order.
+
+    The key is the claim's ``baseline_key`` when the run recorded one, else
+    :func:`entry_key` of its test id, claim and checkpoint with ``#2``, ``#3``
+    ... for the same claim made again in one test (as the pytest plugin keys them).
+    Informational records (``check_*`` results no assertion concluded, which
+    decide nothing and are never compared with a baseline) are left out.
+    """
+    keyed = []
+    for test in tests:
+        seen: dict[str, int] = {}
+        for claim in _claims(test):
+            if claim.get("informational"):
+                continue  # a check_* result no assertion decided on: never a baseline entry
+            test_id = str(claim.get("baseline_test") or test_id_of(test))
+            key = claim.get("baseline_key")
+            if not key:
+                key = entry_key(test_id, str(claim.get("claim")), claim.get("checkpoint"))
+                seen[key] = seen.get(key, 0) + 1
+                if seen[key] > 1:
+                    key = f"{key} #{seen[key]}"
+            keyed.append((str(key), test_id, claim))
+    return keyed
+
+
+def completed_tests(tests: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Ids of the tests whose body ran to its end with every claim measured (passed, or xfail-marked and passed).
+
+    A failed claim stops its test, so the claims after it were never measured;
+    only these tests' missing entries can be called stale (or, checking, missing).
+    """
+    return {
+        test_id_of(test)
+        for test in tests
+        if test.get("outcome") in ("passed", "xpassed") and all(rounded(claim.get("value")) is not None for claim in _claims(test))
+    }
+
+
+def _claims(test: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A test record's claims, without informational ``check_*`` records (``"informational": true``)."""
+    return [claim for claim in test.get("claims") or [] if not (isinstance(claim, Mapping) and claim.get("informational"))]
+
+
+def produced_entries(tests: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The baseline entries the test records' claims make (claims with a finite value), keyed as :func:`record_keys`."""
+    return {key: make_entry(test_id, claim) for key, test_id, claim in record_keys(tests) if rounded(claim.get("value")) is not None}
+
+
+#: How many keys a terminal list shows before "and N more" (all with -v, and always in the JSON).
+SHOWN_KEYS = 20
+
+
+@dataclass
+class Check:
+    """A run checked against a baseline file (not updating it): what each claim's comparison found, and what it missed.
+
+    ``regressed``, ``ok`` and ``new``: keys of the run's claims by comparison.
+    ``missing``: stored entries of tests that ran to completion in this run
+    and no longer produced them (the claim's text, circuit, threshold or
+    checkpoint changed, or the claim was removed), with their stored entries.
+    ``unchecked``: the other stored entries this run did not produce: their
+    tests did not run (deselected, in files not run, removed) or stopped
+    before producing them; nothing is known about them. With ``strict``, new
+    or missing entries fail the run (:attr:`fails`).
+    """
+
+    path: str
+    strict: bool = False
+    ok: list[str] = field(default_factory=list)
+    regressed: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
+    missing: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unchecked: list[str] = field(default_factory=list)
+
+    @property
+    def fails(self) -> bool:
+        """Whether strict mode fails the run: a claim not in the baseline, or a stored entry no longer produced."""
+        return self.strict and bool(self.new or self.missing)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The results document's ``baseline`` object (SCHEMA.md)."""
+        return {
+            "path": self.path,
+            "mode": "check",
+            "strict": self.strict,
+            "fails": self.fails,
+            "counts": {"ok": len(self.ok), "regressed": len(self.regressed), "new": len(self.new),
+                       "missing": len(self.missing), "unchecked": len(self.unchecked)},
+            "regressed": list(self.regressed),
+            "new": list(self.new),
+            "missing": [{"key": key, **entry} for key, entry in self.missing.items()],
+            "unchecked": list(self.unchecked),
+        }
+
+    def describe(self) -> str:
+        """One line for the report's environment table: the file, the mode and the counts, and the missing keys."""
+        mode = "checked, strict" if self.strict else "checked"
+        text = (f"{self.path} ({mode}): {len(self.ok)} within tolerance, {len(self.regressed)} regressed, {len(self.new)} new, "
+                f"{len(self.missing)} missing, {len(self.unchecked)} not checked")
+        if self.missing:
+            keys = list(self.missing)
+            text += "; missing: " + "; ".join(keys[:SHOWN_KEYS]) + (f"; and {len(keys) - SHOWN_KEYS} more (the JSON lists all)" if len(keys) > SHOWN_KEYS else "")
+        if self.fails:
+            text += "; the run failed (strict)"
+        return text
+
+    def lines(self, verbose: bool = False) -> list[str]:
+        """What the terminal summary says: the counts, then the regressed, new and missing keys (the first
+        :data:`SHOWN_KEYS` of each unless ``verbose``), the unchecked count, and strict mode's verdict."""
+        new = len(self.new)
+        out = [
+            f"baseline {self.path}: {len(self.ok)} claims within tolerance, {len(self.regressed)} regressed, "
+            f"{new} not in the baseline" + (" (add them with --circuitcheck-update-baseline)" if new else "")
+        ]
+
+        def listed(keys: list[str]) -> list[str]:
+            shown = keys if verbose else keys[:SHOWN_KEYS]
+            more = [f"  ... and {len(keys) - len(shown)} more (-v lists all)"] if len(shown) < len(keys) else []
+            return [f"  {key}" for key in shown] + more
+
+        if self.regressed:
+            out.append(f"{_count(len(self.regressed), 'claim')} regressed (moved beyond the baseline tolerance; counted as failed):")
+            out += listed(self.regressed)
+        if self.new:
+            out.append(f"{_count(new, 'claim')} not in the baseline (new):")
+            out += listed(self.new)
+        if self.missing:
+            out.append(
+                f"{_count(len(self.missing), 'baseline entry', 'baseline entries')} no longer produced by tests that ran to completion "
+                "(missing: the claim changed or was removed; remove with --circuitcheck-update-baseline --circuitcheck-prune-baseline):"
+            )
+            out += listed(list(self.missing))
+        if self.unchecked:
+            out.append(f"{_count(len(self.unchecked), 'baseline entry', 'baseline entries')} not checked: "
+                       "their tests did not run in this run, or stopped before producing them")
+        if self.strict:
+            if self.fails:
+                parts = [f"{_count(new, 'claim')} not in the baseline"] if new else []
+                parts += [f"{_count(len(self.missing), 'entry', 'entries')} missing"] if self.missing else []
+                out.append(f"strict baseline: the run fails: {', '.join(parts)}; if the change is intended, update the baseline "
+                           "(--circuitcheck-update-baseline, with --circuitcheck-prune-baseline to drop the missing entries)")
+            else:
+                out.append("strict baseline: every claim is in the baseline and no entry of a test that ran is missing")
+        return out
+
+
+def check_run(baseline: Baseline, tests: Sequence[Mapping[str, Any]], strict: bool = False) -> Check:
+    """Sum up a run's claims (test records whose claims carry ``baseline`` comparisons) against ``baseline``.
+
+    A claim without a comparison is compared here (default tolerance), so
+    records from anywhere can be checked. See :class:`Check` for what missing
+    and unchecked mean; entries are listed in the file's (sorted) order.
+    """
+    result = Check(str(baseline.path), strict=strict)
+    produced: set[str] = set()
+    for key, _, claim in record_keys(tests):
+        produced.add(key)
+        comparison = claim.get("baseline")
+        status = comparison.get("status") if isinstance(comparison, Mapping) else None
+        if status not in ("ok", "regressed", "new"):
+            value = claim.get("value")
+            status = baseline.compare(key, float(value) if _finite(value) else None, Tolerance()).status
+        getattr(result, status).append(key)
+    done = completed_tests(tests)
+    for key in sorted(baseline.entries):
+        if key in produced:
+            continue
+        if baseline.entries[key].get("test") in done:
+            result.missing[key] = dict(baseline.entries[key])
+        else:
+            result.unchecked.append(key)
+    return result
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 @dataclass
@@ -282,6 +484,48 @@ def update_file(
         where = error.filename or target
         raise BaselineError(f"baseline {shown} not updated: cannot write {where} ({error.strerror or error}); the file is left as it was") from None
     return Update(shown, dict(current.entries), Baseline(shown, merged.entries, True), stale, prune)
+
+
+def update_lines(update: Update, produced: Mapping[str, Any], ran: Iterable[str], completed: Iterable[str]) -> list[str]:
+    """What an update says: the file and its counts, the stale entries (removed or kept) and, when pruning, the entries
+    of tests that ran but did not run to completion (kept).
+
+    ``produced``: the entries written; ``ran``: ids of every test the results
+    hold; ``completed``: those that ran to completion.
+    """
+    done = set(completed)
+    kept = len(update.before) - len(update.stale) * update.pruned - sum(key in update.before for key in produced)
+    lines = [
+        f"wrote baseline {update.path}: {len(update.baseline.entries)} entries ({update.added} added, {update.changed} changed, "
+        f"{kept} kept from tests that did not run or did not change)"
+    ]
+    if update.stale:
+        verb = "removed" if update.pruned else "kept (remove them with --circuitcheck-prune-baseline)"
+        lines.append(f"{len(update.stale)} baseline entries are no longer produced by tests that ran to completion, {verb}:")
+        lines.extend(f"  {key}" for key in update.stale)
+    unreached = sorted(key for key, entry in update.before.items() if entry.get("test") in set(ran) - done and key not in produced)
+    if update.pruned and unreached:
+        lines.append(
+            f"{len(unreached)} baseline entries of tests that did not run to completion (failed, errored or skipped "
+            "before producing them) were kept, not pruned:"
+        )
+        lines.extend(f"  {key}" for key in unreached)
+    return lines
+
+
+def update_from_tests(path: str | Path, tests: Sequence[Mapping[str, Any]], prune: bool = False, timeout: float = LOCK_TIMEOUT) -> tuple[Update, list[str]]:
+    """Write the claims of test records (a results document's ``tests``, e.g. merged from shards) into the baseline at ``path``.
+
+    As the pytest plugin's update: every claim with a finite value replaces
+    its entry, other entries are kept, and ``prune`` removes only entries of
+    tests that ran to completion and no longer produced them. Returns the
+    :class:`Update` and the lines that say what changed.
+    """
+    produced = produced_entries(tests)
+    completed = completed_tests(tests)
+    ran = {test_id_of(test) for test in tests} | {test_id for _, test_id, _ in record_keys(tests)}
+    update = update_file(path, produced, completed, prune, timeout)
+    return update, update_lines(update, produced, ran, completed)
 
 
 def check_writable(path: str | Path) -> None:

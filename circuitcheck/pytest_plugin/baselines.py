@@ -4,8 +4,16 @@ Registered by the main plugin as ``circuitcheck-baseline``. The file format
 and the comparison are :mod:`circuitcheck.claims.baseline` (usable without
 pytest); this plugin loads the file named by ``--circuitcheck-baseline``,
 compares every recorded claim while its test runs (on the worker, under
-xdist), and at the end of the session (on the controller) counts the results
+xdist), and at the end of the session (on the controller) sums up the check
 or, with ``--circuitcheck-update-baseline``, writes the merged file.
+
+Checking, the summary lists the regressed and new claims and the stored
+entries that tests which ran to completion no longer produced (missing: a
+claim whose text, circuit or threshold changed has a new key, so its old
+entry goes missing and the new one is new). The same is written to the
+results document's ``baseline`` object and the report's environment table.
+``--circuitcheck-baseline-strict`` (ini ``circuitcheck_baseline_strict``)
+fails the run on new or missing entries; a regression always fails its test.
 
 An update writes nothing when the run was interrupted (Ctrl-C,
 ``pytest.exit``, collection errors) or ended in an internal error, refuses a
@@ -21,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from ..claims.baseline import completed_tests, is_regressed  # noqa: F401  (light: json, math, no torch)
 from . import options
 from .identity import item_identity
 
@@ -39,9 +48,14 @@ class BaselinePlugin:
         self.baseline = None
         self.lines: list[str] = []
         self.interrupted = False
+        #: the check of this run against the file (check mode, at session finish on the controller)
+        self.check = None
+        self.strict = options.baseline_strict(config)
         path = options.get(config, "baseline")
         if config.getoption("circuitcheck_update_baseline") and not path:
             raise pytest.UsageError("--circuitcheck-update-baseline needs a file: give --circuitcheck-baseline=FILE (or the ini key)")
+        if config.getoption("circuitcheck_baseline_strict", False) and not path:
+            raise pytest.UsageError("--circuitcheck-baseline-strict needs a file: give --circuitcheck-baseline=FILE (or the ini key)")
         if config.getoption("circuitcheck_prune_baseline") and not config.getoption("circuitcheck_update_baseline"):
             raise pytest.UsageError("--circuitcheck-prune-baseline only applies with --circuitcheck-update-baseline")
         if path:
@@ -82,51 +96,37 @@ class BaselinePlugin:
             return comparison.message(result.claim, str(self.baseline.path), result.metric)
         return None
 
-    def finish(self, exitstatus: int = pytest.ExitCode.OK) -> None:
-        """Count the comparisons, or write the updated file (merging; pruning when asked)."""
-        from ..claims.baseline import make_entry, rounded, update_file
+    def finish(self, exitstatus: int = pytest.ExitCode.OK) -> bool:
+        """Sum up the check, or write the updated file (merging; pruning when asked). True when strict mode fails the run."""
+        from ..claims.baseline import check_run, produced_entries, record_keys, update_from_tests
 
         if self.baseline is None:
-            return
-        claims = [(test, claim) for test in self.tests for claim in test["claims"] if claim.get("baseline_key")]
+            return False
+        collector = self.config.pluginmanager.get_plugin("circuitcheck-collect")
         if not self.updating:
-            statuses = [claim.get("baseline", {}).get("status") for _, claim in claims]
-            new = statuses.count("new")
-            self.lines.append(
-                f"baseline {self.baseline.path}: {statuses.count('ok')} claims within tolerance, {statuses.count('regressed')} regressed, "
-                f"{new} not in the baseline" + (" (add them with --circuitcheck-update-baseline)" if new else "")
-            )
-            return
+            self.check = check_run(self.baseline, self.tests, strict=self.strict)
+            self.lines.extend(self.check.lines(verbose=self.config.option.verbose > 0))
+            if collector is not None:  # the collector writes the files after this hook (registered before this plugin)
+                collector.extra["baseline"] = self.check.to_dict()
+                collector.extra_environment["baseline"] = self.check.describe()
+            return self.check.fails
         if self.interrupted or exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
             why = "was interrupted" if exitstatus != pytest.ExitCode.INTERNAL_ERROR else "ended in an internal error"
             self.lines.append(
                 f"baseline {self.baseline.path} not updated: the run {why}; the file is left as it was "
-                f"(the {len(claims)} claims measured before that were discarded); run again to update it"
+                f"(the {len(record_keys(self.tests))} claims measured before that were discarded); run again to update it"
             )
-            return
-        produced = {claim["baseline_key"]: make_entry(claim["baseline_test"], claim) for _, claim in claims if rounded(claim.get("value")) is not None}
-        ran = {claim["baseline_test"] for _, claim in claims} | {test.get("test_id", test["nodeid"]) for test in self.tests}
-        completed = completed_tests(self.tests)
+            return False
         prune = bool(self.config.getoption("circuitcheck_prune_baseline"))
-        update = update_file(self.baseline.path, produced, completed, prune)
-        kept = len(update.before) - len(update.stale) * prune - sum(key in update.before for key in produced)
-        self.lines.append(
-            f"wrote baseline {update.path}: {len(update.baseline.entries)} entries ({update.added} added, {update.changed} changed, "
-            f"{kept} kept from tests that did not run or did not change)"
-        )
-        if update.stale:
-            verb = "removed" if prune else "kept (remove them with --circuitcheck-prune-baseline)"
-            self.lines.append(f"{len(update.stale)} baseline entries are no longer produced by tests that ran to completion, {verb}:")
-            self.lines.extend(f"  {key}" for key in update.stale)
-        unreached = sorted(
-            key for key, entry in update.before.items() if entry.get("test") in ran - completed and key not in produced
-        )
-        if prune and unreached:
-            self.lines.append(
-                f"{len(unreached)} baseline entries of tests that did not run to completion (failed, errored or skipped "
-                "before producing them) were kept, not pruned:"
-            )
-            self.lines.extend(f"  {key}" for key in unreached)
+        update, lines = update_from_tests(self.baseline.path, self.tests, prune)
+        self.lines.extend(lines)
+        if collector is not None:
+            collector.extra["baseline"] = {
+                "path": str(update.path), "mode": "update", "written": len(produced_entries(self.tests)), "added": update.added,
+                "changed": update.changed, "stale": list(update.stale), "pruned": prune,
+            }
+            collector.extra_environment["baseline"] = lines[0].removeprefix("wrote baseline ") + " (updated)"
+        return False
 
     def pytest_keyboard_interrupt(self, excinfo) -> None:
         self.interrupted = True  # Ctrl-C, pytest.exit() or collection errors: this run's values are partial
@@ -137,22 +137,11 @@ class BaselinePlugin:
         from ..claims.baseline import BaselineError
 
         try:
-            self.finish(exitstatus)
+            fails = self.finish(exitstatus)
         except (BaselineError, OSError) as error:
             self.lines.append(f"baseline not written: {error}")
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
+            return
+        if fails and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-
-def completed_tests(tests: list[dict[str, Any]]) -> set[str]:
-    """Ids of the tests whose body ran to its end with every claim measured (passed, or xfail-marked and passed).
-
-    A failed claim stops its test, so the claims after it were never measured;
-    only these tests' missing entries can be called stale.
-    """
-    from ..claims.baseline import rounded
-
-    return {
-        test.get("test_id", test["nodeid"])
-        for test in tests
-        if test["outcome"] in ("passed", "xpassed") and all(rounded(claim.get("value")) is not None for claim in test["claims"])
-    }

@@ -75,9 +75,20 @@ def correction(config: pytest.Config) -> str:
 
 def power(config: pytest.Config) -> bool:
     """``--circuitcheck-power`` (or ini ``circuitcheck_power = true``): measure every claim's mutation score."""
-    if config.getoption("circuitcheck_power", False):
+    return _flag(config, "power")
+
+
+def baseline_strict(config: pytest.Config) -> bool:
+    """``--circuitcheck-baseline-strict`` (or ini ``circuitcheck_baseline_strict = true``): checking a baseline, fail the
+    run on claims not in it and on stored entries that tests which ran to completion no longer produce."""
+    return _flag(config, "baseline_strict")
+
+
+def _flag(config: pytest.Config, name: str) -> bool:
+    """A flag that is also a boolean ini key: the flag given, else the ini value (true/false, yes/no, on/off, 1/0)."""
+    if config.getoption(f"circuitcheck_{name}", False):
         return True
-    raw = config.getini("circuitcheck_power")
+    raw = config.getini(f"circuitcheck_{name}")
     if isinstance(raw, bool):
         return raw
     text = str(raw or "").strip().lower()
@@ -85,7 +96,7 @@ def power(config: pytest.Config) -> bool:
         return False
     if text in ("1", "true", "yes", "on"):
         return True
-    raise pytest.UsageError(f"ini circuitcheck_power={raw!r} is not valid: use true or false")
+    raise pytest.UsageError(f"ini circuitcheck_{name}={raw!r} is not valid: use true or false")
 
 
 def power_mutations(config: pytest.Config) -> int:

@@ -86,6 +86,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("circuitcheck_power", type="bool", default=False, help="measure every claim's mutation score (as --circuitcheck-power)")
     group.addoption("--circuitcheck-prune-baseline", action="store_true", default=False, dest="circuitcheck_prune_baseline",
                     help="with --circuitcheck-update-baseline: remove entries that tests which ran no longer produce")
+    group.addoption("--circuitcheck-baseline-strict", action="store_true", default=False, dest="circuitcheck_baseline_strict",
+                    help="checking against --circuitcheck-baseline: fail the run when a claim is not in the baseline or an entry "
+                    "of a test that ran to completion is no longer produced (no effect with --circuitcheck-update-baseline)")
+    parser.addini("circuitcheck_baseline_strict", type="bool", default=False,
+                  help="fail the run on new or missing baseline entries (as --circuitcheck-baseline-strict)")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from .baselines import BaselinePlugin
+from .baselines import BaselinePlugin, is_regressed
 from .collect import ReportCollector
 
 
@@ -30,11 +30,11 @@ class TerminalSummary:
 
             terminalreporter.section("circuitcheck claims")
             claims = [claim for test in tests for claim in test["claims"]]
-            held = sum(bool(claim["passed"]) for claim in claims)
+            held = sum(bool(claim["passed"]) and not is_regressed(claim) for claim in claims)  # a regression failed its test
             verbose = config.option.verbose > 0
             terminalreporter.write_line(f"{held} claims held, {len(claims) - held} failed" + ("" if verbose else " (-v lists every claim)"))
             if not verbose:  # only the failures, unless asked
-                tests = [{**test, "claims": [c for c in test["claims"] if not c["passed"]]} for test in tests]
+                tests = [{**test, "claims": [c for c in test["claims"] if not c["passed"] or is_regressed(c)]} for test in tests]
                 tests = [test for test in tests if test["claims"]]
             several_models = len({claim.get("model") for claim in claims}) > 1
             for test in tests:

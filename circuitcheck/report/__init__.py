@@ -12,6 +12,11 @@ results in a notebook, :func:`load` gives one pandas row per claim::
     results = circuitcheck.report.load("results.json")
     results.frame().query("not passed")
 
+Shards of one suite run on several machines or CI jobs merge into one
+document (:func:`merge`; ``python -m circuitcheck report a.json b.json -o
+merged.html``), and :func:`diff` lists what changed between two runs
+(``python -m circuitcheck diff old.json new.json``).
+
 Claims and sweeps made in a notebook become a report with :func:`from_results`
 (a complete document: no "incomplete run" banner)::
 
@@ -44,7 +49,7 @@ from typing import Any
 
 from ..errors import CircuitCheckError
 from .files import ReportWriteError, atomic_write, check_writable, owner_meta, write_text
-from .results import Results, load
+from .results import Results, ResultsDiff, diff, load, merge
 
 __all__ = [
     "REPORT_SCHEMA",
@@ -52,10 +57,13 @@ __all__ = [
     "ReportWriteError",
     "ReportDocument",
     "Results",
+    "ResultsDiff",
     "check_writable",
+    "diff",
     "from_results",
     "in_progress_document",
     "load",
+    "merge",
     "new_document",
     "read_json",
     "render_html",
@@ -198,17 +206,22 @@ def _now() -> str:
 def summarize(document: dict[str, Any]) -> dict[str, Any]:
     """Counts of claims and tests by verdict, and of claims by kind, model and checkpoint.
 
+    A claim that held its threshold but moved beyond its baseline tolerance
+    (``baseline.status == "regressed"``) failed its test, and counts as failed
+    here, in every count; ``claims_regressed`` says how many of the failed did so.
     ``by_checkpoint`` groups claims by the part after ``@`` of their model spec
     (``zoo:induction-2l@step800`` -> ``step800``); it is empty when no claim names one.
     """
+    from ..claims.baseline import is_regressed
     from .claim_view import checkpoint_of
 
     claims = [claim for test in document.get("tests") or [] for claim in test.get("claims") or []]
     by_kind: dict[str, dict[str, int]] = {}
     by_model: dict[str, dict[str, int]] = {}
     by_checkpoint: dict[str, dict[str, int]] = {}
-    for claim in claims:
-        verdict = "passed" if claim.get("passed") else "failed"
+    held = [bool(claim.get("passed")) and not is_regressed(claim) for claim in claims]
+    for claim, claim_held in zip(claims, held):
+        verdict = "passed" if claim_held else "failed"
         checkpoint = checkpoint_of(claim)
         groups = [(by_kind, claim.get("kind") or "?"), (by_model, claim.get("model") or "?")]
         if checkpoint is not None:
@@ -222,8 +235,9 @@ def summarize(document: dict[str, Any]) -> dict[str, Any]:
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return {
         "claims": len(claims),
-        "claims_passed": sum(bool(c.get("passed")) for c in claims),
-        "claims_failed": sum(not c.get("passed") for c in claims),
+        "claims_passed": sum(held),
+        "claims_failed": len(claims) - sum(held),
+        "claims_regressed": sum(is_regressed(c) for c in claims),
         "tests": outcomes,
         "by_kind": by_kind,
         "by_model": by_model,

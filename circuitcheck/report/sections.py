@@ -32,7 +32,7 @@ from .power_sections import power
 
 __all__ = ["ClaimView", "Frame", "build_page", "checkpoint_of", "natural_key", "section_definitions", "test_of"]
 
-BASELINE_STATUSES = ("regressed", "ok", "new", "recorded")
+BASELINE_STATUSES = ("regressed", "ok", "new", "missing", "recorded")
 OUTCOME_ORDER = ["passed", "failed", "error", "skipped", "xfailed", "xpassed"]
 #: The report's own words on its heatmaps (sweeps are not claims, so no record states them).
 HEATMAPS = ("Activation patching: each cell patches one activation; normalised values put the corrupted run at 0 and the "
@@ -92,7 +92,7 @@ def build_page(document: dict, summary: dict) -> dict[str, Any]:
         "failed_claims": [c for c in claims if not c.passed],
         "checkpoints": matrix,
         "checkpoint_charts": checkpoint_charts(matrix),
-        "baseline": _baseline_summary(claims),
+        "baseline": _baseline_summary(claims, document.get("baseline")),
         "outcomes": sorted(summary["tests"].items(), key=lambda item: (_outcome_rank(item[0]), item[0])),
         "necessity": necessity(by_section.get("necessity", []), consumed),
         "sufficiency": sufficiency(by_section.get("sufficiency", []), consumed),
@@ -117,14 +117,18 @@ def build_page(document: dict, summary: dict) -> dict[str, Any]:
     return page
 
 
-def _baseline_summary(claims: list[ClaimView]) -> dict | None:
-    """Claims compared with a baseline, counted by status; the regressed ones listed. None when no claim was compared."""
+def _baseline_summary(claims: list[ClaimView], run: dict | None = None) -> dict | None:
+    """Claims compared with a baseline, counted by status (with the run's ``missing`` entries, from the document's
+    ``baseline`` object); the regressed ones listed. None when no claim was compared."""
     compared = [c for c in claims if c.baseline is not None]
     if not compared:
         return None
     counts: dict[str, int] = {}
     for c in compared:
         counts[c.baseline["status"]] = counts.get(c.baseline["status"], 0) + 1
+    missing = run.get("missing") if isinstance(run, dict) else None
+    if isinstance(missing, list) and missing:
+        counts["missing"] = len(missing)
     order = {status: i for i, status in enumerate(BASELINE_STATUSES)}
     return {
         "compared": len(compared),
