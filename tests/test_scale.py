@@ -170,6 +170,16 @@ def test_a_grouped_query_path_reaches_only_the_receiver_not_its_key_value_group(
         torch.testing.assert_close(row, alone, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("port", ["k", "v"])
+def test_a_path_sweep_into_keys_or_values_covers_every_query_head_of_a_grouped_query_model(llama, port):
+    task = random_task(seed=13)
+    sweep = Patcher(llama).path_sweep(task, "L0H2", port)
+    assert sweep.axis_values == [[1], [0, 1, 2, 3]]  # per query head, though layer 1 has 2 key-value heads
+    for head in range(4):
+        expected = hand_path_patch(llama, task, (0, 2), (1, head, port), "denoise").mean()
+        assert float(sweep.mean[0, head]) == pytest.approx(float(expected), abs=ATOL)
+
+
 def test_path_patching_refuses_a_head_the_model_does_not_have(llama):
     with pytest.raises(cc.ComponentError, match="head 4 does not exist in L1H4.k: model .* has heads 0-3"):
         Patcher(llama).path_patch(random_task(), [cc.Component.parse("L0H0")], ["L1H4.k"])
@@ -207,8 +217,8 @@ def estimate_by_hand(cfg, seq_len: int, bytes_per_value: int, live: bool = False
     """The documented per-row estimate, written out for the tiny Llama's config."""
     d, h, dh, m, L, V = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp, cfg.n_layers, cfg.d_vocab
     one_block = 6 * d + 6 * h * dh + 3 * h * seq_len + 3 * m
-    captured = L * (3 * d + h * dh) + (L * (h + 1) * d if live else 0)
-    return math.ceil(2.0 * seq_len * ((one_block + captured + V) * bytes_per_value + 4 * V))
+    edge_captures = L * (3 * d + h * dh) + L * (h + 1) * d if live else 0
+    return math.ceil(2.0 * seq_len * (one_block + V + edge_captures) * bytes_per_value)
 
 
 def test_the_activation_estimate_counts_what_a_forward_holds(llama):
