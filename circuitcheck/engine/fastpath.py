@@ -76,7 +76,7 @@ def tolerance(dtype: torch.dtype) -> float:
     ``max(1, largest |logit|)``, this is the largest difference the verification
     accepts. Measured kernel-minus-model differences on the test models (up to
     16 layers, d_model 768, weights up to 15x the usual initialisation), in units of
-    ``finfo(dtype).eps`` times that scale: at most 14 in float32, at most 1.6 in
+    ``finfo(dtype).eps`` times that scale: at most 15 in float32, at most 1.6 in
     bfloat16 and float16. Half-precision products accumulate in float32 and round
     once, so their differences are a few roundings of the output; float32 outputs
     carry the accumulation order's error, tens of float32 roundings. A fixed 1e-4

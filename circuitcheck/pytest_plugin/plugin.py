@@ -72,7 +72,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     option("report", "write an HTML report of every claim to this path")
     option("json", "write every claim's results as JSON to this path")
     option("seed", "seed for generated inputs and bootstrap resampling (default 0)", default="0")
-    option("max-batch", "most rows (variants x examples) in one patched forward pass (default 256); halved on out-of-memory")
+    option("max-batch", "most rows (variants x examples) in one patched forward pass (default: as many as half the free memory holds); halved on out-of-memory")
     option("checkpoints", "run every test that uses `model` once per checkpoint: comma-separated names, or 'all'")
     option("baseline", "compare every claim's value with this baseline file; fail when one moved beyond its tolerance")
     option("correction", "multiple comparisons over the run's claims: none (default), holm (family-wise error rate) or bh "
