@@ -108,9 +108,9 @@ def _head_calls(model):
         "check_composition(sender=V)": lambda v: cc.check_composition(v, "L1H0", "k", min_score=0.0, model=model, n_random=5),
         "check_composition(kind=V)": lambda v: cc.check_composition("L0H0", "L1H0", v, min_score=0.0, model=model, n_random=5),
         "check_logit_lens_converges_by(layer=V)": lambda v: cc.check_logit_lens_converges_by(v, prompt="a b c a b", model=model),
-        "check_logit_lens_converges_by(max_kl=V)": lambda v: cc.check_logit_lens_converges_by(1, prompt="a b c", max_kl=v, model=model),
-        "check_logit_lens_converges_by(prompt=V)": lambda v: cc.check_logit_lens_converges_by(1, prompt=v, model=model),
-        "check_logit_lens_converges_by(k=V)": lambda v: cc.check_logit_lens_converges_by(1, prompt="a b c", k=v, model=model),
+        "check_logit_lens_converges_by(max_kl=V)": lambda v: cc.check_logit_lens_converges_by(0, prompt="a b c", max_kl=v, model=model),
+        "check_logit_lens_converges_by(prompt=V)": lambda v: cc.check_logit_lens_converges_by(0, prompt=v, model=model),
+        "check_logit_lens_converges_by(k=V)": lambda v: cc.check_logit_lens_converges_by(0, prompt="a b c", k=v, model=model),
     }
 
 

@@ -89,18 +89,28 @@ def test_without_a_tokenizer_the_top_tokens_are_ids():
 # --------------------------------------------------------------------------- convergence claims
 
 
-def test_the_zoo_logit_lens_converges_by_its_last_layer(induction_2l):
-    result = assert_logit_lens_converges_by(1, prompt=PROMPT, model=induction_2l)
+def test_a_claim_about_the_last_layer_is_refused_it_cannot_fail(induction_2l):
+    # the last layer's lens is the model's output (test_the_last_layer_lens_is_the_model_logits): KL 0 whatever the model
+    with pytest.raises(ValueError, match="layer=1 is the last layer of zoo:induction-2l .*so the claim cannot fail"):
+        assert_logit_lens_converges_by(1, prompt=PROMPT, model=induction_2l)
+    with pytest.raises(ValueError, match="cannot fail"):
+        assert_logit_lens_converges_by(1, prompt=PROMPT, model=induction_2l, lens="tuned")
+
+
+def test_a_claim_that_holds_records_what_it_measured(induction_2l):
+    # layer 0 is about 4 nats from the output: generous thresholds make the claim hold
+    result = assert_logit_lens_converges_by(0, prompt=PROMPT, model=induction_2l, max_kl=100.0, min_agreement=0.0)
+    table = result.evidence["lens_by_layer"]
     assert result.passed and result.kind == "logit_lens"
-    assert result.claim == "the logit lens converges by layer 1"
-    assert result.metric == "KL(final || lens)" and result.max_value == DEFAULT_MAX_KL
-    assert result.decided_on.startswith("upper bound of the worst layer >= 1")
-    assert result.n == 10 and result.value == pytest.approx(0.0, abs=1e-6)
-    assert result.ci_high == pytest.approx(0.0, abs=1e-6) and result.parameters["min_agreement"] == 0.9
-    assert result.parameters["converges_by"] == 1
+    assert result.claim == "the logit lens converges by layer 0"
+    assert result.metric == "KL(final || lens)" and result.max_value == 100.0
+    assert result.decided_on.startswith("upper bound of the worst layer >= 0")
+    assert result.n == 10 and result.value == pytest.approx(table["mean_kl"].max()) and result.value > 1.0
+    assert result.ci_high == pytest.approx(table["kl_ci_high"].max()) and result.parameters["min_agreement"] == 0.0
+    assert result.parameters["converges_by"] == 0
 
     task = tasks.induction(induction_2l, n_prompts=8)
-    on_task = assert_logit_lens_converges_by(1, task=task, model=induction_2l)
+    on_task = assert_logit_lens_converges_by(0, task=task, model=induction_2l, max_kl=100.0, min_agreement=0.0)
     assert on_task.n == 8 * 40 and on_task.parameters["task"] == "induction"
 
 
@@ -144,7 +154,7 @@ def test_max_kl_is_part_of_the_decision(induction_2l):
 
 def test_without_inputs_the_task_comes_from_the_test(induction_2l):
     with pytest.raises(CircuitCheckError, match="no task"):
-        check_logit_lens_converges_by(1, model=induction_2l)
+        check_logit_lens_converges_by(0, model=induction_2l)
 
 
 @pytest.mark.parametrize(
@@ -152,14 +162,14 @@ def test_without_inputs_the_task_comes_from_the_test(induction_2l):
     [
         ({"layer": 2}, ValueError, "valid layers are 0 to 1"),
         ({"layer": -1}, ValueError, "valid layers are 0 to 1"),
-        ({"layer": 1, "positions": [11]}, ValueError, "position 11 is out of range: the inputs have 11 positions, valid are 0 to 10"),
-        ({"layer": 1, "positions": []}, ValueError, "selects no position"),
-        ({"layer": 1, "max_kl": 0}, ValueError, "max_kl=0 is not valid: it must be a positive number"),
-        ({"layer": 1, "max_kl": -0.5}, ValueError, "max_kl=-0.5 is not valid"),
-        ({"layer": 1, "max_kl": float("nan")}, ValueError, "max_kl=nan is not valid"),
-        ({"layer": 1, "lens": "tunned"}, ValueError, "lens='tunned' is not valid"),
-        ({"layer": 1, "task": "induction"}, CircuitCheckError, "give one of prompt=, tokens= or task="),
-        ({"layer": 1, "k": 0}, ValueError, "k=0 is not valid"),
+        ({"layer": 0, "positions": [11]}, ValueError, "position 11 is out of range: the inputs have 11 positions, valid are 0 to 10"),
+        ({"layer": 0, "positions": []}, ValueError, "selects no position"),
+        ({"layer": 0, "max_kl": 0}, ValueError, "max_kl=0 is not valid: it must be a positive number"),
+        ({"layer": 0, "max_kl": -0.5}, ValueError, "max_kl=-0.5 is not valid"),
+        ({"layer": 0, "max_kl": float("nan")}, ValueError, "max_kl=nan is not valid"),
+        ({"layer": 0, "lens": "tunned"}, ValueError, "lens='tunned' is not valid"),
+        ({"layer": 0, "task": "induction"}, CircuitCheckError, "give one of prompt=, tokens= or task="),
+        ({"layer": 0, "k": 0}, ValueError, "k=0 is not valid"),
     ],
 )
 def test_bad_inputs_are_clear_errors(induction_2l, kwargs, error, message):
@@ -169,8 +179,8 @@ def test_bad_inputs_are_clear_errors(induction_2l, kwargs, error, message):
 
 
 def test_results_are_json_safe(induction_2l):
-    for layer in (0, 1):
-        result = check_logit_lens_converges_by(layer, prompt=PROMPT, model=induction_2l)
+    for max_kl in (0.1, 100.0):  # failed and held
+        result = check_logit_lens_converges_by(0, prompt=PROMPT, model=induction_2l, max_kl=max_kl, min_agreement=0.0)
         text = json.dumps(result.to_dict(), allow_nan=False)
         assert '"lens_by_layer"' in text and '"lens_top_k"' in text
         assert len(result.to_frame()) == 1
@@ -252,8 +262,8 @@ def test_a_tuned_lens_on_a_task_holds_out_prompts(induction_2l):
 
 
 def test_the_tuned_lens_claim(induction_2l, tuned_2l):
-    passed = assert_logit_lens_converges_by(1, prompt=PROMPT, model=induction_2l, lens="tuned")
-    assert passed.claim == "the tuned lens converges by layer 1"
+    passed = assert_logit_lens_converges_by(0, prompt=PROMPT, model=induction_2l, lens="tuned", max_kl=100.0, min_agreement=0.0)
+    assert passed.claim == "the tuned lens converges by layer 0"
     assert passed.parameters["tuned_lens_from_cache"] is True
     assert passed.parameters["tuned_lens_file"] == tuned_2l.path.name
     failed = check_logit_lens_converges_by(0, prompt=PROMPT, model=induction_2l, lens=tuned_2l)
@@ -280,7 +290,7 @@ def _by_hand(run, layer):
 
 def test_agreement_is_decided_on_its_lower_bound_and_kl_on_its_upper_bound(induction_2l):
     task = tasks.induction(induction_2l, n_prompts=8)
-    result = check_logit_lens_converges_by(1, task=task, model=induction_2l)
+    result = check_logit_lens_converges_by(0, task=task, model=induction_2l)
     table = result.evidence["lens_by_layer"]
     run = L.measure(induction_2l, task.clean, list(range(1, task.clean.shape[1])), [0, 1])
     kl, agreement = _by_hand(run, 0)

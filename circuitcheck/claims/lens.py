@@ -83,6 +83,7 @@ def check_logit_lens_converges_by(
     _check_max_kl(max_kl)
     check_thresholds(min_agreement, None, low=0.0, high=1.0, names=("min_agreement", "max_agreement"))
     confidence = stats.check_confidence(confidence)
+    _refuse_last_layer(model, layer, lens)
     given = [name for name, value in (("prompt", prompt), ("tokens", tokens), ("task", task)) if value is not None]
     if len(given) > 1:
         raise CircuitCheckError(f"give one of prompt=, tokens= or task=, not {' and '.join(given)}")
@@ -227,6 +228,34 @@ def assert_logit_lens_converges_by(
         lens=lens, model=model, seed=seed, k=k, confidence=confidence,
     )
     return conclude(result, tolerance)
+
+
+def _refuse_last_layer(model, layer: int, lens) -> None:
+    """A claim about the last layer cannot fail: refused, saying what to claim instead.
+
+    The residual stream after the last layer, read through the final norm and
+    unembedding, *is* the model's output (and a tuned lens keeps the identity
+    there), so its KL to the output is 0 and its top-1 agrees everywhere,
+    whatever the model does. Only a fitted :class:`~circuitcheck.lens.TunedLens`
+    given with a translator of its own at the last layer reads something else
+    there, and may be claimed about it.
+    """
+    n_layers = model.cfg.n_layers
+    if layer != n_layers - 1:
+        return
+    if isinstance(lens, _lens.TunedLens) and layer in lens.translators:
+        return
+    label = model_label(model) or type(model).__name__
+    cannot = ("the lens there is the model's own output (KL 0 and top-1 agreement 100% by construction, for the logit "
+              "and the tuned lens alike), so the claim cannot fail")
+    if n_layers == 1:
+        raise ArgumentError(f"layer=0 is the only layer of {label}, and its last: {cannot}; a one-layer model has no "
+                            "earlier layer to claim convergence by")
+    raise ArgumentError(
+        f"layer={layer} is the last layer of {label} (layers 0 to {n_layers - 1}): {cannot}. Claim an earlier layer "
+        f"(0 to {n_layers - 2}): the first by which you expect the lens to match the output; a failed claim's lab note "
+        "names the layer it does converge by"
+    )
 
 
 def _check_max_kl(max_kl) -> None:
