@@ -110,6 +110,7 @@ _LAZY = {
     "heads": "engine.heads:",
     "stats": "claims.stats:",
     "report": "report:",
+    "claims": "claims:",  # the package, callable: ``with cc.claims():`` is soft mode
 }
 
 __all__ = [

@@ -49,7 +49,7 @@ def test_the_lab_note_terminal_line_report_row_and_html_extra_say_the_same_words
         assert "1.302" in shown and "lower bound -4.370" in shown  # the value, and beside it the bound that decided
     assert "claim failed:" in note and "FAILED" in line and "failed" in row and "failed" in extra
     assert "recovery >= 0.7, decided on the lower bound -4.370" in note
-    assert "lower bound -4.370, required >= 0.7" in line
+    assert "1.302  lower bound -4.370 < 0.7" in line  # the value, and beside it how the deciding bound compared
     assert "≥ 0.7 decided on the lower bound -4.370" in row and "≥ 0.7 decided on the lower bound -4.370" in extra
 
 
@@ -77,22 +77,31 @@ def test_claims_hold_or_fail():
 
 
 @pytest.mark.parametrize(
-    ("changes", "decision", "required"),
+    ("changes", "decision", "required", "shown"),
     [
-        ({"decided_on": "lower bound"}, "lower bound -4.370", ">= 0.7"),
-        ({"decided_on": "upper bound", "min_value": None, "max_value": 0.2}, "upper bound 3.100", "<= 0.2"),
-        ({"decided_on": "interval", "max_value": 2.0}, "interval [-4.370, 3.100]", "between 0.7 and 2"),
-        ({"decided_on": "mean"}, "mean 1.302", ">= 0.7"),
-        ({"decided_on": "max over layers >= 1"}, "max over layers >= 1: 1.302", ">= 0.7"),
-        ({"decided_on": "lower bound of every component"}, "lower bound of every component: -4.370", ">= 0.7"),
-        ({"decided_on": "lower bound", "min_value": None}, "lower bound -4.370", "no threshold"),
+        ({"decided_on": "lower bound"}, "lower bound -4.370", ">= 0.7", "lower bound -4.370 < 0.7"),
+        ({"decided_on": "upper bound", "min_value": None, "max_value": 0.2}, "upper bound 3.100", "<= 0.2", "upper bound 3.100 > 0.2"),
+        ({"decided_on": "interval", "max_value": 2.0}, "interval [-4.370, 3.100]", "between 0.7 and 2",
+         "interval [-4.370, 3.100] not within [0.7, 2]"),
+        # the mean clears the threshold, yet the claim failed (decided on more than it): no comparison that contradicts the verdict
+        ({"decided_on": "mean"}, "mean 1.302", ">= 0.7", "mean 1.302, required >= 0.7"),
+        ({"decided_on": "max over layers >= 1"}, "max over layers >= 1: 1.302", ">= 0.7", "max over layers >= 1: 1.302, required >= 0.7"),
+        ({"decided_on": "lower bound of every component"}, "lower bound of every component: -4.370", ">= 0.7",
+         "lower bound of every component: -4.370 < 0.7"),
+        ({"decided_on": "lower bound", "min_value": None}, "lower bound -4.370", "no threshold", "lower bound -4.370, required no threshold"),
+        ({"decided_on": "lower bound", "passed": True, "ci_low": 0.75}, "lower bound 0.750", ">= 0.7", "lower bound 0.750 >= 0.7"),
+        ({"decided_on": "upper bound", "passed": True, "min_value": None, "max_value": 3.5}, "upper bound 3.100", "<= 3.5",
+         "upper bound 3.100 <= 3.5"),
+        ({"decided_on": "interval", "passed": True, "min_value": -5.0, "max_value": 4.0}, "interval [-4.370, 3.100]", "between -5 and 4",
+         "interval [-4.370, 3.100] within [-5, 4]"),
     ],
 )
-def test_the_decision_names_the_statistic_compared_with_the_threshold(changes, decision, required):
+def test_the_decision_names_the_statistic_compared_with_the_threshold(changes, decision, required, shown):
     claim = sufficiency_claim(**changes)
     assert claim_format.decision(claim) == decision
     assert claim_format.requirement(claim) == required
-    assert f"{decision}, required {required}" in claim_format.terminal_line(claim)
+    assert claim_format.decided(claim) == shown
+    assert f"1.302  {shown}  L1H0 is sufficient" in claim_format.terminal_line(claim)
 
 
 def test_a_claim_without_an_interval_or_value_is_still_formatted():

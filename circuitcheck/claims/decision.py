@@ -68,6 +68,9 @@ def conclude(result: CheckResult, tolerance=None) -> CheckResult:
 
     ``tolerance`` (a number, or ``{"abs": ..., "rel": ...}``) overrides the
     baseline tolerance for this claim when the run compares with a baseline.
+    In soft mode (``cc.claims()``, ``--circuitcheck-soft``) a failed claim is
+    kept by the soft block, which raises them all at its end, and the result
+    is returned.
     """
     __tracebackhide__ = True
     if tolerance is not None:
@@ -75,9 +78,16 @@ def conclude(result: CheckResult, tolerance=None) -> CheckResult:
 
         Tolerance.parse(tolerance)  # a bad tolerance is an error even without a baseline
     regression = context.record(result, tolerance)
+    soft = context.soft_block()
+    if soft is not None:
+        soft.concluded += 1
     if not result.passed:
         message = result.message() + (f"\n  also {regression}" if regression else "")
-        raise CircuitAssertionError(message, result)
-    if regression:
-        raise CircuitAssertionError(regression, result)
-    return result
+    elif regression:
+        message = regression
+    else:
+        return result
+    if soft is not None:
+        soft.add_failure(message, result, context.caller_location())
+        return result
+    raise CircuitAssertionError(message, result)

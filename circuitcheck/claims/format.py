@@ -15,8 +15,12 @@ results file), so this module imports neither pandas nor torch.
 Decisions are made on a statistic of the measured value (``decided_on``): the
 lower bound of its interval for "at least" claims, the upper bound for "at
 most" claims, sometimes the mean. That statistic is shown beside the value,
-so that ``1.302`` failing ``>= 0.7`` reads as what it is: its lower bound
--4.370 is below 0.7.
+compared with the threshold the way it came out (:func:`comparison`), so that
+``1.302`` failing ``>= 0.7`` reads as what it is: ``lower bound -4.370 < 0.7``.
+
+A claim recorded from a ``check_*`` call that no ``assert_*`` concluded is
+*informational* (``"informational": true`` in its JSON dict): it is shown,
+marked as a check, and never decides its test (:func:`is_informational`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,11 @@ def fields(claim: Any) -> Mapping[str, Any]:
 def verdict(claim: Any) -> str:
     """``"held"`` or ``"failed"``."""
     return HELD if fields(claim).get("passed") else FAILED
+
+
+def is_informational(claim: Any) -> bool:
+    """Whether the claim was recorded from a ``check_*`` call only: shown, but deciding nothing (no test fails on it)."""
+    return isinstance(claim, Mapping) and bool(claim.get("informational"))
 
 
 def number(value: Any, digits: int = 3) -> str:
@@ -123,12 +132,75 @@ def decision(claim: Any) -> str:
     else:
         separator = " " if statistic in _STATISTICS else ": "
         text = f"{statistic}{separator}{number(bound)}"
-    correction = fields(claim).get("correction") if isinstance(claim, Mapping) else None
-    if isinstance(correction, Mapping) and correction.get("held_at_own_level") and not correction.get("held"):
-        # held on its own bound, failed as one of a family: say so where the bound is shown
-        text += (f" (held at its own level; fails {correction.get('method')} over {correction.get('family_size')} claims: "
-                 f"adjusted p {number(correction.get('adjusted_p_value'))} > {limit(correction.get('alpha'))})")
-    return text
+    # held on its own bound, failed as one of a family: say so where the bound is shown
+    return text + (_correction_text(claim) if isinstance(claim, Mapping) else "")
+
+
+#: The relation of a bound to its threshold, by (side, holds): plain text and HTML.
+_RELATIONS = {("min", True): (">=", "≥"), ("min", False): ("<", "<"), ("max", True): ("<=", "≤"), ("max", False): (">", ">")}
+
+
+def comparison(claim: Any, *, html: bool = False) -> str | None:
+    """The deciding statistic against the threshold, as it came out: ``lower bound 0.790 < 0.99``, ``upper bound 0.02 <= 0.1``.
+
+    Intervals decide "between" claims: ``interval [0.310, 0.520] within [0.2, 0.8]``
+    (or ``not within``). None when the claim has no threshold or no number to
+    compare, or when the single comparison shown would contradict the
+    verdict (a claim decided on more than this statistic, e.g. a lens claim's
+    KL bound and top-1 agreement, or a composition above its random baseline):
+    the caller then writes the statistic and the requirement apart
+    (:func:`decided`). A multiple-comparisons correction that failed a claim
+    which held on its own bound is said after the comparison.
+    """
+    data = fields(claim)
+    statistic, bound = deciding_bound(data)
+    low, high = data.get("min_value"), data.get("max_value")
+    passed = bool(data.get("passed"))
+    own_verdict = passed or _failed_by_correction(data)
+    if statistic == "interval":
+        if not (_is_number(low) and _is_number(high) and _is_number(bound[0]) and _is_number(bound[1])):
+            return None
+        within = low <= bound[0] and bound[1] <= high
+        if within != own_verdict:
+            return None
+        text = f"interval [{number(bound[0])}, {number(bound[1])}] {'within' if within else 'not within'} [{limit(low)}, {limit(high)}]"
+        return text + _correction_text(data)
+    if not _is_number(bound):
+        return None
+    checks = []  # (side, threshold, whether the bound satisfies it)
+    if _is_number(low):
+        checks.append(("min", low, bound >= low))
+    if _is_number(high):
+        checks.append(("max", high, bound <= high))
+    holds = all(ok for _, _, ok in checks)
+    if not checks or holds != own_verdict:
+        return None
+    shown = f"{statistic}{' ' if statistic in _STATISTICS else ': '}{number(bound)}"
+    if len(checks) == 2 and holds:
+        return f"{shown} within [{limit(low)}, {limit(high)}]" + _correction_text(data)
+    side, threshold, ok = next((c for c in checks if not c[2]), checks[0])  # the comparison that failed, else the only one
+    return f"{shown} {_RELATIONS[(side, ok)][html]} {limit(threshold)}" + _correction_text(data)
+
+
+def decided(claim: Any, *, html: bool = False) -> str:
+    """How the claim was decided, in a few words: :func:`comparison`, else ``<statistic> <bound>, required <requirement>``."""
+    compared = comparison(claim, html=html)
+    if compared is not None:
+        return compared
+    return f"{decision(claim)}, required {requirement(claim, html=html)}"
+
+
+def _failed_by_correction(data: Mapping[str, Any]) -> bool:
+    correction = data.get("correction")
+    return isinstance(correction, Mapping) and bool(correction.get("held_at_own_level")) and not correction.get("held")
+
+
+def _correction_text(data: Mapping[str, Any]) -> str:
+    if not _failed_by_correction(data):
+        return ""
+    correction = data["correction"]
+    return (f" (held at its own level; fails {correction.get('method')} over {correction.get('family_size')} claims: "
+            f"adjusted p {number(correction.get('adjusted_p_value'))} > {limit(correction.get('alpha'))})")
 
 
 def lab_note(claim: Any) -> str:
@@ -156,16 +228,25 @@ def lab_note(claim: Any) -> str:
     return "\n".join(lines)
 
 
-def terminal_line(claim: Any, *, show_model: bool = False) -> str:
-    """One line of the run's claim table: ``  FAILED    1.302  lower bound -4.370, required >= 0.99  <claim>``.
+def terminal_line(claim: Any, *, show_model: bool = False, mark: str | None = None) -> str:
+    """One line of the run's claim table: ``  FAILED      1.302  lower bound -4.370 < 0.99  <claim>``.
 
-    ``show_model`` appends ``[model]`` (for runs over several models). The
-    caller colours the line by :func:`verdict`.
+    The value, then beside it the statistic that decided and how it compared
+    with the threshold (:func:`decided`). The mark is ``held`` / ``FAILED``,
+    ``(held)`` / ``(failed)`` for an informational ``check_*`` result, or
+    ``mark`` when given (the summary writes ``xfailed``). ``show_model``
+    appends ``[model]`` (for runs over several models). The caller colours
+    the line by :func:`verdict`.
     """
     data = fields(claim)
-    mark = "held  " if data.get("passed") else "FAILED"  # upper case: a failure must stand out in a wall of lines
+    if mark is None:
+        held = bool(data.get("passed"))
+        if is_informational(data):
+            mark = "(held)" if held else "(failed)"
+        else:
+            mark = "held" if held else "FAILED"  # upper case: a failure must stand out in a wall of lines
     where = f"  [{data.get('model')}]" if show_model else ""
-    return f"  {mark} {number(data.get('value')):>8}  {decision(data)}, required {requirement(data)}  {data.get('claim')}{where}"
+    return f"  {mark:<8} {number(data.get('value')):>8}  {decided(data)}  {data.get('claim')}{where}"
 
 
 @dataclass(frozen=True)
@@ -182,6 +263,8 @@ class ClaimRow:
     decision: str
     n: str
     model: str
+    decided: str = ""
+    informational: bool = False
 
     @property
     def measured(self) -> str:
@@ -205,6 +288,8 @@ def row(claim: Any) -> ClaimRow:
         decision=decision(data),
         n="–" if n is None else str(n),
         model=str(data.get("model") or ""),
+        decided=decided(data, html=True),
+        informational=is_informational(data),
     )
 
 

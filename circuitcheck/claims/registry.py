@@ -454,6 +454,8 @@ def recorded(check: Callable) -> Callable:
             result.call = call
         except (AttributeError, TypeError):  # a result that takes no attributes: nothing to replay it by
             pass
+        if outer is not None:
+            context.note_check(result)  # informational on the running test, unless an assert_* concludes it
         return result
 
     recording.__circuitcheck_recorded__ = check

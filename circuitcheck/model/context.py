@@ -5,15 +5,29 @@ from the context of the running pytest test (set by the plugin around each
 test call). Outside pytest there is no context and the arguments are required.
 This module knows nothing about pytest: the plugin installs an object with the
 :class:`TestContext` methods.
+
+Two more pieces of state live here, both per context (thread, task):
+
+- **checks as they return.** The registry's wrapper of every claim kind's
+  check hands each result of an outermost check to :func:`note_check`; the
+  running test records it as *informational* (shown in the report, never
+  deciding the test) unless :func:`record` is then called with it (by
+  ``conclude``: the ``assert_*`` twin), which makes it a claim of the test.
+- **soft mode** (:func:`soft_claims`, ``cc.claims()``, ``--circuitcheck-soft``):
+  inside it a failed claim is recorded and kept instead of raised, and the
+  block raises one :class:`~circuitcheck.errors.CircuitAssertionError` at its
+  end with every failed claim's lab note.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Iterator, Protocol
 
-from ..errors import CircuitCheckError
+from ..errors import CircuitAssertionError, CircuitCheckError
 from .seeds import MAX_SEED, SeedError, check_seed  # noqa: F401 (importable here)
 
 
@@ -109,6 +123,126 @@ def record_sweep(sweep: dict) -> None:
     context = current()
     if context is not None:
         context.record_sweep(sweep)
+
+
+def note_check(result) -> None:
+    """A claim kind's check has returned ``result`` (its outermost call): the running test records it as informational.
+
+    Called by the registry's wrapper of every check. A context without a
+    ``note_check`` method (a replay, no test) records nothing. Concluding the
+    result afterwards (:func:`record`) makes it a claim that decides the test.
+    """
+    note = getattr(current(), "note_check", None)
+    if note is not None:
+        note(result)
+
+
+# Soft mode -------------------------------------------------------------------
+
+
+class SoftClaims:
+    """The claims concluded in one soft block: how many, and the failed ones with where they were claimed.
+
+    ``failures`` holds ``(message, result, location)``: the lab note (with
+    any baseline regression), the :class:`~circuitcheck.claims.result.CheckResult`
+    and the claim's ``file:line`` (None when no caller frame outside
+    circuitcheck was found).
+    """
+
+    def __init__(self):
+        self.concluded = 0
+        self.failures: list[tuple[str, Any, str | None]] = []
+
+    def add_failure(self, message: str, result, location: str | None) -> None:
+        self.failures.append((message, result, location))
+
+    def message(self) -> str:
+        """Every failed claim's lab note, each followed by where it was claimed; a count first when there are several."""
+        notes = [message + (f"\n  at {location}" if location else "") for message, _, location in self.failures]
+        if len(notes) == 1:
+            return notes[0]
+        held = self.concluded - len(notes)
+        header = (f"{len(notes)} of {self.concluded} claims failed (soft mode: every claim was measured; "
+                  f"{held} held)")
+        return "\n\n".join([header, *notes])
+
+    def error(self) -> CircuitAssertionError | None:
+        """The error the block raises at its end (None when every claim held): ``.result`` the first failed claim, ``.results`` all."""
+        if not self.failures:
+            return None
+        error = CircuitAssertionError(self.message(), self.failures[0][1])
+        error.results = [result for _, result, _ in self.failures]
+        return error
+
+
+_soft: ContextVar[SoftClaims | None] = ContextVar("circuitcheck_soft_claims", default=None)
+
+
+@contextmanager
+def soft_claims() -> Iterator[SoftClaims]:
+    """Soft mode for the block: each claim is measured and recorded, and the block fails once at its end.
+
+    ::
+
+        with cc.claims():
+            cc.assert_induction_head(1, 3, min_score=0.7)
+            cc.assert_necessary("L0H2 L1H3", min_drop=0.5)   # measured even if the first failed
+
+    Inside the block an ``assert_*`` whose claim fails (or regresses against
+    the baseline) records it and returns its result instead of raising; at the
+    end of the block one :class:`~circuitcheck.errors.CircuitAssertionError`
+    lists every failed claim's lab note with its ``file:line``. An error that
+    is not a failed claim still stops the block at once; the claims that
+    failed before it are added to that error's notes. A block inside another
+    soft block (or inside a test run with ``--circuitcheck-soft``) joins it:
+    the outermost one raises. Yields the :class:`SoftClaims` being collected.
+    """
+    __tracebackhide__ = True
+    outer = _soft.get()
+    if outer is not None:
+        yield outer
+        return
+    claims = SoftClaims()
+    token = _soft.set(claims)
+    try:
+        yield claims
+    except BaseException as error:
+        if claims.failures and hasattr(error, "add_note"):
+            error.add_note(f"before this error, {len(claims.failures)} claim(s) failed in soft mode:\n\n" + claims.message())
+        raise
+    finally:
+        _soft.reset(token)
+    failed = claims.error()
+    if failed is not None:
+        raise failed
+
+
+def soft_block() -> SoftClaims | None:
+    """The soft block the caller runs in, if any (``conclude`` keeps a failed claim there instead of raising)."""
+    return _soft.get()
+
+
+def caller_location() -> str | None:
+    """``file:line`` of the innermost frame on the stack that is not hidden from tracebacks: the user's claim.
+
+    Frames that set ``__tracebackhide__`` (every ``assert_*``, ``conclude``,
+    spec items) and circuitcheck's own modules are skipped, as pytest skips
+    them in a traceback. The path is relative to the working directory when
+    it lies below it.
+    """
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        hidden = frame.f_locals.get("__tracebackhide__", False) or filename.startswith(package + os.sep)
+        if not hidden and "contextlib" not in os.path.basename(filename):
+            try:
+                shown = os.path.relpath(filename)
+            except ValueError:  # another drive (Windows)
+                shown = filename
+            return f"{filename if shown.startswith('..') else shown}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
 
 
 def require_eval(model) -> None:

@@ -65,15 +65,37 @@ class ReportCollector:
         self.extra_environment: dict[str, Any] = {}
 
     # while a test runs ------------------------------------------------------------
-    def add_claim(self, item: pytest.Item, result) -> dict[str, Any]:
-        """Keep a claim's result for the test's report; JUnit XML properties for CI dashboards. Returns its record."""
+    def add_claim(self, item: pytest.Item, result, *, informational: bool = False) -> dict[str, Any]:
+        """Keep a claim's result for the test's report; JUnit XML properties for CI dashboards. Returns its record.
+
+        ``informational``: a ``check_*`` result no assertion concluded (yet):
+        recorded with ``"informational": true``, which the summaries count
+        apart and nothing fails on; :meth:`decide_claim` makes it a claim.
+        """
+        from ..claims import format as claim_format
+
         results = item.stash.setdefault(_RESULTS, [])
         record = result.to_dict()
+        if informational:
+            record["informational"] = True
         results.append(record)
         prefix = f"circuitcheck[{len(results) - 1}]"
         item.user_properties.extend(
-            [(f"{prefix}.claim", result.claim), (f"{prefix}.value", f"{result.value:.6g}"), (f"{prefix}.verdict", result.verdict)]
+            [(f"{prefix}.claim", result.claim), (f"{prefix}.value", f"{result.value:.6g}"), (f"{prefix}.verdict", result.verdict),
+             (f"{prefix}.decided", claim_format.decided(record))]
+            + ([(f"{prefix}.informational", "true")] if informational else [])
         )
+        return record
+
+    def decide_claim(self, item: pytest.Item, record: dict[str, Any], result) -> dict[str, Any]:
+        """An informational record (:meth:`add_claim`) whose result an assertion concluded: rewritten in place as a claim."""
+        results = item.stash.get(_RESULTS, [])
+        index = next(i for i, kept in enumerate(results) if kept is record)
+        record.pop("informational", None)
+        if getattr(result, "power", None) is not None:  # measured since (--circuitcheck-power): serialised again
+            record.clear()
+            record.update(result.to_dict())
+        item.user_properties[:] = [prop for prop in item.user_properties if prop[0] != f"circuitcheck[{index}].informational"]
         return record
 
     def add_sweep(self, item: pytest.Item, sweep: dict) -> None:

@@ -34,7 +34,8 @@ class CorrectionPlugin:
             return
         from ..claims import correction
 
-        claims = [claim for test in self.collector.tests for claim in test["claims"]]
+        # check_* results no assertion decided on decide nothing: not in the family
+        claims = [claim for test in self.collector.tests for claim in test["claims"] if not claim.get("informational")]
         if not claims:
             return
         self.summary = correction.apply(claims, self.method)

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from ..errors import CircuitAssertionError
 from ..model import context as _context
 from ..model import sources as registry
 from . import options as _options
@@ -86,6 +87,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("circuitcheck_power", type="bool", default=False, help="measure every claim's mutation score (as --circuitcheck-power)")
     group.addoption("--circuitcheck-prune-baseline", action="store_true", default=False, dest="circuitcheck_prune_baseline",
                     help="with --circuitcheck-update-baseline: remove entries that tests which ran no longer produce")
+    group.addoption("--circuitcheck-soft", action="store_true", default=False, dest="circuitcheck_soft",
+                    help="soft mode: a failed claim does not stop its test; every claim is measured and recorded, and the test "
+                    "fails once at its end with every failed claim's lab note (as `with circuitcheck.claims():` around each test)")
+    parser.addini("circuitcheck_soft", type="bool", default=False, help="soft mode for every test (as --circuitcheck-soft)")
     group.addoption("--circuitcheck-baseline-strict", action="store_true", default=False, dest="circuitcheck_baseline_strict",
                     help="checking against --circuitcheck-baseline: fail the run when a claim is not in the baseline or an entry "
                     "of a test that ran to completion is no longer produced (no effect with --circuitcheck-update-baseline)")
@@ -343,6 +348,8 @@ class _ItemContext:
     def __init__(self, item: pytest.Item, state: CircuitCheckState):
         self.item = item
         self.state = state
+        #: (result, record) of checks recorded as informational, which an assertion may still conclude
+        self.pending: list[tuple[Any, dict]] = []
 
     def get_model(self):
         funcargs = getattr(self.item, "funcargs", {})
@@ -362,16 +369,117 @@ class _ItemContext:
     def get_patcher(self, model):
         return self.state.patcher(model)
 
+    def note_check(self, result) -> None:
+        """A check's result as it returns: kept for the report as informational, until (unless) an assertion concludes it."""
+        record = self.item.config.stash[_COLLECTOR].add_claim(self.item, result, informational=True)
+        self.pending.append((result, record))
+
     def record(self, result, tolerance=None) -> str | None:
         """Keep the claim for the report and compare it with the baseline; a message when it regressed."""
         config = self.item.config
         config.stash[_POWER].measure(result)  # with --circuitcheck-power: its mutation score, before it is serialised
-        record = config.stash[_COLLECTOR].add_claim(self.item, result)
+        collector = config.stash[_COLLECTOR]
+        noted = next((i for i, (kept, _) in enumerate(self.pending) if kept is result), None)
+        if noted is not None:  # the assert_* twin concluding its check: the informational record becomes the claim
+            record = collector.decide_claim(self.item, self.pending.pop(noted)[1], result)
+        else:
+            record = collector.add_claim(self.item, result)
         return config.stash[_BASELINES].compare(self.item, result, tolerance, record)
+
+
+def soft_mode(config: pytest.Config) -> bool:
+    """``--circuitcheck-soft`` (or ini ``circuitcheck_soft = true``): every claim of a test is measured; it fails once at the end."""
+    return bool(config.getoption("circuitcheck_soft", False) or config.getini("circuitcheck_soft"))
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
     state = item.config.stash[_STATE]
-    with _context.active(_ItemContext(item, state)):
+    context = _ItemContext(item, state)
+    with _context.active(context):
+        # soft mode is for Python tests; a spec item is one claim already
+        if isinstance(item, pytest.Function) and soft_mode(item.config):
+            with _context.soft_claims():
+                return (yield)
         return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """A failed claim's section starts with its lab note, then the test's lines: no dump of the fixtures' tensors."""
+    report = yield
+    excinfo = call.excinfo
+    if (
+        call.when == "call" and report.failed and excinfo is not None and isinstance(excinfo.value, CircuitAssertionError)
+        and isinstance(item, pytest.Function) and item.config.getoption("tbstyle", "auto") in ("auto", "short")
+        and not item.config.getoption("fulltrace", False)
+    ):
+        report.longrepr = LabNoteRepr.of(item, excinfo)
+    return report
+
+
+class LabNoteRepr:
+    """A failed claim as pytest shows it: the lab note, then the user's frames (``file:line: in test`` and the line).
+
+    Replaces pytest's long traceback, whose first lines are the test
+    function's arguments (a model's module tree, a task's tensors). ``--tb=long``
+    or ``--fulltrace`` keep pytest's own; ``reprcrash`` gives the short
+    summary's line (the note's first line).
+    """
+
+    def __init__(self, text: str, path: str, line: int):
+        from _pytest._code.code import ReprFileLocation
+
+        self.text = text
+        self.reprcrash = ReprFileLocation(path, line, text.splitlines()[0] if text else "")
+
+    @classmethod
+    def of(cls, item: pytest.Function, excinfo) -> "LabNoteRepr":
+        import contextlib
+        import os
+
+        import pluggy
+
+        from .. import __file__ as package_init
+
+        # circuitcheck's, pytest's and pluggy's frames are not the user's; nor is contextlib's (the end of a `with cc.claims():`)
+        skipped = tuple(os.path.dirname(os.path.abspath(module)) + os.sep for module in (package_init, pytest.__file__, pluggy.__file__))
+        frames = []
+        for entry in excinfo.traceback.filter(excinfo):  # frames with __tracebackhide__ left out
+            path = os.path.abspath(str(entry.path))
+            if path.startswith(skipped) or "_pytest" + os.sep in path or path == os.path.abspath(contextlib.__file__):
+                continue
+            try:
+                source = str(entry.statement).strip()
+            except Exception:  # no source (a frame of generated code)
+                source = ""
+            shown = _shown_path(item, path)
+            frames.append((shown, entry.lineno + 1, entry.name, source))
+        lines = [str(excinfo.value)]
+        notes = getattr(excinfo.value, "__notes__", None) or []
+        lines += [str(note) for note in notes]
+        if frames:
+            lines.append("")
+            for shown, number, name, source in frames:
+                lines.append(f"{shown}:{number}: in {name}")
+                if source:
+                    lines += [f"    {line}" for line in source.splitlines()]
+        path, line = (frames[-1][0], frames[-1][1]) if frames else (_shown_path(item, str(item.path)), 0)
+        return cls("\n".join(lines), path, line)
+
+    def toterminal(self, tw) -> None:
+        for line in self.text.splitlines():
+            tw.line(line)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _shown_path(item: pytest.Item, path: str) -> str:
+    import os
+
+    try:
+        relative = os.path.relpath(path, item.config.invocation_params.dir)
+    except ValueError:
+        return path
+    return path if relative.startswith("..") else relative

@@ -20,6 +20,10 @@ from ..spec.load import Claim, Spec, TaskSpec, load_spec
 from ..spec.yaml import SpecError
 
 
+#: (spec, line, "task" or "model", model spec, error text) -> the item whose failure showed that error in full
+_SHOWN_ERRORS = pytest.StashKey[dict]()
+
+
 def _run_plugin(config: pytest.Config):
     """The run's circuitcheck pytest plugin (it owns the shared models and the seed).
 
@@ -137,6 +141,13 @@ class SpecItem(pytest.Item):
         if isinstance(error, CircuitCheckError):
             line, where = getattr(error, "circuitcheck_spec_location", (self.claim.line, self.claim.where))
             text = f"error: {error}\n\nspec: {self._location_text(line, where)}"
+            if where in ("task", "model"):
+                # every claim on this model (checkpoint) fails with the task's or the model's error: shown in full once
+                shown = self.config.stash.setdefault(_SHOWN_ERRORS, {})
+                first = shown.setdefault((self.spec.display, line, where, self.model_spec, str(error)), self.name)
+                if first != self.name:
+                    text = (f"error: same error as above (the {where} at {self.spec.display}:{line} on {self.model_spec}, "
+                            f"shown in full for {first})\n\nspec: {self._location_text(line, where)}")
             return _TextRepr(text, self.spec.display, line)
         return super().repr_failure(excinfo, style)
 

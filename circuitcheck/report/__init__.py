@@ -209,13 +209,25 @@ def summarize(document: dict[str, Any]) -> dict[str, Any]:
     A claim that held its threshold but moved beyond its baseline tolerance
     (``baseline.status == "regressed"``) failed its test, and counts as failed
     here, in every count; ``claims_regressed`` says how many of the failed did so.
+    Failed claims of tests marked xfail failed as expected: ``claims_xfailed``,
+    not in ``claims_failed`` (``by_kind`` and the other tables still count
+    them as failed). ``check_*`` results no assertion decided on
+    (``"informational": true``) are no claims of the run: only
+    ``checks_informational`` counts them.
     ``by_checkpoint`` groups claims by the part after ``@`` of their model spec
     (``zoo:induction-2l@step800`` -> ``step800``); it is empty when no claim names one.
     """
     from ..claims.baseline import is_regressed
     from .claim_view import checkpoint_of
 
-    claims = [claim for test in document.get("tests") or [] for claim in test.get("claims") or []]
+    from ..claims.format import is_informational
+
+    tests = document.get("tests") or []
+    # check_* results no assertion decided on are shown, never counted as claims of the run
+    checks = [claim for test in tests for claim in test.get("claims") or [] if is_informational(claim)]
+    claims = [claim for test in tests for claim in test.get("claims") or [] if not is_informational(claim)]
+    expected = [claim for test in tests if test.get("outcome") == "xfailed" for claim in test.get("claims") or []
+                if not is_informational(claim) and not (claim.get("passed") and not is_regressed(claim))]
     by_kind: dict[str, dict[str, int]] = {}
     by_model: dict[str, dict[str, int]] = {}
     by_checkpoint: dict[str, dict[str, int]] = {}
@@ -236,7 +248,9 @@ def summarize(document: dict[str, Any]) -> dict[str, Any]:
     return {
         "claims": len(claims),
         "claims_passed": sum(held),
-        "claims_failed": len(claims) - sum(held),
+        "claims_failed": len(claims) - sum(held) - len(expected),
+        "claims_xfailed": len(expected),
+        "checks_informational": len(checks),
         "claims_regressed": sum(is_regressed(c) for c in claims),
         "tests": outcomes,
         "by_kind": by_kind,

@@ -12,7 +12,7 @@ from .frames import Frame, is_number, text_of
 
 CLAIM_KEYS = {"schema", "kind", "claim", "metric", "value", "passed", "n", "min_value", "max_value", "ci_low", "ci_high",
               "confidence", "decided_on", "model", "checkpoint", "parameters", "notes", "evidence",
-              "baseline", "baseline_key", "baseline_test"}
+              "baseline", "baseline_key", "baseline_test", "informational"}
 
 
 @dataclass
