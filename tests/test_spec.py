@@ -655,3 +655,79 @@ def test_a_starter_spec_loads_back_the_same_model_string(model, tmp_path):
     assert [line for line in path.read_text().splitlines() if line.startswith("model:")] == [
         line for line in path.read_text().split("\n") if line.startswith("model:")]
     assert "injected" not in (spec.circuits or {}) and not spec.claims
+
+
+# Small things a new user hit (issue 16) -------------------------------------------------------
+
+
+def test_a_word_is_suggested_only_where_it_is_a_typo_or_a_shortening():
+    from circuitcheck.claims import registry
+    from circuitcheck.spec.schema import suggest
+
+    kinds = list(registry.kinds())
+    without_copying = [kind for kind in kinds if kind != "copying_head"]
+    # sharing the word "head" does not make bos_head a guess for copying_head (or for other heads' names)
+    for word in ("copying_head", "mover_head", "backup_head", "name_mover_head", "head"):
+        assert suggest(word, without_copying) == "", word
+    for word, meant in [("copyng_head", "copying_head"), ("copy_head", "copying_head"), ("inductoin_head", "induction_head"),
+                        ("induction", "induction_head"), ("previous_head", "previous_token_head"), ("sufficiency", "sufficient")]:
+        assert suggest(word, kinds) == f" (did you mean {meant!r}?)", word
+    steps = ["step0", "step300", "step700", "step1000"]
+    assert suggest("step800", steps) == " (did you mean 'step700'?)"  # the nearest of the equally close
+
+
+def test_an_unknown_kind_sharing_only_head_with_the_known_ones_gets_no_wrong_guess():
+    text = spec_error("model: zoo:induction-2l\nclaims:\n  - kind: mover_head\n    layer: 1\n    head: 0\n")
+    assert "claims[0].kind 'mover_head' is not valid: valid kinds are previous_token_head" in text
+    assert "did you mean" not in text
+
+
+@pytest.mark.parametrize(
+    ("spec", "where"),
+    [
+        pytest.param("model: zoo:induction-2l\ntask:\n  clean: [a b on]\n  corrupt: [a b c]\n  answers: [on]\n  wrong_answers: [c]\n"
+                     "claims: []\n", "task.answers must be a non-empty list of strings, got [True] (a list)", id="answers"),
+        pytest.param("model: zoo:induction-2l\nclaims:\n  - kind: logit_lens\n    layer: 0\n    prompt: yes\n",
+                     "claims[0].prompt must be a string or a non-empty list of strings, got True (true/false)", id="prompt"),
+        pytest.param("model: zoo:induction-2l\nclaims:\n  - kind: logit_lens\n    layer: 0\n    prompt: a b\n    lens: off\n",
+                     "claims[0].lens False is not valid: valid values are logit, tuned", id="choice"),
+    ],
+)
+def test_an_unquoted_yaml_on_off_yes_no_gets_a_hint_to_quote_it(spec, where):
+    text = spec_error(spec)
+    assert where in text
+    word = "off, no or false as false: quote it, e.g. 'off'" if "off" in spec else "on, yes or true as true: quote it, e.g. 'on'"
+    assert f"(YAML reads an unquoted {word}, to write the word)" in text
+
+
+def test_a_string_given_as_a_string_gets_no_yaml_hint():
+    assert "YAML reads" not in spec_error("model: zoo:induction-2l\nclaims:\n  - kind: logit_lens\n    layer: 0\n    prompt: 7\n")
+
+
+def test_the_shipped_documents_name_only_documents_the_project_has():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = {path.name for path in root.rglob("*.md") if ".venv" not in path.parts}
+    for document in ("circuitcheck/spec/spec_schema.md", "circuitcheck/report/SCHEMA.md", "README.md", "example_suites/README.md"):
+        named = set(re.findall(r"([A-Za-z0-9_-]+\.md)\b", (root / document).read_text()))
+        assert named <= shipped, f"{document} names {sorted(named - shipped)}, which the project does not have"
+
+
+def test_the_readme_shows_boolean_options_at_their_defaults():
+    # `above_random=True` in the assertion table read as if it were the default; it is False
+    import inspect
+    import re
+    from pathlib import Path
+
+    import circuitcheck as cc
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| `(?:cc\.)?(assert_\w+)\((.*?)\)`", readme, re.M)
+    assert any(name == "assert_composition" for name, _ in rows)
+    for name, arguments in rows:
+        twin = "check_" + name.removeprefix("assert_")  # assert_* often passes **kwargs on to its check_* twin
+        parameters = inspect.signature(getattr(cc, twin) if twin in cc.__all__ else getattr(cc, name)).parameters
+        for key, value in re.findall(r"(\w+)=(True|False)\b", arguments):
+            assert key in parameters and parameters[key].default is (value == "True"), f"README shows {name}({key}={value})"

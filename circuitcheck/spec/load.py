@@ -42,7 +42,7 @@ from typing import Any
 from ..claims import registry
 from ..errors import CircuitCheckError
 from .schema import Bad, Problems, Scope, components_text, integer, reference, resolve_reference, shown, string, \
-    string_list, suggest, validate_claim
+    string_list, suggest, validate_claim, boolean_hint
 from .yaml import MAX_SPEC_BYTES, List, Map, SpecError, check_size, parse_yaml, type_name
 
 SUFFIX = ".circuit.yaml"
@@ -357,7 +357,8 @@ def _checkpoints(data: Map, v: Problems, model: str | None, zoo_name: str | None
         return zoo.checkpoints(zoo_name)
     if not isinstance(raw, List) or not raw or not all(isinstance(c, str) and c.strip() for c in raw):
         v.error(line, "checkpoints",
-                f"must be a list of checkpoint names (e.g. [step0, step3000]) or 'all', got {shown(raw)} ({type_name(raw)})")
+                f"must be a list of checkpoint names (e.g. [step0, step3000]) or 'all', got {shown(raw)} ({type_name(raw)})"
+                f"{boolean_hint(raw)}")
         return None
     names = [c.strip() for c in raw]
     if zoo_name is not None:
@@ -385,7 +386,8 @@ def _task(data: Map, v: Problems, base: Path) -> TaskSpec | None:
             return None
         return TaskSpec(raw, line=line)
     if not isinstance(raw, Map):
-        v.error(line, "task", f"must be a built-in task name ({builtins}) or a mapping, got {shown(raw)} ({type_name(raw)})")
+        v.error(line, "task", f"must be a built-in task name ({builtins}) or a mapping, got {shown(raw)} ({type_name(raw)})"
+                              f"{boolean_hint(raw)}")
         return None
     if "clean" in raw and isinstance(raw["clean"], list) and raw["clean"] and isinstance(raw["clean"][0], list):
         return _tokens_task(raw, v, base)

@@ -40,9 +40,86 @@ def shown(value: Any) -> str:
 
 
 def suggest(word: Any, options) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``options``, or nothing."""
-    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """`` (did you mean 'x'?)`` for the option ``word`` is a typo or a shortening of, or nothing.
+
+    Names are compared word by word (``copying_head``: ``copying``, ``head``;
+    case ignored). Each word of ``word`` must match a word of the option: the
+    same, a typo of it (:func:`edit_distance` at most a third of its length,
+    at least 1) or its start (``copy`` for ``copying``); words of the option
+    left unmatched count one each (``induction`` for ``induction_head``). A
+    word shared by many options (``head``) does not make a match on its own,
+    so ``copying_head`` does not suggest ``bos_head``, nor ``mover_head``
+    ``bos_head``. The option with the fewest edits wins; among equals, the
+    one whose number is nearest (``step800``: ``step700``, not ``step300``),
+    then the most similar as a whole (difflib's ratio).
+    """
+    text = str(word).lower()
+    names = [str(option) for option in options]
+    words_of = {name: _words(name.lower()) for name in names}
+    frequency: dict[str, int] = {}
+    for name in names:
+        for part in set(words_of[name]):
+            frequency[part] = frequency.get(part, 0) + 1
+    common = {part for part, count in frequency.items() if count >= 3 and count * 4 >= len(names)}
+    best = None
+    for name in names:
+        cost = _typo_cost(_words(text), words_of[name], common)
+        if cost is None:
+            continue
+        rank = (cost, _number_gap(text, name), -difflib.SequenceMatcher(None, text, name.lower()).ratio())
+        if best is None or rank < best[0]:
+            best = (rank, name)
+    return f" (did you mean {best[1]!r}?)" if best is not None else ""
+
+
+def _number_gap(a: str, b: str) -> float:
+    """How far apart the last numbers of ``a`` and ``b`` are (0 when either has none)."""
+    x, y = re.findall(r"\d+", a), re.findall(r"\d+", b)
+    return abs(int(x[-1]) - int(y[-1])) if x and y else 0
+
+
+def _words(name: str) -> list[str]:
+    return [part for part in re.split(r"[_\s.\-]+", name) if part]
+
+
+def _typo_cost(typed: list[str], option: list[str], common: set[str]) -> int | None:
+    """Edits from the words ``typed`` to the words of ``option`` (None: not a typo of it); see :func:`suggest`."""
+    left = list(option)
+    cost, distinctive = 0, False
+    for part in typed:
+        allowed = max(1, len(part) // 3)
+        scored = [(edit_distance(part, other, limit=allowed), i) for i, other in enumerate(left)]
+        prefix = [(1, i) for i, other in enumerate(left) if len(part) >= 3 and other.startswith(part) and other != part]
+        candidates = [(d, i) for d, i in scored if d <= allowed] + prefix
+        if not candidates:
+            return None  # a word the option does not have
+        distance, i = min(candidates)
+        distinctive = distinctive or left[i] not in common
+        cost += distance
+        del left[i]
+    if not distinctive or len(left) > len(typed):
+        return None
+    return cost + len(left)
+
+
+def edit_distance(a: str, b: str, limit: int | None = None) -> int:
+    """The optimal-string-alignment distance: insertions, deletions, substitutions and adjacent swaps, one each.
+
+    With ``limit``, any distance above it may be returned as ``limit + 1`` (the work stops early).
+    """
+    if limit is not None and abs(len(a) - len(b)) > limit:
+        return limit + 1
+    before, previous = None, list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y))
+            if before is not None and i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
+                current[j] = min(current[j], before[j - 2] + 1)
+        if limit is not None and min(current) > limit:
+            return limit + 1
+        before, previous = previous, current
+    return previous[-1]
 
 
 class Problems:
@@ -122,9 +199,23 @@ def _yaml_float(value: float) -> str:
     return ".nan" if value != value else (".inf" if value > 0 else "-.inf")
 
 
+def boolean_hint(value: Any) -> str:
+    """For a YAML boolean where text was expected: YAML 1.1 reads unquoted yes/no, on/off, true/false as booleans.
+
+    `` (YAML reads an unquoted on, yes or true as true: quote it, e.g. 'on', to write the word)`` when
+    ``value`` is a boolean or a list holding one; nothing otherwise.
+    """
+    found = value if isinstance(value, bool) else next((v for v in value if isinstance(v, bool)), None) if isinstance(value, list) else None
+    if found is None:
+        return ""
+    words, word = ("on, yes or true", "true") if found else ("off, no or false", "false")
+    example = "'on'" if found else "'off'"
+    return f" (YAML reads an unquoted {words} as {word}: quote it, e.g. {example}, to write the word)"
+
+
 def string(value) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise Bad(f"must be a non-empty string, got {shown(value)} ({type_name(value)})")
+        raise Bad(f"must be a non-empty string, got {shown(value)} ({type_name(value)}){boolean_hint(value)}")
     return value.strip()
 
 
@@ -136,13 +227,13 @@ def boolean(value) -> bool:
 
 def string_list(value) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise Bad(f"must be a non-empty list of strings, got {shown(value)} ({type_name(value)})")
+        raise Bad(f"must be a non-empty list of strings, got {shown(value)} ({type_name(value)}){boolean_hint(value)}")
     return list(value)
 
 
 def choice(value, options: tuple[str, ...]) -> str:
     if value not in options:
-        raise Bad(f"{shown(value)} is not valid: valid values are {', '.join(options)}")
+        raise Bad(f"{shown(value)} is not valid: valid values are {', '.join(options)}{boolean_hint(value)}")
     return value
 
 
@@ -201,7 +292,7 @@ def reference(value, builtins: tuple[str, ...] = ()) -> str:
     if not isinstance(value, str) or not _REFERENCE.match(value.strip()):
         named = f"one of {', '.join(builtins)}, or " if builtins else ""
         raise Bad(f"{shown(value)} is not valid{suggest(value, builtins)}: give {named}a reference 'module:function' "
-                  "(an importable module and a name in it)")
+                  f"(an importable module and a name in it){boolean_hint(value)}")
     return value.strip()
 
 
@@ -259,7 +350,8 @@ def components_text(value) -> str:
         return value
     if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
         return ", ".join(value)
-    raise Bad(f"must be a component string such as 'L0H0 L1H0' (or a list of them), got {shown(value)} ({type_name(value)})")
+    raise Bad(f"must be a component string such as 'L0H0 L1H0' (or a list of them), got {shown(value)} ({type_name(value)})"
+              f"{boolean_hint(value)}")
 
 
 def circuit(value, scope: Scope):
@@ -339,7 +431,7 @@ def _strings_or_string(value) -> list[str]:
     try:
         return string_list(value)
     except Bad:
-        raise Bad(f"must be a string or a non-empty list of strings, got {shown(value)} ({type_name(value)})") from None
+        raise Bad(f"must be a string or a non-empty list of strings, got {shown(value)} ({type_name(value)}){boolean_hint(value)}") from None
 
 
 #: Keys every claim may have, besides its kind's parameters.
