@@ -3,7 +3,10 @@
 Registered by the main plugin as ``circuitcheck-summary``; it reads what the
 report collector and the baseline plugin gathered. Each claim's line comes
 from :func:`circuitcheck.claims.format.terminal_line`, the same words as the
-lab note and the report.
+lab note and the report: the value, and beside it the bound that decided
+against the threshold. Claims are counted as :func:`standing` says: held,
+failed (a baseline regression too), xfailed (failed in a test marked xfail)
+and, apart from the claims, informational ``check_*`` results.
 """
 
 from __future__ import annotations
