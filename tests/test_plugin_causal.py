@@ -97,12 +97,14 @@ def test_claim(induction_task):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            ">*cc.assert_sufficient(\"L1H0\", min_recovery=0.99)",
-            "E*claim failed: L1H0 is sufficient for induction (model zoo:induction-2l)",
-            "E*measured: recovery * (95% CI * to *, n=32)",
-            "E*required: recovery >= 0.99, decided on the lower bound*",
-            "E*task:*induction: 32 prompts*",
-            "E*ablation: resample (*); seed 0",
+            "claim failed: L1H0 is sufficient for induction (model zoo:induction-2l)",
+            "*measured: recovery * (95% CI * to *, n=32)",
+            "*required: recovery >= 0.99, decided on the lower bound*",
+            "*task:*induction: 32 prompts*",
+            "*ablation: resample (*); seed 0",
+            "",
+            "test_a_causal_failure_is_a_lab_note.py:6: in test_claim",
+            "    cc.assert_sufficient(\"L1H0\", min_recovery=0.99)",
         ]
     )
 
