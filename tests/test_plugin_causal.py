@@ -103,7 +103,7 @@ def test_claim(induction_task):
             "*task:*induction: 32 prompts*",
             "*ablation: resample (*); seed 0",
             "",
-            "test_a_causal_failure_is_a_lab_note.py:6: in test_claim",
+            "test_a_causal_failure_is_a_lab_note.py:4: in test_claim",
             "    cc.assert_sufficient(\"L1H0\", min_recovery=0.99)",
         ]
     )
