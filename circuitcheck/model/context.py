@@ -195,7 +195,9 @@ def soft_claims() -> Iterator[SoftClaims]:
     is not a failed claim still stops the block at once; the claims that
     failed before it are added to that error's notes. A block inside another
     soft block (or inside a test run with ``--circuitcheck-soft``) joins it:
-    the outermost one raises. Yields the :class:`SoftClaims` being collected.
+    the outermost one raises. As an ``assert_*`` no longer raises inside,
+    ``pytest.raises(CircuitAssertionError)`` around one fails: check
+    ``result.passed`` instead. Yields the :class:`SoftClaims` being collected.
     """
     __tracebackhide__ = True
     outer = _soft.get()
