@@ -337,7 +337,7 @@ def test_the_tolerance_is_the_precisions_epsilon_times_a_stated_factor():
     for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
         expected = fastpath.DTYPE_ROUNDINGS * torch.finfo(dtype).eps + fastpath.FLOAT32_ROUNDINGS * eps32
         assert fastpath.tolerance(dtype) == pytest.approx(expected, rel=1e-12)
-    assert fastpath.tolerance(torch.float32) < 1e-5 < 1e-2 < fastpath.tolerance(torch.bfloat16)
+    assert fastpath.tolerance(torch.float32) < 2e-5 < 1e-2 < fastpath.tolerance(torch.bfloat16)
     with pytest.raises(ValueError, match="torch.int64 is not a floating-point type"):
         fastpath.tolerance(torch.int64)
 

@@ -64,20 +64,23 @@ from .session import session_of, sessions
 DTYPE_ROUNDINGS = 8
 #: Float32 roundings they may differ by in any precision: matrix products accumulate in (at least)
 #: float32, in another order per implementation, and normalisations compute in float32 (Hugging
-#: Face's RMSNorm even for float64 models).
-FLOAT32_ROUNDINGS = 32
+#: Face's RMSNorm even for float64 models). 128: power's mutations of zoo:induction-2l (weights
+#: scrambled, swapped or copied) gave kernel-minus-model differences of up to 66 float32 roundings
+#: of the logits' scale in float32; 32 turned the fast path off there mid-suite.
+FLOAT32_ROUNDINGS = 128
 
 
 def tolerance(dtype: torch.dtype) -> float:
     """How far the fast path may differ from the general path, relative to the logits' scale, in ``dtype``.
 
     ``DTYPE_ROUNDINGS * finfo(dtype).eps + FLOAT32_ROUNDINGS * finfo(float32).eps``:
-    float32 4.8e-6, bfloat16 6.3e-2, float16 7.8e-3. Multiplied by the scale
+    float32 1.6e-5, bfloat16 6.3e-2, float16 7.8e-3. Multiplied by the scale
     ``max(1, largest |logit|)``, this is the largest difference the verification
     accepts. Measured kernel-minus-model differences on the test models (up to
     16 layers, d_model 768, weights up to 15x the usual initialisation), in units of
     ``finfo(dtype).eps`` times that scale: at most 15 in float32, at most 1.6 in
-    bfloat16 and float16. Half-precision products accumulate in float32 and round
+    bfloat16 and float16; on mutated copies of the zoo models (test power) up to 66 in
+    float32. Half-precision products accumulate in float32 and round
     once, so their differences are a few roundings of the output; float32 outputs
     carry the accumulation order's error, tens of float32 roundings. A fixed 1e-4
     would be 840 float32 roundings (hiding real differences there) and below one
