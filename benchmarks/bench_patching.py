@@ -16,7 +16,13 @@ Workloads, each computed both ways on the same model and task:
    ``circuitcheck.attribution_sweep(model, task, method="eap").position_mean`` vs
    ``transformer_lens.tools.analysis.attribution_patching.attribution_patch(..., EdgeAttributionConfig(granularity="edge"))``,
    on a GPT-2 of the same shape in the Hugging Face architecture (TransformerLens's edge attribution needs per-head
-   attention results, which its native bridge does not offer); the ratio is of the fastest runs (min of the repeats).
+   attention results, which its native bridge does not offer); the ratio is of the fastest runs (min of the repeats);
+4. ``edge_circuit``: sufficiency (recovery under resample ablation of every other edge) of the top-300 (edge, position)
+   pairs by |EAP score|, ``circuitcheck.check_sufficient(circuit)`` vs TransformerLens's
+   ``tools.analysis.attribution_patching.faithfulness`` once per example (it measures one pair at a time), on the
+   eap workload's model and its first ``--edge-examples`` prompt pairs answered by the clean run's top and bottom
+   token; and a faithfulness curve of 8 nested top-n circuits, one batched ``Patcher.run`` vs ``faithfulness`` once
+   per circuit and example. Ratios of medians; recovery is a ratio of means over examples on both sides.
 
 Both sides pay for their own clean (and corrupted) runs inside the timed region:
 a fresh ``Patcher`` per repeat, and ``model.run_with_cache(clean)`` per TransformerLens repeat.
@@ -42,6 +48,9 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from typing import Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 import torch  # noqa: E402
 import transformer_lens  # noqa: E402
@@ -61,6 +70,14 @@ TARGET_RATIO_H100 = 20.0  # general path, on one H100
 TARGET_FAST_CPU = 3.0  # fast path, on 2 CPU cores
 TARGET_FAST_H100 = 50.0  # fast path, on one H100
 TARGET_EAP_RATIO = 1.0  # EAP: at least TransformerLens's speed, with the same numbers
+TARGET_EDGE_RATIO = 5.0  # edge circuit sufficiency: at least 5x TransformerLens's faithfulness, on 2 CPU cores
+
+#: edge_circuit: the circuit's (edge, position) pairs, the curve's nested circuits, and the prompt pairs.
+EDGE_CIRCUIT_EDGES = 300
+EDGE_CURVE_CIRCUITS = 8
+# TransformerLens's faithfulness takes about a minute per example and circuit on the full model on 2 cores
+# (a Python loop over the ~520k ablated edges, in 5 ablated forwards): 2 examples keep the run near 20 minutes.
+EDGE_EXAMPLES = 2
 
 BATCH, SEQ_LEN = 8, 16
 
@@ -75,7 +92,10 @@ WORKLOADS = {
 
 
 #: workloads that are not sweeps: name -> what is compared
-OTHER_WORKLOADS = {"eap": "edge attribution of every edge and position"}
+OTHER_WORKLOADS = {
+    "eap": "edge attribution of every edge and position",
+    "edge_circuit": "sufficiency of top-EAP edge circuits (one, and a curve of nested ones)",
+}
 
 
 def _no_tqdm(iterable=None, *args, **kwargs):
@@ -336,6 +356,346 @@ def eap_workload(quick: bool, device: str, repeats: int) -> dict:
     return result
 
 
+# Edge circuits: sufficiency of top-EAP edge circuits ---------------------------------------
+
+
+def build_edge_task(model, examples: int):
+    """The eap workload's first ``examples`` prompt pairs, answered by the clean run: right = its top-1 token, wrong = its bottom-1.
+
+    The eap task's random answers leave m(clean) - m(corrupt) indistinguishable from zero
+    (95% interval [-0.35, 0.13] on the quick model), which sufficiency refuses and which would
+    make TransformerLens's recovered fraction noise over noise; the clean run's own top and
+    bottom tokens give every example a clear gap, as in bench_verdicts.py.
+    """
+    base = build_task(model.cfg.d_vocab)
+    if not 1 <= examples <= base.n_examples:
+        raise ValueError(f"--edge-examples {examples} is not valid: use 1 to {base.n_examples} (the eap task's prompt pairs)")
+    clean, corrupt = base.clean[:examples], base.corrupt[:examples]
+    with torch.no_grad():
+        last = model(clean)[:, -1]
+    return from_tokens(clean, corrupt, answers=last.argmax(-1), wrong_answers=last.argmin(-1))
+
+
+def curve_sizes(largest: int, count: int) -> list[int]:
+    """``count`` nested circuit sizes from ``largest`` down by factors of sqrt(2), smallest first."""
+    return sorted({max(1, round(largest * 2 ** (-k / 2))) for k in range(count)})
+
+
+def top_edge_circuits(model, task, sizes: Sequence[int]):
+    """Nested circuits of the top-n (edge, position) pairs by |EAP score| (circuitcheck's attribution_sweep), one per size.
+
+    An edge at a position keeps the sender's write into the receiver at that position
+    (``"L0H3 -> L1.mlp@15"``), as TransformerLens's ``top_edges(k)`` feeds ``faithfulness``.
+    Ties keep the sweep's order (a stable sort), so the circuits are the same on every run.
+    Returns (circuits, scores of the largest circuit's pairs in order).
+    """
+    import circuitcheck as cc
+
+    model.requires_grad_(True)  # the sweep's gradients, as in the eap workload
+    try:
+        sweep = cc.attribution_sweep(model, task, method="eap", record=False)
+    finally:
+        model.requires_grad_(False)
+    scores = sweep.position_mean
+    n_pos = scores.shape[1]
+    order = torch.argsort(scores.abs().flatten(), descending=True, stable=True)[: max(sizes)].tolist()
+    pairs = [cc.Edge.parse(f"{sweep.index[i // n_pos]}@{i % n_pos}") for i in order]
+    circuits = [cc.Circuit.of((), pairs[:n], name=f"top {n} EAP edges") for n in sizes]
+    return circuits, [float(scores.flatten()[i]) for i in order]
+
+
+def tl_edge_pairs(graph, circuit) -> list:
+    """The circuit's edges as TransformerLens (writer, reader) node pairs, one per position (tests/test_edge_circuits.py's alignment).
+
+    ``pos_embed`` edges are left out: TransformerLens's graph has no positional writer, and under
+    resample ablation its value is the same on both inputs.
+    """
+    from transformer_lens.tools.analysis.attribution_patching import Node
+
+    readers = {"q": "q_input", "k": "k_input", "v": "v_input"}
+    pairs = []
+    for sender, receiver, positions in graph.atoms(list(circuit.edges)):
+        for p in positions if positions is not None else range(graph.seq_len):
+            if sender[0] == "pos_embed":
+                continue
+            writer = (Node("embed", p) if sender[0] == "embed" else
+                      Node("attn_head_out", p, sender[1], sender[2]) if sender[0] == "head" else Node("mlp_out", p, sender[1]))
+            reader = (Node(readers[receiver[0]], p, receiver[1], receiver[2]) if receiver[0] in readers else
+                      Node("mlp_in", p, receiver[1]) if receiver[0] == "mlp" else Node("logits", p, graph.n_layers - 1))
+            pairs.append((writer, reader))
+    return pairs
+
+
+def _one_example(task, i: int):
+    import dataclasses
+
+    pick = lambda t: None if t is None else t[i : i + 1]  # noqa: E731
+    return dataclasses.replace(task, clean=pick(task.clean), corrupt=pick(task.corrupt), answers=pick(task.answers),
+                               wrong_answers=pick(task.wrong_answers))
+
+
+def run_tl_faithfulness(model, task, pairs, device, examples=None):
+    """TransformerLens's ``faithfulness`` once per example (it measures one pair at a time), resample ("corrupt") ablation.
+
+    Returns ``[examples, 3]``: m(clean), m(corrupt) and the circuit's m(C) = m(corrupt) +
+    recovered * (m(clean) - m(corrupt)), per example.
+    """
+    from transformer_lens.tools.analysis.attribution_patching import FaithfulnessConfig, faithfulness
+
+    rows = []
+    for i in range(task.n_examples) if examples is None else examples:
+        one = _one_example(task, i)
+        result = faithfulness(model, one.clean.to(device), one.corrupt.to(device), lambda logits, one=one: one.metric(logits, one).mean(),
+                              pairs, FaithfulnessConfig(ablation="corrupt"))
+        gap = result.full_metric - result.corrupt_metric
+        rows.append((result.full_metric, result.corrupt_metric, result.corrupt_metric + result.recovered * gap))
+    return np.array(rows)
+
+
+def run_tl_core(model, task, pairs, device):
+    """TransformerLens's ablate-outside forward without ``faithfulness``'s per-edge-class breakdown (its private steps, in its order).
+
+    ``faithfulness`` also runs one more ablated forward per edge class the circuit touches
+    (``edge_class_recovered``), which circuitcheck does not compute; this is the rest:
+    the corrupted run's cache and graph, the writers' replacements, the clean run and one
+    ablated forward per example. Returns ``[examples]`` m(C).
+    """
+    from transformer_lens.tools.analysis import attribution_patching as tl_ap
+
+    n_layers = int(model.cfg.n_layers)
+    hook_names = tl_ap._edge_hook_names(n_layers) + tl_ap._attn_write_hook_names(n_layers)
+    kept = []
+    for i in range(task.n_examples):
+        one = _one_example(task, i)
+        clean, corrupt = one.clean.to(device), one.corrupt.to(device)
+
+        def metric(logits, one=one):
+            return one.metric(logits, one).mean()
+
+        with torch.no_grad(), tl_ap._edge_hook_flags(model):
+            cache = tl_ap.cache_activation_and_gradient(model, corrupt, metric, names_filter=hook_names, compute_gradient=False)
+            graph = tl_ap.enumerate_edges(model, cache)
+            replacements = tl_ap.capture_writer_outputs(model, corrupt)
+            float(metric(model(clean)))
+            kept.append(float(metric(tl_ap._ablate_edges(model, clean, graph, pairs, replacements))))
+    return np.array(kept)
+
+
+class _OwnPatcher:
+    """A test context that gives the checks one patcher of our making (so that every timed run pays for its own cached runs)."""
+
+    def __init__(self, patcher):
+        self.patcher = patcher
+
+    def get_model(self):
+        raise RuntimeError("the benchmark passes model= explicitly")
+
+    def default_seed(self) -> int:
+        return 0
+
+    def get_task(self, model):
+        return None
+
+    def get_patcher(self, model):
+        return self.patcher
+
+    def record(self, result, tolerance=None):
+        return None
+
+    def record_sweep(self, sweep: dict) -> None:
+        return None
+
+
+def _recovery(full, empty, kept) -> float:
+    """circuitcheck's recovery: a ratio of means over examples, (m(C) - m(∅)) / (m(M) - m(∅))."""
+    return float((np.mean(kept) - np.mean(empty)) / (np.mean(full) - np.mean(empty)))
+
+
+def _receiver_classes(circuit) -> dict:
+    """How many of the circuit's edges read into each of TransformerLens's edge classes (its extra forwards: one per class)."""
+    classes: dict[str, int] = {}
+    for edge in circuit.edges:
+        r = edge.receiver
+        name = "into_qk" if r.port in ("q", "k") else "into_v" if r.port == "v" else "into_mlp" if r.kind == "mlp" else "into_logits"
+        classes[name] = classes.get(name, 0) + 1
+    return classes
+
+
+def edge_circuit_workload(quick: bool, device: str, repeats: int, examples: int = EDGE_EXAMPLES,
+                          n_edges: int = EDGE_CIRCUIT_EDGES, n_circuits: int = EDGE_CURVE_CIRCUITS) -> dict:
+    """Sufficiency of a top-EAP edge circuit, and of a faithfulness curve of nested ones: TransformerLens's faithfulness vs circuitcheck."""
+    import circuitcheck as cc
+    from circuitcheck.engine import edges as cc_edges
+    from circuitcheck.model import context
+
+    load_start = os.getloadavg()
+    model = build_hf_gpt2(quick, device)
+    task = build_edge_task(model, examples)
+    sizes = curve_sizes(n_edges, n_circuits)
+    circuits, scores = top_edge_circuits(model, task, sizes)
+    circuit = circuits[-1]  # the largest: top n_edges
+    graph = cc_edges.Graph.of(model, task.seq_len)
+    tl_pairs = [tl_edge_pairs(graph, c) for c in circuits]
+    # TransformerLens's graph: circuitcheck's less the positional embedding's edges, at every position.
+    tl_graph_edges = sum(edge.sender.kind != "pos_embed" for edge in graph.edges()) * task.seq_len
+
+    # circuitcheck, one circuit: check_sufficient on a fresh patcher per run (its cached clean and corrupted runs count).
+    holder = {}
+
+    def run_cc_single():
+        holder["patcher"] = patcher = Patcher(model, progress=False)
+        with context.active(_OwnPatcher(patcher)):
+            return cc.check_sufficient(circuit, model=model, task=task, ablation="resample", min_recovery=0.0, seed=0)
+
+    sync(device)
+    start = time.perf_counter()
+    run_cc_single()  # first use: verifies the fast path and the receivers' recomputation on this model
+    sync(device)
+    cc_first = time.perf_counter() - start
+    cc_time, cc_times, cc_result, cc_forwards = timed(model, run_cc_single, device, repeats)
+    cc_chunks, cc_fast_chunks = holder["patcher"].forward_passes, holder["patcher"].fast_passes
+
+    # circuitcheck, the curve: every circuit and ∅ as variants of one batched Patcher.run.
+    def run_cc_curve():
+        holder["curve"] = patcher = Patcher(model, progress=False)
+        values = patcher.run(task, [graph.keep(c.edges).patches() for c in circuits] + [graph.keep().patches()], ablation="resample")
+        runs = patcher.runs(task)
+        return values.numpy().astype(np.float64), runs.clean_metric.numpy().astype(np.float64)
+
+    cc_curve_time, cc_curve_times, (cc_values, cc_full), cc_curve_forwards = timed(model, run_cc_curve, device, repeats)
+    cc_curve_chunks = holder["curve"].forward_passes
+
+    # circuitcheck, the curve one check at a time (one patcher shared by the checks, as in a test session).
+    def run_cc_one_by_one():
+        patcher = Patcher(model, progress=False)
+        with context.active(_OwnPatcher(patcher)):
+            return [cc.check_sufficient(c, model=model, task=task, ablation="resample", min_recovery=0.0, seed=0).value
+                    for c in circuits]
+
+    cc_each_time, cc_each_times, cc_each_values, _ = timed(model, run_cc_one_by_one, device, repeats)
+
+    # TransformerLens, after circuitcheck (seconds, not minutes): faithfulness once per circuit and example. Each
+    # repeat measures every circuit of the curve, the single circuit first: its time is the single-circuit measurement.
+    # No warm-up run: faithfulness keeps nothing between calls, and one call on the full model takes about a minute
+    # per example.
+    tl_circuit_times, tl_curve_times, tl_forwards = [], [], None
+    for _ in range(repeats):
+        per_circuit = []
+        tl_rows = []
+        for pairs in reversed(tl_pairs):  # the single circuit first
+            sync(device)
+            start = time.perf_counter()
+            if tl_forwards is None:
+                rows, forwards = count_forwards(model, lambda: run_tl_faithfulness(model, task, pairs, device))
+                tl_forwards = forwards // task.n_examples
+            else:
+                rows = run_tl_faithfulness(model, task, pairs, device)
+            sync(device)
+            per_circuit.append(time.perf_counter() - start)
+            tl_rows.append(rows)
+            print(f"  (TransformerLens faithfulness of {len(pairs)} edges: {per_circuit[-1]:.1f} s)")  # progress: minutes per circuit
+        tl_circuit_times.append(per_circuit[0])
+        tl_curve_times.append(sum(per_circuit))
+    tl_rows = tl_rows[::-1]  # smallest circuit first, as sizes
+    start = time.perf_counter()
+    tl_core = run_tl_core(model, task, tl_pairs[-1], device)
+    tl_core_seconds = time.perf_counter() - start
+
+    # The numbers: per-example metrics and per-circuit recoveries, both ways.
+    tl_recoveries = [_recovery(rows[:, 0], rows[:, 1], rows[:, 2]) for rows in tl_rows]
+    cc_empty = cc_values[-1]
+    cc_recoveries = [_recovery(cc_full, cc_empty, kept) for kept in cc_values[:-1]]
+    metric_diff = max(float(np.abs(cc_values[:-1] - np.stack([rows[:, 2] for rows in tl_rows])).max()),
+                      float(np.abs(cc_full - tl_rows[-1][:, 0]).max()), float(np.abs(cc_empty - tl_rows[-1][:, 1]).max()))
+    single_diff = abs(cc_result.value - tl_recoveries[-1])
+    curve_diff = max(abs(a - b) for a, b in zip(cc_recoveries, tl_recoveries))
+    each_diff = max(abs(a - b) for a, b in zip(cc_each_values, cc_recoveries))
+    core_diff = float(np.abs(tl_core - tl_rows[-1][:, 2]).max())
+    diff = max(single_diff, curve_diff, metric_diff)
+
+    tl_time = statistics.median(tl_circuit_times)
+    tl_curve_time = statistics.median(tl_curve_times)
+    ratio = tl_time / cc_time
+    curve_ratio = tl_curve_time / cc_curve_time
+    classes = _receiver_classes(circuit)
+    result = {
+        "model": (f"Hugging Face GPT-2 architecture, {model.cfg.n_layers}L x {model.cfg.n_heads}H, "
+                  f"d_model {model.cfg.d_model} (random init)"),
+        "task": (f"the eap task's first {task.n_examples} prompt pairs ({task.seq_len} tokens); answer the clean run's top-1 token, "
+                 "wrong answer its bottom-1; metric logit difference at the last position"),
+        "examples": task.n_examples,
+        "graph_edge_positions": tl_graph_edges,
+        "circuit": f"top {len(circuit.edges)} (edge, position) pairs by |EAP score| (circuitcheck attribution_sweep, stable order)",
+        "circuit_edges": len(circuit.edges),
+        "circuit_receiver_classes": classes,
+        "smallest_kept_score": abs(scores[-1]),
+        "ablation": "resample (TransformerLens: 'corrupt'), every edge outside the circuit",
+        "tl_seconds": tl_time,
+        "tl_all_seconds": tl_circuit_times,
+        "tl_forwards_per_example": tl_forwards,
+        "tl_core_seconds": tl_core_seconds,
+        "cc_seconds": cc_time,
+        "cc_all_seconds": cc_times,
+        "cc_first_use_seconds": cc_first,
+        "cc_forwards": cc_forwards,
+        "cc_patched_chunks": cc_chunks,
+        "cc_fast_chunks": cc_fast_chunks,
+        "ratio": ratio,
+        "ratio_fastest": min(tl_circuit_times) / min(cc_times),
+        "ratio_core": tl_core_seconds / cc_time,
+        "tl_recovery": tl_recoveries[-1],
+        "cc_recovery": cc_result.value,
+        "cc_recovery_ci": [cc_result.ci_low, cc_result.ci_high],
+        "max_abs_diff": diff,
+        "max_abs_diff_recovery": single_diff,
+        "max_abs_diff_metric": metric_diff,
+        "tl_core_max_abs_diff_metric": core_diff,
+        "curve": {
+            "sizes": sizes,
+            "tl_seconds": tl_curve_time,
+            "tl_all_seconds": tl_curve_times,
+            "cc_seconds": cc_curve_time,
+            "cc_all_seconds": cc_curve_times,
+            "cc_forwards": cc_curve_forwards,
+            "cc_patched_chunks": cc_curve_chunks,
+            "cc_one_check_per_circuit_seconds": cc_each_time,
+            "cc_one_check_per_circuit_all_seconds": cc_each_times,
+            "ratio": curve_ratio,
+            "ratio_fastest": min(tl_curve_times) / min(cc_curve_times),
+            "tl_recovery": tl_recoveries,
+            "cc_recovery": cc_recoveries,
+            "max_abs_diff": curve_diff,
+            "one_check_per_circuit_max_abs_diff": each_diff,
+        },
+        "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
+    }
+    result["target_met"] = ratio >= TARGET_EDGE_RATIO and diff <= TARGET_MAX_DIFF
+    ok = lambda d: "ok" if d <= TARGET_MAX_DIFF else "ABOVE TARGET"  # noqa: E731
+    print(f"edge_circuit: sufficiency of the top {len(circuit.edges)} EAP (edge, position) pairs of {tl_graph_edges} "
+          f"({tl_graph_edges // task.seq_len} edges x {task.seq_len} positions; {result['model']}; {task.n_examples} examples; receivers {classes}):")
+    print(f"  TransformerLens : {tl_time:9.3f} s  (median of {repeats}; faithfulness once per example, "
+          f"{tl_forwards} forwards each, {len(classes)} of them for its per-class breakdown)")
+    print(f"  TL without the per-class breakdown: {tl_core_seconds:.3f} s (one run; max abs diff of m(C) {core_diff:.1e})")
+    print(f"  circuitcheck    : {cc_time:9.3f} s  (median of {repeats}; check_sufficient on a fresh patcher, {cc_forwards} calls into "
+          f"block 0, {cc_chunks} patched chunk(s), {cc_fast_chunks} fast); first use {cc_first:.3f} s")
+    print(f"  ratio           : {ratio:9.2f} x  (TL / circuitcheck, medians; fastest runs {result['ratio_fastest']:.2f} x; "
+          f"TL without its breakdown {result['ratio_core']:.2f} x)")
+    print(f"  recovery        : TL {tl_recoveries[-1]:.6f}, circuitcheck {cc_result.value:.6f} [{cc_result.ci_low:.3f}, {cc_result.ci_high:.3f}]; "
+          f"max abs diff {single_diff:.2e} (per-example metrics {metric_diff:.2e})  [{ok(max(single_diff, metric_diff))} <= {TARGET_MAX_DIFF:g}]")
+    print(f"  curve of {len(sizes)} nested circuits ({', '.join(map(str, sizes))} edges):")
+    print(f"    TransformerLens : {tl_curve_time:9.3f} s  (faithfulness per circuit and example: {len(sizes) * task.n_examples} calls)")
+    print(f"    circuitcheck    : {cc_curve_time:9.3f} s  (one Patcher.run of {len(sizes) + 1} variants: {cc_curve_chunks} patched chunk(s)); "
+          f"one check_sufficient per circuit {cc_each_time:.3f} s")
+    print(f"    ratio           : {curve_ratio:9.2f} x  (fastest runs {result['curve']['ratio_fastest']:.2f} x)")
+    print(f"    recoveries      : TL {', '.join(f'{r:.4f}' for r in tl_recoveries)}")
+    print(f"                      cc {', '.join(f'{r:.4f}' for r in cc_recoveries)}")
+    print(f"    max abs diff    : {curve_diff:9.2e}  [{ok(curve_diff)} <= {TARGET_MAX_DIFF:g}]; one check per circuit vs batched {each_diff:.1e}")
+    print(f"  load average    : {', '.join(f'{x:.2f}' for x in load_start)} at the start, "
+          f"{', '.join(f'{x:.2f}' for x in result['load_average']['end'])} at the end (1, 5, 15 min)")
+    print()
+    return result
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -347,6 +707,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--workloads", nargs="+", choices=[*WORKLOADS, *OTHER_WORKLOADS], default=[*WORKLOADS, *OTHER_WORKLOADS])
     parser.add_argument("--json", metavar="PATH", help="also write the numbers here")
     parser.add_argument("--profile", action="store_true", help="print the fast path's top operators (torch.profiler)")
+    parser.add_argument("--edge-examples", type=int, default=EDGE_EXAMPLES,
+                        help=f"edge_circuit: prompt pairs (default {EDGE_EXAMPLES}; TransformerLens takes about a minute per pair "
+                             "and circuit on the full model on 2 CPU cores)")
     args = parser.parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress shows when piped to a file
@@ -381,6 +744,9 @@ def main(argv=None) -> dict:
     for name in args.workloads:
         if name == "eap":
             results[name] = eap_workload(args.quick, device, args.repeats)
+            continue
+        if name == "edge_circuit":
+            results[name] = edge_circuit_workload(args.quick, device, args.repeats, examples=args.edge_examples)
             continue
         what, tl_fn, axes = WORKLOADS[name]
         tl_time, tl_times, tl_out, tl_forwards = timed(model, lambda: run_tl(model, task, tl_fn, device), device, args.repeats)
@@ -459,6 +825,11 @@ def main(argv=None) -> dict:
         r = results["eap"]
         print(f"eap target: >= {TARGET_EAP_RATIO:g}x with max abs diff <= {TARGET_MAX_DIFF:g}: {r['ratio']:.2f}x, "
               f"{r['max_abs_diff']:.1e} ({'met' if r['target_met'] else 'NOT met'})")
+    if "edge_circuit" in results:
+        r = results["edge_circuit"]
+        print(f"edge_circuit target: >= {TARGET_EDGE_RATIO:g}x TransformerLens's faithfulness with max abs diff <= {TARGET_MAX_DIFF:g}: "
+              f"{r['ratio']:.2f}x, {r['max_abs_diff']:.1e} ({'met' if r['target_met'] else 'NOT met'}); "
+              f"curve of {len(r['curve']['sizes'])} circuits {r['curve']['ratio']:.2f}x")
     print(f"total wall time: {time.perf_counter() - start_all:.1f} s (incl. model build and warm-ups)")
 
     report = {
@@ -471,7 +842,7 @@ def main(argv=None) -> dict:
         "repeats": args.repeats,
         "targets": {"max_abs_diff": TARGET_MAX_DIFF, "ratio_2_cpu_cores": TARGET_RATIO_CPU, "ratio_h100": TARGET_RATIO_H100,
                     "fast_ratio_2_cpu_cores": TARGET_FAST_CPU, "fast_ratio_h100": TARGET_FAST_H100,
-                    "eap_ratio": TARGET_EAP_RATIO},
+                    "eap_ratio": TARGET_EAP_RATIO, "edge_circuit_ratio": TARGET_EDGE_RATIO},
         "workloads": results,
     }
     if args.json:
