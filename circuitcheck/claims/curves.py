@@ -52,7 +52,8 @@ from ..model.tasks import Task
 from . import causal, robustness, stats
 from .causal import _base, _lines, _setup
 from .decision import conclude
-from .lattice import CircuitLattice, Samples, bootstrap, full_metric
+from .lattice import Samples, bootstrap, full_metric
+from .minimality import lattice_of
 from .result import CheckResult
 
 #: MIB's points (``evaluate_area_under_curve``): fractions of the graph's nodes or edges kept.
@@ -312,8 +313,7 @@ def _measure(ranking: Ranking, setup, *, fractions, counts, log_scale: bool) -> 
         raise ArgumentError(f"a curve needs at least two points; got {len(xs)} (fractions/counts {xs})")
     if log_scale and xs[0] <= 0:
         raise ArgumentError("log_scale=True needs every fraction above 0 (log 0 is undefined): drop the 0 point")
-    builders = causal.builders(setup, ranking.items[:1])
-    lattice = CircuitLattice(setup, ranking.items, ablate_all_but=builders[0], ablate=builders[1])
+    lattice = lattice_of(setup, ranking.items)
     masks = [(1 << n) - 1 for n in ns]
     runs = lattice.keep([*masks, 0], desc="faithfulness curve")
     full = full_metric(setup)

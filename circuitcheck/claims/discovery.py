@@ -38,7 +38,8 @@ from ..model.circuit import Circuit
 from ..model.components import Component, Edge, model_label
 from ..model.tasks import Task
 from . import causal, curves, stats
-from .lattice import CircuitLattice, full_metric
+from .lattice import full_metric
+from .minimality import lattice_of
 
 METHODS = ("eap", "eap-ig", "patching")
 #: curve points when the budget is larger than this (a geometric grid)
@@ -142,8 +143,7 @@ def _circuit_of(items: list, level: str, name: str = "found") -> Circuit:
 
 def _recoveries(setup, members: list, masks: list[int], desc: str) -> dict[int, float]:
     """Point recovery of each mask over ``members`` (the lattice's runs, memoised across calls)."""
-    ablate_all_but, ablate = causal.builders(setup, members[:1])
-    lattice = CircuitLattice(setup, members, ablate_all_but=ablate_all_but, ablate=ablate)
+    lattice = lattice_of(setup, members)
     runs = lattice.keep([*masks, 0], desc=desc)
     full, empty = float(full_metric(setup).mean()), float(runs[0].mean())
     return {mask: (float(runs[mask].mean()) - empty) / (full - empty) for mask in masks}
